@@ -1,0 +1,83 @@
+//! The crate's one error type.
+
+/// Everything that can go wrong in this crate. Every public function returns
+/// [`Result<T>`](crate::Result); no panic is reachable from the public API.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An input matrix has no rows or no columns.
+    #[error("{what} is empty (shape {rows}×{cols}); at least one row and one column are needed")]
+    Empty {
+        /// Which argument.
+        what: &'static str,
+        /// Its number of rows.
+        rows: usize,
+        /// Its number of columns.
+        cols: usize,
+    },
+    /// An input holds NaN or ±∞.
+    #[error("{what} has a non-finite value at row {row}, column {col}")]
+    NonFinite {
+        /// Which argument.
+        what: &'static str,
+        /// Row of the first non-finite entry.
+        row: usize,
+        /// Column of the first non-finite entry.
+        col: usize,
+    },
+    /// Two arguments disagree on a dimension.
+    #[error("shape mismatch for {what}: expected {expected}, got {got}")]
+    ShapeMismatch {
+        /// Which argument.
+        what: &'static str,
+        /// What was expected, e.g. `"200 rows"`.
+        expected: String,
+        /// What was given.
+        got: String,
+    },
+    /// The precision ε (or ε²) is not a finite positive number.
+    #[error("invalid precision: {name} = {value} (must be finite and > 0)")]
+    InvalidPrecision {
+        /// `"eps"` or `"eps_sq"`.
+        name: &'static str,
+        /// The value given.
+        value: f64,
+    },
+    /// A hard label is not smaller than the number of classes.
+    #[error("label {label} of sample {index} is out of range for {classes} classes")]
+    LabelOutOfRange {
+        /// Index of the sample.
+        index: usize,
+        /// The label given.
+        label: usize,
+        /// The number of classes.
+        classes: usize,
+    },
+    /// A membership is malformed (no classes, negative weights, rows not summing to 1, …).
+    #[error("invalid membership: {0}")]
+    InvalidMembership(String),
+    /// A parameter is outside its valid range.
+    #[error("invalid parameter {name} = {value}: {reason}")]
+    InvalidParameter {
+        /// Parameter name.
+        name: &'static str,
+        /// The value given, as text.
+        value: String,
+        /// What is required.
+        reason: &'static str,
+    },
+    /// A matrix that must be symmetric positive definite could not be factored.
+    #[error("Cholesky factorization of {what} failed at pivot {pivot}: not numerically positive definite")]
+    Factorization {
+        /// Which matrix.
+        what: &'static str,
+        /// Index of the failing pivot.
+        pivot: usize,
+    },
+    /// An iterative decomposition (eigen, SVD) did not converge.
+    #[error("{0} did not converge")]
+    NoConvergence(&'static str),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,189 @@
+//! Private linear-algebra backend: one small interface, two bodies.
+//!
+//! The default body is faer (pure Rust); with the `lapack` feature the same interface is
+//! served by ndarray-linalg. Nothing of the backend appears in a public type.
+//!
+//! All matrices are ndarray values; symmetric matrices are read from, and written to,
+//! their **lower** triangle only unless a function says otherwise.
+
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
+
+pub(crate) mod faer_backend;
+#[cfg(feature = "lapack")]
+pub(crate) mod lapack_backend;
+
+/// The backend interface, implemented for `f32` and `f64`. Public only so that it can be a
+/// (sealed, unnameable) supertrait of [`crate::Float`].
+pub trait Backend: Sized + Copy {
+    /// `out ← alpha·aᵀa (+ out if accumulate)`, lower triangle only (d × d for a: n × d).
+    fn gram_cols(a: ArrayView2<Self>, alpha: Self, accumulate: bool, out: ArrayViewMut2<Self>);
+    /// `out ← alpha·a aᵀ (+ out if accumulate)`, lower triangle only (n × n for a: n × d).
+    fn gram_rows(a: ArrayView2<Self>, alpha: Self, accumulate: bool, out: ArrayViewMut2<Self>);
+    /// `c ← alpha·a b (+ c if accumulate)`.
+    fn gemm(
+        alpha: Self,
+        a: ArrayView2<Self>,
+        b: ArrayView2<Self>,
+        accumulate: bool,
+        c: ArrayViewMut2<Self>,
+    );
+    /// Lower Cholesky factor in place (reads and writes the lower triangle; the strict upper
+    /// triangle is left as it was). `Err(pivot)` when the matrix is not positive definite.
+    fn cholesky_in_place(a: ArrayViewMut2<Self>) -> Result<(), usize>;
+    /// `(L Lᵀ)⁻¹` as a full symmetric matrix, from a lower factor `L`.
+    fn cholesky_inverse(l: ArrayView2<Self>) -> Array2<Self>;
+    /// Solves `(L Lᵀ) X = B` in place (B has as many rows as L).
+    fn cholesky_solve_in_place(l: ArrayView2<Self>, b: ArrayViewMut2<Self>);
+    /// Symmetric eigendecomposition from the lower triangle: eigenvalues ascending and the
+    /// eigenvectors as columns. `None` if it did not converge.
+    fn eigh(a: ArrayView2<Self>) -> Option<(Array1<Self>, Array2<Self>)>;
+    /// Thin SVD `a = U diag(s) Vᵀ`: returns `(U, s, V)` with `s` descending, U: m × r,
+    /// V: n × r, r = min(m, n). `None` if it did not converge.
+    #[allow(clippy::type_complexity)]
+    fn thin_svd(a: ArrayView2<Self>) -> Option<(Array2<Self>, Array1<Self>, Array2<Self>)>;
+}
+
+macro_rules! impl_backend {
+    ($t:ty, $imp:path) => {
+        impl Backend for $t {
+            #[inline]
+            fn gram_cols(a: ArrayView2<Self>, alpha: Self, acc: bool, out: ArrayViewMut2<Self>) {
+                {
+                    use $imp as b;
+                    b::gram_cols(a, alpha, acc, out)
+                }
+            }
+            #[inline]
+            fn gram_rows(a: ArrayView2<Self>, alpha: Self, acc: bool, out: ArrayViewMut2<Self>) {
+                {
+                    use $imp as b;
+                    b::gram_rows(a, alpha, acc, out)
+                }
+            }
+            #[inline]
+            fn gemm(
+                alpha: Self,
+                a: ArrayView2<Self>,
+                bm: ArrayView2<Self>,
+                acc: bool,
+                c: ArrayViewMut2<Self>,
+            ) {
+                {
+                    use $imp as b;
+                    b::gemm(alpha, a, bm, acc, c)
+                }
+            }
+            #[inline]
+            fn cholesky_in_place(a: ArrayViewMut2<Self>) -> Result<(), usize> {
+                {
+                    use $imp as b;
+                    b::cholesky_in_place(a)
+                }
+            }
+            #[inline]
+            fn cholesky_inverse(l: ArrayView2<Self>) -> Array2<Self> {
+                {
+                    use $imp as b;
+                    b::cholesky_inverse(l)
+                }
+            }
+            #[inline]
+            fn cholesky_solve_in_place(l: ArrayView2<Self>, rhs: ArrayViewMut2<Self>) {
+                {
+                    use $imp as b;
+                    b::cholesky_solve_in_place(l, rhs)
+                }
+            }
+            #[inline]
+            fn eigh(a: ArrayView2<Self>) -> Option<(Array1<Self>, Array2<Self>)> {
+                {
+                    use $imp as b;
+                    b::eigh(a)
+                }
+            }
+            #[inline]
+            fn thin_svd(
+                a: ArrayView2<Self>,
+            ) -> Option<(Array2<Self>, Array1<Self>, Array2<Self>)> {
+                {
+                    use $imp as b;
+                    b::thin_svd(a)
+                }
+            }
+        }
+    };
+}
+
+#[cfg(not(feature = "lapack"))]
+impl_backend!(f32, faer_backend);
+#[cfg(not(feature = "lapack"))]
+impl_backend!(f64, faer_backend);
+#[cfg(feature = "lapack")]
+impl_backend!(f32, lapack_backend);
+#[cfg(feature = "lapack")]
+impl_backend!(f64, lapack_backend);
+
+/// Copies the lower triangle onto the upper one.
+pub(crate) fn symmetrize_from_lower<T: Clone>(mut a: ArrayViewMut2<T>) {
+    let n = a.nrows();
+    for i in 0..n {
+        for j in (i + 1)..n {
+            a[(i, j)] = a[(j, i)].clone();
+        }
+    }
+}
+
+/// A Cholesky factor `A = L Lᵀ` of a symmetric positive definite matrix, from which the
+/// log-determinant, the inverse and solves are all taken (factor once, reuse).
+#[derive(Debug, Clone)]
+pub(crate) struct Cholesky<T> {
+    l: Array2<T>,
+}
+
+impl<T: crate::Float> Cholesky<T> {
+    /// Factors `a` (lower triangle read) in place.
+    pub(crate) fn new(mut a: Array2<T>, what: &'static str) -> crate::Result<Self> {
+        debug_assert_eq!(a.nrows(), a.ncols());
+        T::cholesky_in_place(a.view_mut())
+            .map_err(|pivot| crate::Error::Factorization { what, pivot })?;
+        // zero the strict upper triangle so that `l` is exactly L
+        let n = a.nrows();
+        for i in 0..n {
+            for j in (i + 1)..n {
+                a[(i, j)] = T::zero();
+            }
+        }
+        Ok(Self { l: a })
+    }
+
+    /// `log det A = 2 Σ log L_ii`.
+    pub(crate) fn logdet(&self) -> T {
+        let two = T::one() + T::one();
+        two * self.l.diag().iter().map(|&x| x.ln()).sum::<T>()
+    }
+
+    /// `A⁻¹`, full symmetric.
+    pub(crate) fn inverse(&self) -> Array2<T> {
+        T::cholesky_inverse(self.l.view())
+    }
+
+    /// `B ← A⁻¹ B`.
+    pub(crate) fn solve_in_place(&self, b: ArrayViewMut2<T>) {
+        T::cholesky_solve_in_place(self.l.view(), b)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn factor(&self) -> &Array2<T> {
+        &self.l
+    }
+}
+
+/// `I + alpha·G` from the lower triangle of `G` (a new matrix, lower triangle meaningful).
+pub(crate) fn shifted_identity<T: crate::Float>(g: &Array2<T>, alpha: T) -> Array2<T> {
+    let mut a = g.mapv(|x| x * alpha);
+    a.diag_mut().mapv_inplace(|x| x + T::one());
+    a
+}
+
+#[cfg(test)]
+mod tests;

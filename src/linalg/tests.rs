@@ -1,0 +1,133 @@
+use ndarray::{Array2, array};
+
+use super::*;
+
+fn spd(n: usize, seed: u64) -> Array2<f64> {
+    // deterministic, well-conditioned: B Bᵀ + n I with a simple LCG for B
+    let mut s = seed;
+    let mut next = || {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((s >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+    };
+    let b = Array2::from_shape_fn((n, n + 3), |_| next());
+    let mut a = b.dot(&b.t());
+    a.diag_mut().mapv_inplace(|x| x + n as f64);
+    a
+}
+
+#[test]
+fn cholesky_logdet_inverse_solve() {
+    let a = spd(7, 1);
+    let f = Cholesky::new(a.clone(), "a").unwrap();
+    let l = f.factor();
+    let back = l.dot(&l.t());
+    assert!((&back - &a).iter().all(|x| x.abs() < 1e-12));
+    let inv = f.inverse();
+    let id = a.dot(&inv);
+    assert!((&id - &Array2::<f64>::eye(7)).iter().all(|x| x.abs() < 1e-12));
+    let (vals, _) = f64::eigh(a.view()).unwrap();
+    let logdet: f64 = vals.iter().map(|v| v.ln()).sum();
+    assert!((f.logdet() - logdet).abs() < 1e-12 * logdet.abs().max(1.0));
+    let mut b = array![[1.0, 2.0], [0.0, 1.0], [3.0, -1.0], [0.5, 0.5], [1.0, 1.0], [2.0, 0.0], [0.0, 0.0]];
+    let b0 = b.clone();
+    f.solve_in_place(b.view_mut());
+    assert!((a.dot(&b) - b0).iter().all(|x| x.abs() < 1e-12));
+}
+
+#[test]
+fn cholesky_reports_indefinite() {
+    let a = array![[1.0, 2.0], [2.0, 1.0]];
+    assert!(matches!(
+        Cholesky::new(a, "a"),
+        Err(crate::Error::Factorization { pivot: 1, .. })
+    ));
+}
+
+#[test]
+fn grams_are_lower_products() {
+    let z = array![[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]];
+    let mut g = Array2::zeros((3, 3));
+    f64::gram_cols(z.view(), 2.0, false, g.view_mut());
+    let full = z.t().dot(&z) * 2.0;
+    for i in 0..3 {
+        for j in 0..=i {
+            assert!((g[(i, j)] - full[(i, j)]).abs() < 1e-14);
+        }
+    }
+    let mut k = Array2::zeros((2, 2));
+    f64::gram_rows(z.view(), 1.0, false, k.view_mut());
+    let full = z.dot(&z.t());
+    for i in 0..2 {
+        for j in 0..=i {
+            assert!((k[(i, j)] - full[(i, j)]).abs() < 1e-14);
+        }
+    }
+}
+
+#[test]
+fn thin_svd_reconstructs() {
+    let a = array![[3.0, 1.0], [1.0, 3.0], [0.0, 1.0]];
+    let (u, s, v) = f64::thin_svd(a.view()).unwrap();
+    assert_eq!(u.dim(), (3, 2));
+    assert_eq!(v.dim(), (2, 2));
+    assert!(s[0] >= s[1]);
+    let rec = (&u * &s).dot(&v.t());
+    assert!((&rec - &a).iter().all(|x| x.abs() < 1e-12));
+}
+
+/// The two backends agree to 1e-12 on every operation of the interface.
+#[cfg(feature = "lapack")]
+#[test]
+fn backends_agree() {
+    use super::{faer_backend as fb, lapack_backend as lb};
+    let close = |x: &Array2<f64>, y: &Array2<f64>, what: &str| {
+        let scale = x.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        let err = (x - y).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(err <= 1e-12 * scale, "{what}: {err:e}");
+    };
+    let lower = |a: &Array2<f64>| {
+        let mut a = a.clone();
+        for i in 0..a.nrows() {
+            for j in (i + 1)..a.ncols() {
+                a[(i, j)] = 0.0;
+            }
+        }
+        a
+    };
+    let a = spd(40, 7);
+    let z = spd(40, 9).slice(ndarray::s![..25, ..]).to_owned();
+    let (mut g1, mut g2) = (Array2::zeros((40, 40)), Array2::zeros((40, 40)));
+    fb::gram_cols(z.view(), 0.5, false, g1.view_mut());
+    lb::gram_cols(z.view(), 0.5, false, g2.view_mut());
+    close(&lower(&g1), &lower(&g2), "gram_cols");
+    let (mut k1, mut k2) = (Array2::zeros((25, 25)), Array2::zeros((25, 25)));
+    fb::gram_rows(z.view(), 0.5, false, k1.view_mut());
+    lb::gram_rows(z.view(), 0.5, false, k2.view_mut());
+    close(&lower(&k1), &lower(&k2), "gram_rows");
+    let (mut c1, mut c2) = (Array2::zeros((25, 40)), Array2::zeros((25, 40)));
+    fb::gemm(1.5, z.view(), a.view(), false, c1.view_mut());
+    lb::gemm(1.5, z.view(), a.view(), false, c2.view_mut());
+    close(&c1, &c2, "gemm");
+    let (mut l1, mut l2) = (a.clone(), a.clone());
+    fb::cholesky_in_place(l1.view_mut()).unwrap();
+    lb::cholesky_in_place(l2.view_mut()).unwrap();
+    let (l1, l2) = (lower(&l1), lower(&l2));
+    close(&l1, &l2, "cholesky");
+    close(&fb::cholesky_inverse(l1.view()), &lb::cholesky_inverse(l2.view()), "inverse");
+    let (mut b1, mut b2) = (z.t().to_owned(), z.t().to_owned());
+    fb::cholesky_solve_in_place(l1.view(), b1.view_mut());
+    lb::cholesky_solve_in_place(l2.view(), b2.view_mut());
+    close(&b1, &b2, "solve");
+    let (e1, v1) = fb::eigh(a.view()).unwrap();
+    let (e2, v2) = lb::eigh(a.view()).unwrap();
+    close(&e1.insert_axis(ndarray::Axis(0)), &e2.insert_axis(ndarray::Axis(0)), "eigenvalues");
+    // eigenvectors up to sign
+    for c in 0..40 {
+        let s = v1.column(c).dot(&v2.column(c)).signum();
+        let d = (&v1.column(c) - &(&v2.column(c) * s)).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(d < 1e-10, "eigenvector {c}: {d:e}");
+    }
+    let (_, s1, _) = fb::thin_svd(z.view()).unwrap();
+    let (_, s2, _) = lb::thin_svd(z.view()).unwrap();
+    close(&s1.insert_axis(ndarray::Axis(0)), &s2.insert_axis(ndarray::Axis(0)), "singular values");
+}

@@ -1,0 +1,248 @@
+//! Streaming, mergeable sufficient statistics for the rates.
+
+use ndarray::{Array2, ArrayRef2};
+
+use super::RateReduction;
+use super::engine::{chunk_rows, gather, head_rows, sqrt_weights};
+use crate::linalg::{Cholesky, shifted_identity, symmetrize_from_lower};
+use crate::{Error, Float, Membership, Precision, Result};
+
+/// Per-class Gram matrices `G_j = Zᵀ Π_j Z` (d × d) and weights `tr(Π_j)`: everything the
+/// rates need. Statistics add, so data larger than memory is processed chunk by chunk
+/// ([`push`](Self::push)) and shards are combined in any order ([`merge`](Self::merge));
+/// the rates computed from them equal the one-shot rates (up to rounding).
+///
+/// Memory is O(k d²) whatever the number of samples.
+///
+/// ```
+/// use mcr2::{rate_reduction, Membership, Precision, RateStats};
+/// use ndarray::array;
+/// let z = array![[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+/// let eps = Precision::eps_sq(0.5)?;
+/// let mut a = RateStats::new(3, 2)?;
+/// a.push(&z.slice(ndarray::s![..2, ..]), &[0, 0])?;
+/// let mut b = RateStats::new(3, 2)?;
+/// b.push(&z.slice(ndarray::s![2.., ..]), &[1, 1])?;
+/// a.merge(&b)?;
+/// let one_shot = rate_reduction(&z, &Membership::hard(&[0, 0, 1, 1], 2)?, eps)?;
+/// assert!((a.rate_reduction(eps)?.delta_r - one_shot.delta_r).abs() < 1e-12);
+/// # Ok::<(), mcr2::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(
+        try_from = "StatsRepr<T>",
+        into = "StatsRepr<T>",
+        bound(serialize = "T: Float + serde::Serialize", deserialize = "T: Float + serde::Deserialize<'de>")
+    )
+)]
+pub struct RateStats<T: Float> {
+    dim: usize,
+    n: usize,
+    traces: Vec<f64>,
+    /// Lower triangles are authoritative; the upper ones are kept in sync.
+    grams: Vec<Array2<T>>,
+}
+
+impl<T: Float> RateStats<T> {
+    /// Empty statistics for features of dimension `dim` and `classes` classes.
+    pub fn new(dim: usize, classes: usize) -> Result<Self> {
+        if dim == 0 {
+            return Err(Error::InvalidParameter { name: "dim", value: "0".into(), reason: "must be ≥ 1" });
+        }
+        if classes == 0 {
+            return Err(Error::InvalidParameter {
+                name: "classes",
+                value: "0".into(),
+                reason: "must be ≥ 1",
+            });
+        }
+        Ok(Self { dim, n: 0, traces: vec![0.0; classes], grams: vec![Array2::zeros((dim, dim)); classes] })
+    }
+
+    /// Adds a chunk of samples (rows of `z`) with hard labels in `0..classes`.
+    pub fn push(&mut self, z: &ArrayRef2<T>, labels: &[usize]) -> Result<()> {
+        if z.nrows() == 0 && labels.is_empty() {
+            return self.check_dim(z);
+        }
+        let m = Membership::hard(labels, self.traces.len())?;
+        self.push_membership(z, &m)
+    }
+
+    /// Adds a chunk of samples with any [`Membership`] (hard or soft) over those samples.
+    pub fn push_membership(&mut self, z: &ArrayRef2<T>, membership: &Membership<T>) -> Result<()> {
+        self.check_dim(z)?;
+        crate::validate::finite("Z", z)?;
+        membership.check_samples(z.nrows())?;
+        if membership.n_classes() != self.traces.len() {
+            return Err(Error::ShapeMismatch {
+                what: "membership",
+                expected: format!("{} classes", self.traces.len()),
+                got: format!("{} classes", membership.n_classes()),
+            });
+        }
+        let chunk = chunk_rows(self.dim);
+        let mut buf = Array2::<T>::zeros((chunk.min(z.nrows()), self.dim));
+        let zv = z.view();
+        for j in 0..self.traces.len() {
+            let rows = membership.class_rows(j);
+            let sw = sqrt_weights(&rows);
+            for (c, idx) in rows.rows.chunks(chunk).enumerate() {
+                let sc = sw.as_deref().map(|s| &s[c * chunk..c * chunk + idx.len()]);
+                let mut xb = head_rows(&mut buf, idx.len());
+                gather(zv, idx, sc, xb.view_mut());
+                T::gram_cols(xb.view(), T::one(), true, self.grams[j].view_mut());
+            }
+            symmetrize_from_lower(self.grams[j].view_mut());
+            self.traces[j] += rows.trace;
+        }
+        self.n += z.nrows();
+        Ok(())
+    }
+
+    /// Adds the statistics of `other` (same dimension and number of classes).
+    pub fn merge(&mut self, other: &Self) -> Result<()> {
+        if other.dim != self.dim || other.traces.len() != self.traces.len() {
+            return Err(Error::ShapeMismatch {
+                what: "statistics to merge",
+                expected: format!("dim {}, {} classes", self.dim, self.traces.len()),
+                got: format!("dim {}, {} classes", other.dim, other.traces.len()),
+            });
+        }
+        self.n += other.n;
+        for j in 0..self.traces.len() {
+            self.traces[j] += other.traces[j];
+            self.grams[j] += &other.grams[j];
+        }
+        Ok(())
+    }
+
+    /// Number of samples pushed.
+    pub fn n_samples(&self) -> usize {
+        self.n
+    }
+
+    /// Feature dimension d.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Number of classes k.
+    pub fn n_classes(&self) -> usize {
+        self.traces.len()
+    }
+
+    /// tr(Π_j) per class (class sizes for hard labels).
+    pub fn class_weights(&self) -> &[f64] {
+        &self.traces
+    }
+
+    /// `G_j = Zᵀ Π_j Z` of class `j` (d × d, symmetric), or `None` if `j` is out of range.
+    pub fn gram(&self, j: usize) -> Option<&Array2<T>> {
+        self.grams.get(j)
+    }
+
+    fn check_dim(&self, z: &ArrayRef2<T>) -> Result<()> {
+        if z.ncols() != self.dim {
+            return Err(Error::ShapeMismatch {
+                what: "Z",
+                expected: format!("{} columns", self.dim),
+                got: format!("{} columns", z.ncols()),
+            });
+        }
+        Ok(())
+    }
+
+    fn nonempty(&self) -> Result<()> {
+        if self.n == 0 {
+            return Err(Error::Empty { what: "statistics (no samples pushed)", rows: 0, cols: self.dim });
+        }
+        Ok(())
+    }
+
+    /// `R = ½ logdet(I + d/(nε²) G)`, `G = Σ_j G_j`.
+    pub fn coding_rate(&self, eps: Precision) -> Result<T> {
+        self.nonempty()?;
+        let mut g = Array2::<T>::zeros((self.dim, self.dim));
+        for gj in &self.grams {
+            g += gj;
+        }
+        let a = T::from_f64(self.dim as f64 / (self.n as f64 * eps.get_eps_sq()));
+        let f = Cholesky::new(shifted_identity(&g, a), "I + a·G")?;
+        Ok(T::from_f64(0.5) * f.logdet())
+    }
+
+    /// The per-class terms of Rc.
+    fn class_terms(&self, eps: Precision) -> Result<Vec<T>> {
+        self.nonempty()?;
+        let mut terms = Vec::with_capacity(self.traces.len());
+        for (gj, &t) in self.grams.iter().zip(&self.traces) {
+            if t <= 0.0 {
+                terms.push(T::zero());
+                continue;
+            }
+            let aj = T::from_f64(self.dim as f64 / (t * eps.get_eps_sq()));
+            let f = Cholesky::new(shifted_identity(gj, aj), "I + a_j·G_j")?;
+            terms.push(T::from_f64(t / (2.0 * self.n as f64)) * f.logdet());
+        }
+        Ok(terms)
+    }
+
+    /// `Rc = Σ_j tr(Π_j)/(2n) · logdet(I + d/(tr(Π_j) ε²) G_j)`.
+    pub fn class_coding_rate(&self, eps: Precision) -> Result<T> {
+        Ok(self.class_terms(eps)?.into_iter().sum())
+    }
+
+    /// `R`, `Rc` and `ΔR` from the statistics.
+    pub fn rate_reduction(&self, eps: Precision) -> Result<RateReduction<T>> {
+        let r = self.coding_rate(eps)?;
+        let class_terms = self.class_terms(eps)?;
+        let rc: T = class_terms.iter().copied().sum();
+        Ok(RateReduction { r, rc, delta_r: r - rc, class_terms })
+    }
+}
+
+/// Serialized form, checked on the way in so that a malformed file cannot produce
+/// statistics that later panic.
+#[cfg(feature = "serde")]
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StatsRepr<T> {
+    dim: usize,
+    n: usize,
+    traces: Vec<f64>,
+    grams: Vec<Array2<T>>,
+}
+
+#[cfg(feature = "serde")]
+impl<T: Float> TryFrom<StatsRepr<T>> for RateStats<T> {
+    type Error = Error;
+    fn try_from(r: StatsRepr<T>) -> Result<Self> {
+        let bad = |reason: &'static str| Error::InvalidParameter {
+            name: "RateStats",
+            value: format!("dim {}, {} classes", r.dim, r.traces.len()),
+            reason,
+        };
+        if r.dim == 0 || r.traces.is_empty() {
+            return Err(bad("dim and classes must be ≥ 1"));
+        }
+        if r.grams.len() != r.traces.len() || r.grams.iter().any(|g| g.dim() != (r.dim, r.dim)) {
+            return Err(bad("one dim × dim Gram matrix per class is required"));
+        }
+        if r.traces.iter().any(|t| !(t.is_finite() && *t >= 0.0)) {
+            return Err(bad("class weights must be finite and ≥ 0"));
+        }
+        for g in &r.grams {
+            crate::validate::finite("Gram matrix", g)?;
+        }
+        Ok(Self { dim: r.dim, n: r.n, traces: r.traces.clone(), grams: r.grams })
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<T: Float> From<RateStats<T>> for StatsRepr<T> {
+    fn from(s: RateStats<T>) -> Self {
+        StatsRepr { dim: s.dim, n: s.n, traces: s.traces, grams: s.grams }
+    }
+}

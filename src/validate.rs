@@ -1,0 +1,40 @@
+//! Input checks shared by every public entry point.
+
+use ndarray::ArrayRef2;
+
+use crate::{Error, Float, Result};
+
+/// Errors on an empty matrix or a non-finite entry.
+pub(crate) fn matrix<T: Float>(what: &'static str, a: &ArrayRef2<T>) -> Result<()> {
+    let (rows, cols) = a.dim();
+    if rows == 0 || cols == 0 {
+        return Err(Error::Empty { what, rows, cols });
+    }
+    finite(what, a)
+}
+
+/// Errors on the first non-finite entry.
+pub(crate) fn finite<T: Float>(what: &'static str, a: &ArrayRef2<T>) -> Result<()> {
+    if a.iter().all(|x| x.is_finite()) {
+        return Ok(());
+    }
+    for ((row, col), x) in a.indexed_iter() {
+        if !x.is_finite() {
+            return Err(Error::NonFinite { what, row, col });
+        }
+    }
+    Ok(())
+}
+
+/// Errors unless `value` is finite and > 0.
+pub(crate) fn positive(name: &'static str, value: f64) -> Result<()> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidParameter {
+            name,
+            value: value.to_string(),
+            reason: "must be finite and > 0",
+        })
+    }
+}

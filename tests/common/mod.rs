@@ -1,0 +1,63 @@
+//! Shared helpers for the integration tests: reading the reference vectors.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use ndarray::{Array2, ArrayD, IxDyn};
+use safetensors::{Dtype, SafeTensors};
+use serde_json::Value;
+
+pub fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("data")
+}
+
+pub fn manifest() -> Value {
+    let text = std::fs::read_to_string(data_dir().join("manifest.json")).expect("manifest");
+    serde_json::from_str(&text).expect("manifest json")
+}
+
+pub struct Tensors {
+    bytes: Vec<u8>,
+}
+
+impl Tensors {
+    pub fn open(file: &str) -> Self {
+        Self { bytes: std::fs::read(data_dir().join(file)).expect("tensor file") }
+    }
+
+    pub fn f64(&self, name: &str) -> ArrayD<f64> {
+        let st = SafeTensors::deserialize(&self.bytes).expect("safetensors");
+        let t = st.tensor(name).unwrap_or_else(|_| panic!("tensor {name}"));
+        assert_eq!(t.dtype(), Dtype::F64, "{name}");
+        let v: Vec<f64> = t
+            .data()
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        ArrayD::from_shape_vec(IxDyn(t.shape()), v).unwrap()
+    }
+
+    pub fn i64(&self, name: &str) -> Vec<i64> {
+        let st = SafeTensors::deserialize(&self.bytes).expect("safetensors");
+        let t = st.tensor(name).unwrap_or_else(|_| panic!("tensor {name}"));
+        assert_eq!(t.dtype(), Dtype::I64, "{name}");
+        t.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
+    }
+
+    /// A (d, n) tensor of the vectors, transposed to this crate's n × d layout.
+    pub fn samples_as_rows(&self, name: &str) -> Array2<f64> {
+        let a = self.f64(name).into_dimensionality::<ndarray::Ix2>().unwrap();
+        a.t().to_owned()
+    }
+}
+
+/// max |a − b| / max |b|.
+pub fn rel_err(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
+    assert_eq!(a.dim(), b.dim());
+    let scale = b.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(f64::MIN_POSITIVE);
+    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+pub fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(f64::MIN_POSITIVE)
+}
