@@ -32,7 +32,7 @@ pub struct Membership<T> {
 enum Repr<T> {
     /// Sample indices grouped by class (`order[offsets[j]..offsets[j+1]]` are the samples of
     /// class j, ascending), so per-class work never scans all labels.
-    Hard { order: Vec<u32>, offsets: Vec<usize> },
+    Hard { labels: Vec<u32>, order: Vec<u32>, offsets: Vec<usize> },
     Soft { pi: Array2<T> },
 }
 
@@ -79,7 +79,8 @@ impl<T: Float> Membership<T> {
             order[next[label]] = i as u32;
             next[label] += 1;
         }
-        Ok(Self { n: labels.len(), k: classes, repr: Repr::Hard { order, offsets } })
+        let labels = labels.iter().map(|&l| l as u32).collect();
+        Ok(Self { n: order.len(), k: classes, repr: Repr::Hard { labels, order, offsets } })
     }
 
     /// Soft membership from an `n × k` row-stochastic matrix Π (rows are samples).
@@ -138,15 +139,7 @@ impl<T: Float> Membership<T> {
     /// The hard labels, or `None` for a soft membership.
     pub fn labels(&self) -> Option<Vec<usize>> {
         match &self.repr {
-            Repr::Hard { order, offsets } => {
-                let mut labels = vec![0usize; self.n];
-                for j in 0..self.k {
-                    for &i in &order[offsets[j]..offsets[j + 1]] {
-                        labels[i as usize] = j;
-                    }
-                }
-                Some(labels)
-            }
+            Repr::Hard { labels, .. } => Some(labels.iter().map(|&l| l as usize).collect()),
             Repr::Soft { .. } => None,
         }
     }
@@ -154,16 +147,22 @@ impl<T: Float> Membership<T> {
     /// Π as a dense `n × k` matrix (one-hot rows for hard labels).
     pub fn to_matrix(&self) -> Array2<T> {
         match &self.repr {
-            Repr::Hard { order, offsets } => {
+            Repr::Hard { labels, .. } => {
                 let mut pi = Array2::zeros((self.n, self.k));
-                for j in 0..self.k {
-                    for &i in &order[offsets[j]..offsets[j + 1]] {
-                        pi[(i as usize, j)] = T::one();
-                    }
+                for (i, &l) in labels.iter().enumerate() {
+                    pi[(i, l as usize)] = T::one();
                 }
                 pi
             }
             Repr::Soft { pi } => pi.clone(),
+        }
+    }
+
+    /// The label of every sample, for hard memberships.
+    pub(crate) fn hard_labels(&self) -> Option<&[u32]> {
+        match &self.repr {
+            Repr::Hard { labels, .. } => Some(labels),
+            Repr::Soft { .. } => None,
         }
     }
 
@@ -177,7 +176,7 @@ impl<T: Float> Membership<T> {
     /// Samples and weights of class `j`.
     pub(crate) fn class_rows(&self, j: usize) -> ClassRows<'_, T> {
         match &self.repr {
-            Repr::Hard { order, offsets } => {
+            Repr::Hard { order, offsets, .. } => {
                 let rows = &order[offsets[j]..offsets[j + 1]];
                 ClassRows {
                     trace: rows.len() as f64,

@@ -7,16 +7,17 @@ use faer::{Accum, Par, Side};
 use faer_ext::{IntoFaer, IntoNdarray};
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
 
-/// The parallelism the kernels use: the current rayon pool with the `parallel` feature,
-/// sequential otherwise.
+/// The parallelism a kernel uses: the current rayon pool when asked for and the `parallel`
+/// feature is on, sequential otherwise.
 #[inline]
-pub(crate) fn par() -> Par {
+pub(crate) fn par(parallel: bool) -> Par {
     #[cfg(feature = "parallel")]
     {
-        Par::rayon(0)
+        if parallel { Par::rayon(0) } else { Par::Seq }
     }
     #[cfg(not(feature = "parallel"))]
     {
+        let _ = parallel;
         Par::Seq
     }
 }
@@ -31,6 +32,7 @@ pub(crate) fn gram_cols<T: RealField>(
     alpha: T,
     accumulate: bool,
     out: ArrayViewMut2<T>,
+    parallel: bool,
 ) {
     let a = a.into_faer();
     faer::linalg::matmul::triangular::matmul(
@@ -42,7 +44,7 @@ pub(crate) fn gram_cols<T: RealField>(
         a,
         BlockStructure::Rectangular,
         alpha,
-        par(),
+        par(parallel),
     );
 }
 
@@ -51,6 +53,7 @@ pub(crate) fn gram_rows<T: RealField>(
     alpha: T,
     accumulate: bool,
     out: ArrayViewMut2<T>,
+    parallel: bool,
 ) {
     let a = a.into_faer();
     faer::linalg::matmul::triangular::matmul(
@@ -62,7 +65,7 @@ pub(crate) fn gram_rows<T: RealField>(
         a.transpose(),
         BlockStructure::Rectangular,
         alpha,
-        par(),
+        par(parallel),
     );
 }
 
@@ -72,6 +75,7 @@ pub(crate) fn gemm<T: RealField>(
     b: ArrayView2<T>,
     accumulate: bool,
     c: ArrayViewMut2<T>,
+    parallel: bool,
 ) {
     faer::linalg::matmul::matmul(
         c.into_faer(),
@@ -79,14 +83,14 @@ pub(crate) fn gemm<T: RealField>(
         a.into_faer(),
         b.into_faer(),
         alpha,
-        par(),
+        par(parallel),
     );
 }
 
-pub(crate) fn cholesky_in_place<T: RealField>(a: ArrayViewMut2<T>) -> Result<(), usize> {
+pub(crate) fn cholesky_in_place<T: RealField>(a: ArrayViewMut2<T>, parallel: bool) -> Result<(), usize> {
     use faer::linalg::cholesky::llt::factor;
     let n = a.nrows();
-    let par = par();
+    let par = par(parallel);
     let mut buf = MemBuffer::new(factor::cholesky_in_place_scratch::<T>(n, par, Default::default()));
     factor::cholesky_in_place(
         a.into_faer(),
@@ -101,10 +105,10 @@ pub(crate) fn cholesky_in_place<T: RealField>(a: ArrayViewMut2<T>) -> Result<(),
     })
 }
 
-pub(crate) fn cholesky_inverse<T: RealField>(l: ArrayView2<T>) -> Array2<T> {
+pub(crate) fn cholesky_inverse<T: RealField>(l: ArrayView2<T>, parallel: bool) -> Array2<T> {
     use faer::linalg::cholesky::llt::inverse;
     let n = l.nrows();
-    let par = par();
+    let par = par(parallel);
     let mut out = Array2::<T>::zeros((n, n));
     let mut buf = MemBuffer::new(inverse::inverse_scratch::<T>(n, par));
     inverse::inverse(
@@ -117,10 +121,10 @@ pub(crate) fn cholesky_inverse<T: RealField>(l: ArrayView2<T>) -> Array2<T> {
     out
 }
 
-pub(crate) fn cholesky_solve_in_place<T: RealField>(l: ArrayView2<T>, b: ArrayViewMut2<T>) {
+pub(crate) fn cholesky_solve_in_place<T: RealField>(l: ArrayView2<T>, b: ArrayViewMut2<T>, parallel: bool) {
     use faer::linalg::cholesky::llt::solve;
     let n = l.nrows();
-    let par = par();
+    let par = par(parallel);
     let mut buf = MemBuffer::new(solve::solve_in_place_scratch::<T>(n, b.ncols(), par));
     solve::solve_in_place(l.into_faer(), b.into_faer(), par, MemStack::new(&mut buf));
 }

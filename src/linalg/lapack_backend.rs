@@ -9,6 +9,7 @@ pub(crate) fn gram_cols<T: Lapack + Scalar<Real = T>>(
     alpha: T,
     accumulate: bool,
     mut out: ArrayViewMut2<T>,
+    _parallel: bool,
 ) {
     let beta = if accumulate { T::one() } else { T::zero() };
     general_mat_mul(alpha, &a.t(), &a, beta, &mut out);
@@ -19,6 +20,7 @@ pub(crate) fn gram_rows<T: Lapack + Scalar<Real = T>>(
     alpha: T,
     accumulate: bool,
     mut out: ArrayViewMut2<T>,
+    _parallel: bool,
 ) {
     let beta = if accumulate { T::one() } else { T::zero() };
     general_mat_mul(alpha, &a, &a.t(), beta, &mut out);
@@ -30,12 +32,13 @@ pub(crate) fn gemm<T: Lapack + Scalar<Real = T>>(
     b: ArrayView2<T>,
     accumulate: bool,
     mut c: ArrayViewMut2<T>,
+    _parallel: bool,
 ) {
     let beta = if accumulate { T::one() } else { T::zero() };
     general_mat_mul(alpha, &a, &b, beta, &mut c);
 }
 
-pub(crate) fn cholesky_in_place<T: Lapack + Scalar<Real = T>>(mut a: ArrayViewMut2<T>) -> Result<(), usize> {
+pub(crate) fn cholesky_in_place<T: Lapack + Scalar<Real = T>>(mut a: ArrayViewMut2<T>, _parallel: bool) -> Result<(), usize> {
     use ndarray_linalg::CholeskyInto;
     // LAPACK works on a contiguous copy; the result is written back (lower triangle).
     let n = a.nrows();
@@ -66,21 +69,21 @@ fn lapack_pivot(e: &ndarray_linalg::lapack::error::Error) -> Option<usize> {
     }
 }
 
-pub(crate) fn cholesky_inverse<T: Lapack + Scalar<Real = T>>(l: ArrayView2<T>) -> Array2<T> {
+pub(crate) fn cholesky_inverse<T: Lapack + Scalar<Real = T>>(l: ArrayView2<T>, _parallel: bool) -> Array2<T> {
     use ndarray_linalg::{CholeskyFactorized, InverseC};
     let f = CholeskyFactorized { factor: l.to_owned(), uplo: UPLO::Lower };
     let mut inv = f.invc().unwrap_or_else(|_| {
         // A valid factor always inverts; fall back to solving column by column.
         let n = l.nrows();
         let mut id = Array2::<T>::eye(n);
-        cholesky_solve_in_place(l, id.view_mut());
+        cholesky_solve_in_place(l, id.view_mut(), false);
         id
     });
     crate::linalg::symmetrize_from_lower(inv.view_mut());
     inv
 }
 
-pub(crate) fn cholesky_solve_in_place<T: Lapack + Scalar<Real = T>>(l: ArrayView2<T>, mut b: ArrayViewMut2<T>) {
+pub(crate) fn cholesky_solve_in_place<T: Lapack + Scalar<Real = T>>(l: ArrayView2<T>, mut b: ArrayViewMut2<T>, _parallel: bool) {
     use ndarray_linalg::{Diag, SolveTriangular};
     let rhs = b.to_owned();
     let solved = l

@@ -16,9 +16,9 @@ pub(crate) mod lapack_backend;
 /// (sealed, unnameable) supertrait of [`crate::Float`].
 pub trait Backend: Sized + Copy {
     /// `out ← alpha·aᵀa (+ out if accumulate)`, lower triangle only (d × d for a: n × d).
-    fn gram_cols(a: ArrayView2<Self>, alpha: Self, accumulate: bool, out: ArrayViewMut2<Self>);
+    fn gram_cols(a: ArrayView2<Self>, alpha: Self, accumulate: bool, out: ArrayViewMut2<Self>, parallel: bool);
     /// `out ← alpha·a aᵀ (+ out if accumulate)`, lower triangle only (n × n for a: n × d).
-    fn gram_rows(a: ArrayView2<Self>, alpha: Self, accumulate: bool, out: ArrayViewMut2<Self>);
+    fn gram_rows(a: ArrayView2<Self>, alpha: Self, accumulate: bool, out: ArrayViewMut2<Self>, parallel: bool);
     /// `c ← alpha·a b (+ c if accumulate)`.
     fn gemm(
         alpha: Self,
@@ -26,14 +26,15 @@ pub trait Backend: Sized + Copy {
         b: ArrayView2<Self>,
         accumulate: bool,
         c: ArrayViewMut2<Self>,
+        parallel: bool,
     );
     /// Lower Cholesky factor in place (reads and writes the lower triangle; the strict upper
     /// triangle is left as it was). `Err(pivot)` when the matrix is not positive definite.
-    fn cholesky_in_place(a: ArrayViewMut2<Self>) -> Result<(), usize>;
+    fn cholesky_in_place(a: ArrayViewMut2<Self>, parallel: bool) -> Result<(), usize>;
     /// `(L Lᵀ)⁻¹` as a full symmetric matrix, from a lower factor `L`.
-    fn cholesky_inverse(l: ArrayView2<Self>) -> Array2<Self>;
+    fn cholesky_inverse(l: ArrayView2<Self>, parallel: bool) -> Array2<Self>;
     /// Solves `(L Lᵀ) X = B` in place (B has as many rows as L).
-    fn cholesky_solve_in_place(l: ArrayView2<Self>, b: ArrayViewMut2<Self>);
+    fn cholesky_solve_in_place(l: ArrayView2<Self>, b: ArrayViewMut2<Self>, parallel: bool);
     /// Symmetric eigendecomposition from the lower triangle: eigenvalues ascending and the
     /// eigenvectors as columns. `None` if it did not converge.
     fn eigh(a: ArrayView2<Self>) -> Option<(Array1<Self>, Array2<Self>)>;
@@ -47,17 +48,17 @@ macro_rules! impl_backend {
     ($t:ty, $imp:path) => {
         impl Backend for $t {
             #[inline]
-            fn gram_cols(a: ArrayView2<Self>, alpha: Self, acc: bool, out: ArrayViewMut2<Self>) {
+            fn gram_cols(a: ArrayView2<Self>, alpha: Self, acc: bool, out: ArrayViewMut2<Self>, p: bool) {
                 {
                     use $imp as b;
-                    b::gram_cols(a, alpha, acc, out)
+                    b::gram_cols(a, alpha, acc, out, p)
                 }
             }
             #[inline]
-            fn gram_rows(a: ArrayView2<Self>, alpha: Self, acc: bool, out: ArrayViewMut2<Self>) {
+            fn gram_rows(a: ArrayView2<Self>, alpha: Self, acc: bool, out: ArrayViewMut2<Self>, p: bool) {
                 {
                     use $imp as b;
-                    b::gram_rows(a, alpha, acc, out)
+                    b::gram_rows(a, alpha, acc, out, p)
                 }
             }
             #[inline]
@@ -67,31 +68,32 @@ macro_rules! impl_backend {
                 bm: ArrayView2<Self>,
                 acc: bool,
                 c: ArrayViewMut2<Self>,
+                p: bool,
             ) {
                 {
                     use $imp as b;
-                    b::gemm(alpha, a, bm, acc, c)
+                    b::gemm(alpha, a, bm, acc, c, p)
                 }
             }
             #[inline]
-            fn cholesky_in_place(a: ArrayViewMut2<Self>) -> Result<(), usize> {
+            fn cholesky_in_place(a: ArrayViewMut2<Self>, p: bool) -> Result<(), usize> {
                 {
                     use $imp as b;
-                    b::cholesky_in_place(a)
+                    b::cholesky_in_place(a, p)
                 }
             }
             #[inline]
-            fn cholesky_inverse(l: ArrayView2<Self>) -> Array2<Self> {
+            fn cholesky_inverse(l: ArrayView2<Self>, p: bool) -> Array2<Self> {
                 {
                     use $imp as b;
-                    b::cholesky_inverse(l)
+                    b::cholesky_inverse(l, p)
                 }
             }
             #[inline]
-            fn cholesky_solve_in_place(l: ArrayView2<Self>, rhs: ArrayViewMut2<Self>) {
+            fn cholesky_solve_in_place(l: ArrayView2<Self>, rhs: ArrayViewMut2<Self>, p: bool) {
                 {
                     use $imp as b;
-                    b::cholesky_solve_in_place(l, rhs)
+                    b::cholesky_solve_in_place(l, rhs, p)
                 }
             }
             #[inline]
@@ -142,16 +144,15 @@ pub(crate) struct Cholesky<T> {
 
 impl<T: crate::Float> Cholesky<T> {
     /// Factors `a` (lower triangle read) in place.
-    pub(crate) fn new(mut a: Array2<T>, what: &'static str) -> crate::Result<Self> {
+    pub(crate) fn new(mut a: Array2<T>, what: &'static str, parallel: bool) -> crate::Result<Self> {
         debug_assert_eq!(a.nrows(), a.ncols());
-        T::cholesky_in_place(a.view_mut())
+        // measured: threads only pay off for the factorization from about n = 1024
+        let parallel = parallel && a.nrows() >= 1024;
+        T::cholesky_in_place(a.view_mut(), parallel)
             .map_err(|pivot| crate::Error::Factorization { what, pivot })?;
         // zero the strict upper triangle so that `l` is exactly L
-        let n = a.nrows();
-        for i in 0..n {
-            for j in (i + 1)..n {
-                a[(i, j)] = T::zero();
-            }
+        for (i, mut row) in a.rows_mut().into_iter().enumerate() {
+            row.slice_axis_mut(ndarray::Axis(0), ndarray::Slice::from(i + 1..)).fill(T::zero());
         }
         Ok(Self { l: a })
     }
@@ -163,13 +164,14 @@ impl<T: crate::Float> Cholesky<T> {
     }
 
     /// `A⁻¹`, full symmetric.
-    pub(crate) fn inverse(&self) -> Array2<T> {
-        T::cholesky_inverse(self.l.view())
+    pub(crate) fn inverse(&self, parallel: bool) -> Array2<T> {
+        // measured: threads pay off for the inverse from about n = 768
+        T::cholesky_inverse(self.l.view(), parallel && self.l.nrows() >= 768)
     }
 
     /// `B ← A⁻¹ B`.
-    pub(crate) fn solve_in_place(&self, b: ArrayViewMut2<T>) {
-        T::cholesky_solve_in_place(self.l.view(), b)
+    pub(crate) fn solve_in_place(&self, b: ArrayViewMut2<T>, parallel: bool) {
+        T::cholesky_solve_in_place(self.l.view(), b, parallel)
     }
 
     #[cfg(test)]

@@ -18,11 +18,11 @@ fn spd(n: usize, seed: u64) -> Array2<f64> {
 #[test]
 fn cholesky_logdet_inverse_solve() {
     let a = spd(7, 1);
-    let f = Cholesky::new(a.clone(), "a").unwrap();
+    let f = Cholesky::new(a.clone(), "a", true).unwrap();
     let l = f.factor();
     let back = l.dot(&l.t());
     assert!((&back - &a).iter().all(|x| x.abs() < 1e-12));
-    let inv = f.inverse();
+    let inv = f.inverse(true);
     let id = a.dot(&inv);
     assert!((&id - &Array2::<f64>::eye(7)).iter().all(|x| x.abs() < 1e-12));
     let (vals, _) = f64::eigh(a.view()).unwrap();
@@ -30,7 +30,7 @@ fn cholesky_logdet_inverse_solve() {
     assert!((f.logdet() - logdet).abs() < 1e-12 * logdet.abs().max(1.0));
     let mut b = array![[1.0, 2.0], [0.0, 1.0], [3.0, -1.0], [0.5, 0.5], [1.0, 1.0], [2.0, 0.0], [0.0, 0.0]];
     let b0 = b.clone();
-    f.solve_in_place(b.view_mut());
+    f.solve_in_place(b.view_mut(), true);
     assert!((a.dot(&b) - b0).iter().all(|x| x.abs() < 1e-12));
 }
 
@@ -38,7 +38,7 @@ fn cholesky_logdet_inverse_solve() {
 fn cholesky_reports_indefinite() {
     let a = array![[1.0, 2.0], [2.0, 1.0]];
     assert!(matches!(
-        Cholesky::new(a, "a"),
+        Cholesky::new(a, "a", false),
         Err(crate::Error::Factorization { pivot: 1, .. })
     ));
 }
@@ -47,7 +47,7 @@ fn cholesky_reports_indefinite() {
 fn grams_are_lower_products() {
     let z = array![[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]];
     let mut g = Array2::zeros((3, 3));
-    f64::gram_cols(z.view(), 2.0, false, g.view_mut());
+    f64::gram_cols(z.view(), 2.0, false, g.view_mut(), false);
     let full = z.t().dot(&z) * 2.0;
     for i in 0..3 {
         for j in 0..=i {
@@ -55,7 +55,7 @@ fn grams_are_lower_products() {
         }
     }
     let mut k = Array2::zeros((2, 2));
-    f64::gram_rows(z.view(), 1.0, false, k.view_mut());
+    f64::gram_rows(z.view(), 1.0, false, k.view_mut(), true);
     let full = z.dot(&z.t());
     for i in 0..2 {
         for j in 0..=i {
@@ -97,26 +97,26 @@ fn backends_agree() {
     let a = spd(40, 7);
     let z = spd(40, 9).slice(ndarray::s![..25, ..]).to_owned();
     let (mut g1, mut g2) = (Array2::zeros((40, 40)), Array2::zeros((40, 40)));
-    fb::gram_cols(z.view(), 0.5, false, g1.view_mut());
-    lb::gram_cols(z.view(), 0.5, false, g2.view_mut());
+    fb::gram_cols(z.view(), 0.5, false, g1.view_mut(), true);
+    lb::gram_cols(z.view(), 0.5, false, g2.view_mut(), true);
     close(&lower(&g1), &lower(&g2), "gram_cols");
     let (mut k1, mut k2) = (Array2::zeros((25, 25)), Array2::zeros((25, 25)));
-    fb::gram_rows(z.view(), 0.5, false, k1.view_mut());
-    lb::gram_rows(z.view(), 0.5, false, k2.view_mut());
+    fb::gram_rows(z.view(), 0.5, false, k1.view_mut(), true);
+    lb::gram_rows(z.view(), 0.5, false, k2.view_mut(), true);
     close(&lower(&k1), &lower(&k2), "gram_rows");
     let (mut c1, mut c2) = (Array2::zeros((25, 40)), Array2::zeros((25, 40)));
-    fb::gemm(1.5, z.view(), a.view(), false, c1.view_mut());
-    lb::gemm(1.5, z.view(), a.view(), false, c2.view_mut());
+    fb::gemm(1.5, z.view(), a.view(), false, c1.view_mut(), true);
+    lb::gemm(1.5, z.view(), a.view(), false, c2.view_mut(), true);
     close(&c1, &c2, "gemm");
     let (mut l1, mut l2) = (a.clone(), a.clone());
-    fb::cholesky_in_place(l1.view_mut()).unwrap();
-    lb::cholesky_in_place(l2.view_mut()).unwrap();
+    fb::cholesky_in_place(l1.view_mut(), true).unwrap();
+    lb::cholesky_in_place(l2.view_mut(), true).unwrap();
     let (l1, l2) = (lower(&l1), lower(&l2));
     close(&l1, &l2, "cholesky");
-    close(&fb::cholesky_inverse(l1.view()), &lb::cholesky_inverse(l2.view()), "inverse");
+    close(&fb::cholesky_inverse(l1.view(), true), &lb::cholesky_inverse(l2.view(), true), "inverse");
     let (mut b1, mut b2) = (z.t().to_owned(), z.t().to_owned());
-    fb::cholesky_solve_in_place(l1.view(), b1.view_mut());
-    lb::cholesky_solve_in_place(l2.view(), b2.view_mut());
+    fb::cholesky_solve_in_place(l1.view(), b1.view_mut(), true);
+    lb::cholesky_solve_in_place(l2.view(), b2.view_mut(), true);
     close(&b1, &b2, "solve");
     let (e1, v1) = fb::eigh(a.view()).unwrap();
     let (e2, v2) = lb::eigh(a.view()).unwrap();

@@ -45,6 +45,7 @@ struct ClassEval<'m, T> {
 
 pub(crate) struct Evaluation<'z, 'm, T> {
     z: ArrayView2<'z, T>,
+    membership: Option<&'m Membership<T>>,
     params: Params,
     /// Factor of R's matrix, when R was asked for.
     r_side: Option<Side<T>>,
@@ -55,6 +56,29 @@ pub(crate) struct Evaluation<'z, 'm, T> {
 
 pub(crate) fn chunk_rows(d: usize) -> usize {
     (CHUNK_ELEMS / d.max(1)).max(1)
+}
+
+fn threads() -> usize {
+    #[cfg(feature = "parallel")]
+    {
+        rayon::current_num_threads()
+    }
+    #[cfg(not(feature = "parallel"))]
+    {
+        1
+    }
+}
+
+/// Runs `f(j, inner)` for every class j: across the rayon pool when the `parallel` feature is
+/// on and there is more than one class (then `inner` is false: each class's kernels run
+/// sequentially), one after the other otherwise (`inner` true: kernels may use threads).
+fn for_classes<R: Send>(k: usize, f: impl Fn(usize, bool) -> R + Sync + Send) -> Vec<R> {
+    #[cfg(feature = "parallel")]
+    if k > 1 && threads() > 1 {
+        use rayon::prelude::*;
+        return (0..k).into_par_iter().map(|j| f(j, false)).collect();
+    }
+    (0..k).map(|j| f(j, true)).collect()
 }
 
 /// Copies rows `rows` of `z` into `out` (one row each), scaled by `scale` when given.
@@ -81,6 +105,37 @@ pub(crate) fn sqrt_weights<T: Float>(rows: &ClassRows<'_, T>) -> Option<Vec<T>> 
     rows.weights.as_ref().map(|w| w.iter().map(|x| x.sqrt()).collect())
 }
 
+/// `Σ_p w_p x_p x_pᵀ` over the given rows of `z` (lower triangle, d × d), streamed through a
+/// scratch of at most `CHUNK_ELEMS` elements.
+pub(crate) fn weighted_gram<T: Float>(
+    z: ArrayView2<T>,
+    rows: &[u32],
+    sqrt_w: Option<&[T]>,
+    accumulate_into: Option<Array2<T>>,
+    parallel: bool,
+) -> Array2<T> {
+    let d = z.ncols();
+    let chunk = chunk_rows(d);
+    let mut g = accumulate_into.unwrap_or_else(|| Array2::zeros((d, d)));
+    let mut buf = Array2::<T>::zeros((chunk.min(rows.len()), d));
+    for (c, idx) in rows.chunks(chunk).enumerate() {
+        let sc = sqrt_w.map(|s| &s[c * chunk..c * chunk + idx.len()]);
+        let mut xb = head_rows(&mut buf, idx.len());
+        gather(z, idx, sc, xb.view_mut());
+        T::gram_cols(xb.view(), T::one(), true, g.view_mut(), parallel);
+    }
+    g
+}
+
+/// What a class contributes to the gradient, before it is written into the output rows.
+enum ClassOp<T> {
+    None,
+    /// Rows of the class times this d × d matrix.
+    Primal(Array2<T>),
+    /// The class's rows of the result, n_j × d (n_j < d).
+    Dual(Array2<T>),
+}
+
 impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
     /// Validates nothing: callers check `z` and `membership` first.
     pub(crate) fn new(
@@ -90,101 +145,94 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
         need_r: bool,
     ) -> Result<Self> {
         let (n, d) = z.dim();
-        let nf = n as f64;
-        let df = d as f64;
-        let a = T::from_f64(params.gam1 * df / (nf * params.eps_sq));
+        let a = T::from_f64(params.gam1 * d as f64 / (n as f64 * params.eps_sq));
         let soft = membership.is_some_and(|m| !m.is_hard());
         let k = membership.map_or(0, |m| m.n_classes());
+        let class_rows = |j: usize| membership.expect("k > 0 implies a membership").class_rows(j);
         let mut classes = Vec::with_capacity(k);
         let r_side;
 
         if n < d {
             // every class has n_j ≤ n < d: all log-dets on the sample side, from one K = Z Zᵀ
             let mut kmat = Array2::<T>::zeros((n, n));
-            T::gram_rows(z, T::one(), false, kmat.view_mut());
-            for j in 0..k {
-                let rows = membership.expect("k > 0 implies a membership").class_rows(j);
-                let (side, term) = match Self::class_scale(&rows, params, d) {
-                    None => (None, T::zero()),
-                    Some(aj) => {
-                        let sw = sqrt_weights(&rows);
-                        let nj = rows.rows.len();
-                        let mut kj = Array2::<T>::zeros((nj, nj));
-                        for p in 0..nj {
-                            let ip = rows.rows[p] as usize;
-                            for q in 0..=p {
-                                let iq = rows.rows[q] as usize;
-                                let v = if ip >= iq { kmat[(ip, iq)] } else { kmat[(iq, ip)] };
-                                kj[(p, q)] = match &sw {
-                                    Some(s) => v * s[p] * s[q],
-                                    None => v,
-                                };
-                            }
-                        }
-                        let f = Cholesky::new(shifted_identity(&kj, aj), "I + a_j·K_j")?;
-                        let term = Self::class_weight(&rows, params, n) * f.logdet();
-                        (Some(Side::Dual(f)), term)
-                    }
+            T::gram_rows(z, T::one(), false, kmat.view_mut(), true);
+            let kref = &kmat;
+            let evals = for_classes(k, |j, inner| -> Result<ClassEval<'m, T>> {
+                let rows = class_rows(j);
+                let Some(aj) = Self::class_scale(&rows, params, d) else {
+                    return Ok(ClassEval { rows, side: None, term: T::zero() });
                 };
-                classes.push(ClassEval { rows, side, term });
+                let sw = sqrt_weights(&rows);
+                let nj = rows.rows.len();
+                let mut kj = Array2::<T>::zeros((nj, nj));
+                for p in 0..nj {
+                    let ip = rows.rows[p] as usize;
+                    for q in 0..=p {
+                        let iq = rows.rows[q] as usize;
+                        let v = if ip >= iq { kref[(ip, iq)] } else { kref[(iq, ip)] };
+                        kj[(p, q)] = match &sw {
+                            Some(s) => v * s[p] * s[q],
+                            None => v,
+                        };
+                    }
+                }
+                let f = Cholesky::new(shifted_identity(&kj, aj), "I + a_j·K_j", inner)?;
+                let term = Self::class_weight(&rows, params, n) * f.logdet();
+                Ok(ClassEval { rows, side: Some(Side::Dual(f)), term })
+            });
+            for e in evals {
+                classes.push(e?);
             }
             r_side = if need_r {
-                Some(Side::Dual(Cholesky::new(shifted_identity(&kmat, a), "I + a·K")?))
+                Some(Side::Dual(Cholesky::new(shifted_identity(&kmat, a), "I + a·K", true)?))
             } else {
                 None
             };
         } else {
             // d ≤ n: R on the feature side. With hard labels G = Σ_j G_j comes for free.
             let mut g = Array2::<T>::zeros((d, d));
-            if soft && need_r {
-                T::gram_cols(z, T::one(), false, g.view_mut());
+            if (soft || k == 0) && need_r {
+                T::gram_cols(z, T::one(), false, g.view_mut(), true);
             }
-            let chunk = chunk_rows(d);
-            let mut scratch: Option<Array2<T>> = None;
-            for j in 0..k {
-                let rows = membership.expect("k > 0 implies a membership").class_rows(j);
-                let (side, term) = match Self::class_scale(&rows, params, d) {
-                    None => (None, T::zero()),
-                    Some(aj) => {
-                        let sw = sqrt_weights(&rows);
-                        let nj = rows.rows.len();
-                        if nj < d {
-                            let mut x = Array2::<T>::zeros((nj, d));
-                            gather(z, &rows.rows, sw.as_deref(), x.view_mut());
-                            let mut kj = Array2::<T>::zeros((nj, nj));
-                            T::gram_rows(x.view(), T::one(), false, kj.view_mut());
-                            if !soft {
-                                T::gram_cols(x.view(), T::one(), true, g.view_mut());
-                            }
-                            let f = Cholesky::new(shifted_identity(&kj, aj), "I + a_j·K_j")?;
-                            let term = Self::class_weight(&rows, params, n) * f.logdet();
-                            (Some(Side::Dual(f)), term)
-                        } else {
-                            let buf = scratch
-                                .get_or_insert_with(|| Array2::zeros((chunk.min(n), d)));
-                            let mut gj = Array2::<T>::zeros((d, d));
-                            for (c, idx) in rows.rows.chunks(chunk).enumerate() {
-                                let sc = sw.as_deref().map(|s| &s[c * chunk..c * chunk + idx.len()]);
-                                let mut xb = head_rows(buf, idx.len());
-                                gather(z, idx, sc, xb.view_mut());
-                                T::gram_cols(xb.view(), T::one(), c > 0, gj.view_mut());
-                            }
-                            if !soft {
-                                g.zip_mut_with(&gj, |a, &b| *a += b);
-                            }
-                            let f = Cholesky::new(shifted_identity(&gj, aj), "I + a_j·G_j")?;
-                            let term = Self::class_weight(&rows, params, n) * f.logdet();
-                            (Some(Side::Primal(f)), term)
-                        }
-                    }
+            type Out<'m, T> = Result<(ClassEval<'m, T>, Option<Array2<T>>)>;
+            let evals = for_classes(k, |j, inner| -> Out<'m, T> {
+                let rows = class_rows(j);
+                let Some(aj) = Self::class_scale(&rows, params, d) else {
+                    return Ok((ClassEval { rows, side: None, term: T::zero() }, None));
                 };
-                classes.push(ClassEval { rows, side, term });
+                let sw = sqrt_weights(&rows);
+                let nj = rows.rows.len();
+                let weight = Self::class_weight(&rows, params, n);
+                if nj < d {
+                    let mut x = Array2::<T>::zeros((nj, d));
+                    gather(z, &rows.rows, sw.as_deref(), x.view_mut());
+                    let mut kj = Array2::<T>::zeros((nj, nj));
+                    T::gram_rows(x.view(), T::one(), false, kj.view_mut(), inner);
+                    let gx = (!soft && need_r).then(|| {
+                        let mut gx = Array2::<T>::zeros((d, d));
+                        T::gram_cols(x.view(), T::one(), false, gx.view_mut(), inner);
+                        gx
+                    });
+                    let f = Cholesky::new(shifted_identity(&kj, aj), "I + a_j·K_j", inner)?;
+                    let term = weight * f.logdet();
+                    Ok((ClassEval { rows, side: Some(Side::Dual(f)), term }, gx))
+                } else {
+                    let gj = weighted_gram(z, &rows.rows, sw.as_deref(), None, inner);
+                    let f = Cholesky::new(shifted_identity(&gj, aj), "I + a_j·G_j", inner)?;
+                    let term = weight * f.logdet();
+                    let gj = (!soft && need_r).then_some(gj);
+                    Ok((ClassEval { rows, side: Some(Side::Primal(f)), term }, gj))
+                }
+            });
+            for e in evals {
+                let (class, gj) = e?;
+                if let Some(gj) = gj {
+                    g += &gj;
+                }
+                classes.push(class);
             }
             r_side = if need_r {
-                if k == 0 {
-                    T::gram_cols(z, T::one(), false, g.view_mut());
-                }
-                Some(Side::Primal(Cholesky::new(shifted_identity(&g, a), "I + a·G")?))
+                Some(Side::Primal(Cholesky::new(shifted_identity(&g, a), "I + a·G", true)?))
             } else {
                 None
             };
@@ -194,7 +242,7 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
             Some(Side::Primal(f)) | Some(Side::Dual(f)) => half * f.logdet(),
             None => T::zero(),
         };
-        Ok(Self { z, params, r_side, r, classes, soft })
+        Ok(Self { z, membership, params, r_side, r, classes, soft })
     }
 
     /// a_j = d/(t_j ε²), or `None` for an empty class.
@@ -227,116 +275,179 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
         let (n, d) = z.dim();
         let a = self.params.gam1 * d as f64 / (n as f64 * self.params.eps_sq);
         let kappa = T::from_f64(c_rc * d as f64 / (n as f64 * self.params.eps_sq));
-        let chunk = chunk_rows(d);
         let ca = T::from_f64(c_r * a);
 
-        // R's part: E = c_r·a·(I + aG)⁻¹ on the feature side, or out = c_r·a·(I + aK)⁻¹ Z.
+        if n < d {
+            // Everything is on the sample side: the gradient is W Z with the n × n matrix
+            // W = c_r·a·(I + aK)⁻¹ + κ Σ_j S_j (I + a_j K_j)⁻¹ S_j (class blocks scattered to
+            // their samples): one product, no per-class solves.
+            let mut w = match &self.r_side {
+                Some(Side::Primal(f)) | Some(Side::Dual(f)) if c_r != 0.0 => {
+                    f.inverse(true).mapv(|x| x * ca)
+                }
+                _ => Array2::<T>::zeros((n, n)),
+            };
+            let blocks = for_classes(self.classes.len(), |j, inner| match &self.classes[j].side {
+                Some(Side::Dual(f)) | Some(Side::Primal(f)) => Some(f.inverse(inner)),
+                None => None,
+            });
+            for (class, binv) in self.classes.iter().zip(blocks) {
+                let Some(binv) = binv else { continue };
+                let rows: &[u32] = &class.rows.rows;
+                let sw = sqrt_weights(&class.rows);
+                for (p, &ip) in rows.iter().enumerate() {
+                    let sp = sw.as_ref().map_or(T::one(), |s| s[p]);
+                    for (q, &iq) in rows.iter().enumerate() {
+                        let sq = sw.as_ref().map_or(T::one(), |s| s[q]);
+                        w[(ip as usize, iq as usize)] += kappa * sp * sq * binv[(p, q)];
+                    }
+                }
+            }
+            T::gemm(T::one(), w.view(), z, false, out.view_mut(), true);
+            return;
+        }
+
+        // R's part: E = c_r·a·(I + aG)⁻¹ (feature side, d ≤ n).
         let e: Option<Array2<T>> = match &self.r_side {
-            Some(Side::Primal(f)) if c_r != 0.0 => Some(f.inverse().mapv(|x| x * ca)),
-            Some(Side::Dual(f)) if c_r != 0.0 => {
-                out.assign(&z);
-                f.solve_in_place(out.view_mut());
-                out.mapv_inplace(|x| x * ca);
-                None
+            Some(Side::Primal(f)) | Some(Side::Dual(f)) if c_r != 0.0 => {
+                Some(f.inverse(true).mapv(|x| x * ca))
             }
             _ => {
                 out.fill(T::zero());
                 None
             }
         };
-        // With soft membership (rows in several classes), or R already written, the R part
-        // is applied once to all rows and the class parts are added.
+        // With soft membership (rows in several classes), or no R part, the R part is applied
+        // once to all rows and the class parts are added; with hard labels each row gets one
+        // product with E + κ A_j⁻¹.
         let additive = self.soft || e.is_none() || self.classes.is_empty();
         if let (Some(e), true) = (&e, additive) {
-            T::gemm(T::one(), z, e.view(), false, out.view_mut());
+            T::gemm(T::one(), z, e.view(), false, out.view_mut(), true);
         }
+        let e_ref = e.as_ref();
 
-        let mut xbuf: Option<Array2<T>> = None;
-        let mut ybuf: Option<Array2<T>> = None;
-        for class in &self.classes {
-            let Some(side) = &class.side else { continue };
-            let rows: &[u32] = &class.rows.rows;
-            match side {
-                Side::Primal(f) => {
-                    // rows of class j: Z_s·M with M = κ A_j⁻¹ (+ E for hard labels)
-                    let mut m = f.inverse().mapv(|x| x * kappa);
+        let ops = for_classes(self.classes.len(), |j, inner| {
+            let class = &self.classes[j];
+            match &class.side {
+                None => ClassOp::None,
+                Some(Side::Primal(f)) => {
+                    let mut m = f.inverse(inner).mapv(|x| x * kappa);
                     if !additive {
-                        m += e.as_ref().expect("feature-side R when not additive");
+                        m += e_ref.expect("feature-side R when not additive");
                     }
-                    let xb = xbuf.get_or_insert_with(|| Array2::zeros((chunk.min(n), d)));
-                    let yb = ybuf.get_or_insert_with(|| Array2::zeros((chunk.min(n), d)));
-                    for (c, idx) in rows.chunks(chunk).enumerate() {
-                        let mut x = head_rows(xb, idx.len());
-                        gather(z, idx, None, x.view_mut());
-                        let mut y = head_rows(yb, idx.len());
-                        T::gemm(T::one(), x.view(), m.view(), false, y.view_mut());
-                        match (&class.rows.weights, additive) {
-                            (Some(w), _) => {
-                                let w = &w[c * chunk..c * chunk + idx.len()];
-                                for (p, &i) in idx.iter().enumerate() {
-                                    let wp = w[p];
-                                    out.row_mut(i as usize)
-                                        .zip_mut_with(&y.row(p), |o, &v| *o += wp * v);
-                                }
-                            }
-                            (None, true) => {
-                                for (p, &i) in idx.iter().enumerate() {
-                                    {
-                                    let mut o = out.row_mut(i as usize);
-                                    o += &y.row(p);
-                                }
-                                }
-                            }
-                            (None, false) => {
-                                for (p, &i) in idx.iter().enumerate() {
-                                    out.row_mut(i as usize).assign(&y.row(p));
-                                }
-                            }
-                        }
-                    }
+                    ClassOp::Primal(m)
                 }
-                Side::Dual(f) => {
+                Some(Side::Dual(f)) => {
                     // κ·S (I + a_j S Z_s Z_sᵀ S)⁻¹ S Z_s  (n_j < d, so this is small)
+                    let rows: &[u32] = &class.rows.rows;
                     let sw = sqrt_weights(&class.rows);
-                    let nj = rows.len();
-                    let mut x = Array2::<T>::zeros((nj, d));
+                    let mut x = Array2::<T>::zeros((rows.len(), d));
                     gather(z, rows, None, x.view_mut());
-                    let mut y = match &sw {
-                        Some(s) => {
-                            let mut y = x.clone();
-                            for (mut r, &sp) in y.axis_iter_mut(Axis(0)).zip(s) {
-                                r.mapv_inplace(|v| v * sp);
-                            }
-                            y
+                    let mut y = x.clone();
+                    if let Some(s) = &sw {
+                        for (mut r, &sp) in y.axis_iter_mut(Axis(0)).zip(s) {
+                            r.mapv_inplace(|v| v * sp);
                         }
-                        None => x.clone(),
-                    };
-                    f.solve_in_place(y.view_mut());
+                    }
+                    f.solve_in_place(y.view_mut(), inner);
                     for (p, mut r) in y.axis_iter_mut(Axis(0)).enumerate() {
                         let sc = kappa * sw.as_ref().map_or(T::one(), |s| s[p]);
                         r.mapv_inplace(|v| v * sc);
                     }
                     if !additive {
-                        let e = e.as_ref().expect("feature-side R when not additive");
-                        T::gemm(T::one(), x.view(), e.view(), true, y.view_mut());
-                        for (p, &i) in rows.iter().enumerate() {
-                            out.row_mut(i as usize).assign(&y.row(p));
-                        }
+                        let e = e_ref.expect("feature-side R when not additive");
+                        T::gemm(T::one(), x.view(), e.view(), true, y.view_mut(), inner);
+                    }
+                    ClassOp::Dual(y)
+                }
+            }
+        });
+
+        // sample-side classes: their rows are ready
+        for (class, op) in self.classes.iter().zip(&ops) {
+            if let ClassOp::Dual(y) = op {
+                for (p, &i) in class.rows.rows.iter().enumerate() {
+                    let mut o = out.row_mut(i as usize);
+                    if additive {
+                        o += &y.row(p);
                     } else {
-                        for (p, &i) in rows.iter().enumerate() {
-                            {
-                                    let mut o = out.row_mut(i as usize);
-                                    o += &y.row(p);
-                                }
+                        o.assign(&y.row(p));
+                    }
+                }
+            }
+        }
+
+        // feature-side classes: stream contiguous blocks of rows (in parallel), grouping each
+        // block's rows by class so that every group is one matrix product
+        let primal: Vec<Option<&Array2<T>>> =
+            ops.iter().map(|op| if let ClassOp::Primal(m) = op { Some(m) } else { None }).collect();
+        if primal.iter().all(Option::is_none) {
+            return;
+        }
+        // at least two blocks per thread and a multiple of the thread count, for balance
+        let t = threads();
+        let nblocks = n.div_ceil(chunk_rows(d)).max(2 * t).div_ceil(t) * t;
+        let block = n.div_ceil(nblocks).max(1);
+        let membership = self.membership.expect("classes imply a membership");
+        let labels = membership.hard_labels();
+        let pi = membership.soft_matrix();
+        let process = |(b, mut out_block): (usize, ArrayViewMut2<T>), x: &mut Array2<T>, y: &mut Array2<T>| {
+            let r0 = b * block;
+            let len = out_block.nrows();
+            let mut groups: Vec<(Vec<u32>, Vec<T>)> = vec![(Vec::new(), Vec::new()); primal.len()];
+            for r in 0..len {
+                if let Some(labels) = labels {
+                    let j = labels[r0 + r] as usize;
+                    if primal[j].is_some() {
+                        groups[j].0.push((r0 + r) as u32);
+                    }
+                } else if let Some(pi) = pi {
+                    for (j, &w) in pi.row(r0 + r).iter().enumerate() {
+                        if w > T::zero() && primal[j].is_some() {
+                            groups[j].0.push((r0 + r) as u32);
+                            groups[j].1.push(w);
                         }
                     }
                 }
+            }
+            for (j, (rows, weights)) in groups.iter().enumerate() {
+                let Some(m) = primal[j] else { continue };
+                if rows.is_empty() {
+                    continue;
+                }
+                let mut xs = head_rows(x, rows.len());
+                gather(z, rows, None, xs.view_mut());
+                let mut ys = head_rows(y, rows.len());
+                T::gemm(T::one(), xs.view(), m.view(), false, ys.view_mut(), threads() == 1);
+                for (p, &i) in rows.iter().enumerate() {
+                    let mut o = out_block.row_mut(i as usize - r0);
+                    match (weights.get(p), additive) {
+                        (Some(&w), _) => o.zip_mut_with(&ys.row(p), |o, &v| *o += w * v),
+                        (None, true) => o += &ys.row(p),
+                        (None, false) => o.assign(&ys.row(p)),
+                    }
+                }
+            }
+        };
+        let scratch = || (Array2::<T>::zeros((block, d)), Array2::<T>::zeros((block, d)));
+        let blocks: Vec<(usize, ArrayViewMut2<T>)> =
+            out.axis_chunks_iter_mut(Axis(0), block).enumerate().collect();
+        #[cfg(feature = "parallel")]
+        {
+            use rayon::prelude::*;
+            blocks.into_par_iter().for_each_init(scratch, |(x, y), blk| process(blk, x, y));
+        }
+        #[cfg(not(feature = "parallel"))]
+        {
+            let (mut x, mut y) = scratch();
+            for blk in blocks {
+                process(blk, &mut x, &mut y);
             }
         }
     }
 }
 
-/// The rows of `z` that a caller-supplied gradient buffer must match.
+/// Errors unless a caller-supplied gradient buffer is n × d.
 pub(crate) fn check_out<T>(out: &ArrayRef2<T>, n: usize, d: usize) -> Result<()> {
     if out.dim() != (n, d) {
         return Err(crate::Error::ShapeMismatch {

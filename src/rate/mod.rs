@@ -197,12 +197,12 @@ pub fn class_coding_rate_grad_membership<T: Float>(
             r.mapv_inplace(|v| v * sw);
         }
         let mut gj = Array2::<T>::zeros((d, d));
-        T::gram_cols(scaled.view(), T::one(), false, gj.view_mut());
-        let f = crate::linalg::Cholesky::new(crate::linalg::shifted_identity(&gj, aj), "I + a_j·G_j")?;
-        let inv = f.inverse();
+        T::gram_cols(scaled.view(), T::one(), false, gj.view_mut(), true);
+        let f = crate::linalg::Cholesky::new(crate::linalg::shifted_identity(&gj, aj), "I + a_j·G_j", true)?;
+        let inv = f.inverse(true);
         let base = (f.logdet() - T::from_usize(d) + inv.diag().sum()) / T::from_f64(2.0 * nf);
         let mut za = Array2::<T>::zeros((n, d));
-        T::gemm(T::one(), z.view(), inv.view(), false, za.view_mut());
+        T::gemm(T::one(), z.view(), inv.view(), false, za.view_mut(), true);
         let half_kappa = T::from_f64(d as f64 / (2.0 * nf * eps_sq));
         for i in 0..n {
             out[(i, j)] = base + half_kappa * za.row(i).dot(&z.row(i));

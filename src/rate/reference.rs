@@ -18,7 +18,7 @@ use crate::{Error, Float, Membership, Precision, Result};
 /// ```
 /// use mcr2::{Membership, Precision, ReferenceLoss};
 /// use ndarray::array;
-/// let z = array![[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+/// let z: ndarray::Array2<f64> = array![[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
 /// let m = Membership::hard(&[0, 0, 1, 1], 2)?;
 /// let loss = ReferenceLoss::new(Precision::eps_sq(0.5)?, 20.0, 0.05)?;
 /// let v = loss.evaluate(&z, &m)?;

@@ -3,7 +3,7 @@
 use ndarray::{Array2, ArrayRef2};
 
 use super::RateReduction;
-use super::engine::{chunk_rows, gather, head_rows, sqrt_weights};
+use super::engine::{sqrt_weights, weighted_gram};
 use crate::linalg::{Cholesky, shifted_identity, symmetrize_from_lower};
 use crate::{Error, Float, Membership, Precision, Result};
 
@@ -17,7 +17,7 @@ use crate::{Error, Float, Membership, Precision, Result};
 /// ```
 /// use mcr2::{rate_reduction, Membership, Precision, RateStats};
 /// use ndarray::array;
-/// let z = array![[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+/// let z: ndarray::Array2<f64> = array![[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
 /// let eps = Precision::eps_sq(0.5)?;
 /// let mut a = RateStats::new(3, 2)?;
 /// a.push(&z.slice(ndarray::s![..2, ..]), &[0, 0])?;
@@ -83,18 +83,12 @@ impl<T: Float> RateStats<T> {
                 got: format!("{} classes", membership.n_classes()),
             });
         }
-        let chunk = chunk_rows(self.dim);
-        let mut buf = Array2::<T>::zeros((chunk.min(z.nrows()), self.dim));
         let zv = z.view();
         for j in 0..self.traces.len() {
             let rows = membership.class_rows(j);
             let sw = sqrt_weights(&rows);
-            for (c, idx) in rows.rows.chunks(chunk).enumerate() {
-                let sc = sw.as_deref().map(|s| &s[c * chunk..c * chunk + idx.len()]);
-                let mut xb = head_rows(&mut buf, idx.len());
-                gather(zv, idx, sc, xb.view_mut());
-                T::gram_cols(xb.view(), T::one(), true, self.grams[j].view_mut());
-            }
+            let g = std::mem::take(&mut self.grams[j]);
+            self.grams[j] = weighted_gram(zv, &rows.rows, sw.as_deref(), Some(g), true);
             symmetrize_from_lower(self.grams[j].view_mut());
             self.traces[j] += rows.trace;
         }
@@ -170,7 +164,7 @@ impl<T: Float> RateStats<T> {
             g += gj;
         }
         let a = T::from_f64(self.dim as f64 / (self.n as f64 * eps.get_eps_sq()));
-        let f = Cholesky::new(shifted_identity(&g, a), "I + a·G")?;
+        let f = Cholesky::new(shifted_identity(&g, a), "I + a·G", true)?;
         Ok(T::from_f64(0.5) * f.logdet())
     }
 
@@ -184,7 +178,7 @@ impl<T: Float> RateStats<T> {
                 continue;
             }
             let aj = T::from_f64(self.dim as f64 / (t * eps.get_eps_sq()));
-            let f = Cholesky::new(shifted_identity(gj, aj), "I + a_j·G_j")?;
+            let f = Cholesky::new(shifted_identity(gj, aj), "I + a_j·G_j", true)?;
             terms.push(T::from_f64(t / (2.0 * self.n as f64)) * f.logdet());
         }
         Ok(terms)
