@@ -13,7 +13,12 @@ use rand_distr::StandardNormal;
 use std::hint::black_box;
 use std::time::Duration;
 
-const SIZES: [(usize, usize, usize); 4] = [(128, 1000, 10), (512, 10_000, 10), (32, 100_000, 10), (1024, 500, 5)];
+const SIZES: [(usize, usize, usize); 4] = [
+    (128, 1000, 10),
+    (512, 10_000, 10),
+    (32, 100_000, 10),
+    (1024, 500, 5),
+];
 
 fn problem<T: Float>(d: usize, n: usize, k: usize) -> (Array2<T>, Membership<T>) {
     let mut rng = StdRng::seed_from_u64(0);
@@ -29,7 +34,10 @@ fn problem<T: Float>(d: usize, n: usize, k: usize) -> (Array2<T>, Membership<T>)
 fn bench_dtype<T: Float>(c: &mut Criterion, dtype: &str) {
     let eps = Precision::eps_sq(0.5).unwrap();
     let mut group = c.benchmark_group(format!("delta_r_{dtype}"));
-    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
     for (d, n, k) in SIZES {
         let (z, m) = problem::<T>(d, n, k);
         let id = format!("d={d} n={n} k={k}");
@@ -38,7 +46,13 @@ fn bench_dtype<T: Float>(c: &mut Criterion, dtype: &str) {
         });
         let mut grad = Array2::<T>::zeros((n, d));
         group.bench_function(BenchmarkId::new("value+grad", &id), |b| {
-            b.iter(|| black_box(rate_reduction_with_grad_into(black_box(&z), &m, eps, &mut grad).unwrap().delta_r))
+            b.iter(|| {
+                black_box(
+                    rate_reduction_with_grad_into(black_box(&z), &m, eps, &mut grad)
+                        .unwrap()
+                        .delta_r,
+                )
+            })
         });
     }
     group.finish();

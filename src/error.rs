@@ -67,7 +67,9 @@ pub enum Error {
         reason: &'static str,
     },
     /// A matrix that must be symmetric positive definite could not be factored.
-    #[error("Cholesky factorization of {what} failed at pivot {pivot}: not numerically positive definite")]
+    #[error(
+        "Cholesky factorization of {what} failed at pivot {pivot}: not numerically positive definite"
+    )]
     Factorization {
         /// Which matrix.
         what: &'static str,

@@ -32,8 +32,14 @@ pub struct Membership<T> {
 enum Repr<T> {
     /// Sample indices grouped by class (`order[offsets[j]..offsets[j+1]]` are the samples of
     /// class j, ascending), so per-class work never scans all labels.
-    Hard { labels: Vec<u32>, order: Vec<u32>, offsets: Vec<usize> },
-    Soft { pi: Array2<T> },
+    Hard {
+        labels: Vec<u32>,
+        order: Vec<u32>,
+        offsets: Vec<usize>,
+    },
+    Soft {
+        pi: Array2<T>,
+    },
 }
 
 /// One class as the rate computations see it: the samples with nonzero weight and, for soft
@@ -52,7 +58,9 @@ impl<T: Float> Membership<T> {
     /// or more than 2³² − 1 samples.
     pub fn hard(labels: &[usize], classes: usize) -> Result<Self> {
         if classes == 0 {
-            return Err(Error::InvalidMembership("the number of classes must be at least 1".into()));
+            return Err(Error::InvalidMembership(
+                "the number of classes must be at least 1".into(),
+            ));
         }
         if labels.is_empty() {
             return Err(Error::InvalidMembership("no labels given".into()));
@@ -66,7 +74,11 @@ impl<T: Float> Membership<T> {
         let mut offsets = vec![0usize; classes + 1];
         for (index, &label) in labels.iter().enumerate() {
             if label >= classes {
-                return Err(Error::LabelOutOfRange { index, label, classes });
+                return Err(Error::LabelOutOfRange {
+                    index,
+                    label,
+                    classes,
+                });
             }
             offsets[label + 1] += 1;
         }
@@ -80,7 +92,15 @@ impl<T: Float> Membership<T> {
             next[label] += 1;
         }
         let labels = labels.iter().map(|&l| l as u32).collect();
-        Ok(Self { n: order.len(), k: classes, repr: Repr::Hard { labels, order, offsets } })
+        Ok(Self {
+            n: order.len(),
+            k: classes,
+            repr: Repr::Hard {
+                labels,
+                order,
+                offsets,
+            },
+        })
     }
 
     /// Soft membership from an `n × k` row-stochastic matrix Π (rows are samples).
@@ -90,7 +110,11 @@ impl<T: Float> Membership<T> {
     pub fn soft(pi: Array2<T>) -> Result<Self> {
         let (n, k) = pi.dim();
         if n == 0 || k == 0 {
-            return Err(Error::Empty { what: "membership matrix Π", rows: n, cols: k });
+            return Err(Error::Empty {
+                what: "membership matrix Π",
+                rows: n,
+                cols: k,
+            });
         }
         crate::validate::finite("membership matrix Π", &pi)?;
         let tol = 1e-6f64.max(T::epsilon().as_f64().sqrt());
@@ -108,7 +132,11 @@ impl<T: Float> Membership<T> {
                 )));
             }
         }
-        Ok(Self { n, k, repr: Repr::Soft { pi } })
+        Ok(Self {
+            n,
+            k,
+            repr: Repr::Soft { pi },
+        })
     }
 
     /// Number of samples n.
@@ -129,9 +157,10 @@ impl<T: Float> Membership<T> {
     /// tr(Π_j) for every class: the class sizes for hard labels.
     pub fn class_weights(&self) -> Vec<T> {
         match &self.repr {
-            Repr::Hard { offsets, .. } => {
-                offsets.windows(2).map(|w| T::from_usize(w[1] - w[0])).collect()
-            }
+            Repr::Hard { offsets, .. } => offsets
+                .windows(2)
+                .map(|w| T::from_usize(w[1] - w[0]))
+                .collect(),
             Repr::Soft { pi } => pi.columns().into_iter().map(|c| c.sum()).collect(),
         }
     }
@@ -196,7 +225,11 @@ impl<T: Float> Membership<T> {
                         trace += w.as_f64();
                     }
                 }
-                ClassRows { rows: std::borrow::Cow::Owned(rows), weights: Some(weights), trace }
+                ClassRows {
+                    rows: std::borrow::Cow::Owned(rows),
+                    weights: Some(weights),
+                    trace,
+                }
             }
         }
     }

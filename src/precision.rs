@@ -18,7 +18,10 @@ use crate::{Error, Result};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(try_from = "PrecisionRepr", into = "PrecisionRepr"))]
+#[cfg_attr(
+    feature = "serde",
+    serde(try_from = "PrecisionRepr", into = "PrecisionRepr")
+)]
 pub struct Precision {
     eps_sq: f64,
 }
@@ -27,11 +30,17 @@ impl Precision {
     /// Precision from ε (the papers' notation). Errors unless ε is finite and > 0.
     pub fn eps(eps: f64) -> Result<Self> {
         if !(eps.is_finite() && eps > 0.0) {
-            return Err(Error::InvalidPrecision { name: "eps", value: eps });
+            return Err(Error::InvalidPrecision {
+                name: "eps",
+                value: eps,
+            });
         }
         let eps_sq = eps * eps;
         if !(eps_sq.is_finite() && eps_sq > 0.0) {
-            return Err(Error::InvalidPrecision { name: "eps", value: eps });
+            return Err(Error::InvalidPrecision {
+                name: "eps",
+                value: eps,
+            });
         }
         Ok(Self { eps_sq })
     }
@@ -40,7 +49,10 @@ impl Precision {
     /// and > 0.
     pub fn eps_sq(eps_sq: f64) -> Result<Self> {
         if !(eps_sq.is_finite() && eps_sq > 0.0) {
-            return Err(Error::InvalidPrecision { name: "eps_sq", value: eps_sq });
+            return Err(Error::InvalidPrecision {
+                name: "eps_sq",
+                value: eps_sq,
+            });
         }
         Ok(Self { eps_sq })
     }

@@ -15,8 +15,8 @@ pub(crate) fn matrix<T: Float>(what: &'static str, a: &ArrayRef2<T>) -> Result<(
 
 /// Errors on the first non-finite entry.
 pub(crate) fn finite<T: Float>(what: &'static str, a: &ArrayRef2<T>) -> Result<()> {
-    // x − x is 0 for finite x and NaN otherwise: one vectorizable pass in the common case
-    if a.iter().fold(T::zero(), |acc, &x| acc + (x - x)) == T::zero() {
+    // 0·x is 0 for finite x and NaN otherwise: one cheap pass in the common case
+    if a.iter().fold(T::zero(), |acc, &x| acc + T::zero() * x) == T::zero() {
         return Ok(());
     }
     for ((row, col), x) in a.indexed_iter() {

@@ -4,7 +4,12 @@ use mcr2::{Membership, Precision, ReferenceLoss, class_coding_rate, coding_rate,
 use ndarray::{Array2, array};
 
 fn four_rows() -> (Array2<f64>, Membership<f64>) {
-    let z = array![[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    let z = array![
+        [1.0, 0.0, 0.0],
+        [1.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0],
+        [0.0, 0.0, 1.0]
+    ];
     (z, Membership::hard(&[0, 0, 1, 1], 2).unwrap())
 }
 
@@ -15,7 +20,12 @@ fn four_row_example_eps_sq_half() {
     assert!((rr.r - 5f64.ln()).abs() < 1e-14, "{}", rr.r);
     assert!((rr.rc - 112f64.ln() / 4.0).abs() < 1e-14, "{}", rr.rc);
     // same in f32, to f32 precision
-    let rr32 = rate_reduction(&z.mapv(|x| x as f32), &Membership::hard(&[0, 0, 1, 1], 2).unwrap(), Precision::eps_sq(0.5).unwrap()).unwrap();
+    let rr32 = rate_reduction(
+        &z.mapv(|x| x as f32),
+        &Membership::hard(&[0, 0, 1, 1], 2).unwrap(),
+        Precision::eps_sq(0.5).unwrap(),
+    )
+    .unwrap();
     assert!((rr32.r as f64 - 5f64.ln()).abs() < 1e-6);
     assert!((rr32.rc as f64 - 112f64.ln() / 4.0).abs() < 1e-6);
 }
@@ -32,17 +42,29 @@ fn four_row_example_eps_sq_hundredth() {
 #[test]
 fn reference_loss_anchors() {
     let (z, m) = four_rows();
-    let v = ReferenceLoss::new(Precision::eps_sq(0.5).unwrap(), 1.0, 1.0).unwrap().evaluate(&z, &m).unwrap();
+    let v = ReferenceLoss::new(Precision::eps_sq(0.5).unwrap(), 1.0, 1.0)
+        .unwrap()
+        .evaluate(&z, &m)
+        .unwrap();
     assert!((v.loss - (-0.429813266)).abs() < 1e-6, "{}", v.loss);
-    let v = ReferenceLoss::new(Precision::eps_sq(0.01).unwrap(), 1.0, 1.0).unwrap().evaluate(&z, &m).unwrap();
+    let v = ReferenceLoss::new(Precision::eps_sq(0.01).unwrap(), 1.0, 1.0)
+        .unwrap()
+        .evaluate(&z, &m)
+        .unwrap();
     assert!((v.loss - (-2.903955698)).abs() < 1e-6, "{}", v.loss);
-    let v = ReferenceLoss::new(Precision::eps_sq(0.5).unwrap(), 20.0, 0.05).unwrap().evaluate(&z, &m).unwrap();
+    let v = ReferenceLoss::new(Precision::eps_sq(0.5).unwrap(), 20.0, 0.05)
+        .unwrap()
+        .evaluate(&z, &m)
+        .unwrap();
     assert!((v.r_emp - 5.489423752).abs() < 1e-6, "{}", v.r_emp);
     assert!((v.loss - 0.905153513).abs() < 1e-6, "{}", v.loss);
     // the same in f32, as the anchors were computed
     let z32 = z.mapv(|x| x as f32);
     let m32 = Membership::<f32>::hard(&[0, 0, 1, 1], 2).unwrap();
-    let v = ReferenceLoss::new(Precision::eps_sq(0.5).unwrap(), 20.0, 0.05).unwrap().evaluate(&z32, &m32).unwrap();
+    let v = ReferenceLoss::new(Precision::eps_sq(0.5).unwrap(), 20.0, 0.05)
+        .unwrap()
+        .evaluate(&z32, &m32)
+        .unwrap();
     assert!((v.loss as f64 - 0.905153513).abs() < 1e-6, "{}", v.loss);
 }
 
@@ -61,7 +83,9 @@ fn orthonormal_directions_with_copies() {
         let k = counts.len();
         let mut q: Vec<Vec<f64>> = Vec::new();
         for j in 0..k {
-            let mut v: Vec<f64> = (0..d).map(|i| (((i + 1) * (j + 2)) as f64 * 0.7 + j as f64).sin()).collect();
+            let mut v: Vec<f64> = (0..d)
+                .map(|i| (((i + 1) * (j + 2)) as f64 * 0.7 + j as f64).sin())
+                .collect();
             for u in &q {
                 let p: f64 = v.iter().zip(u).map(|(a, b)| a * b).sum();
                 v.iter_mut().zip(u).for_each(|(a, b)| *a -= p * b);
@@ -85,12 +109,21 @@ fn orthonormal_directions_with_copies() {
         }
         let eps = Precision::eps_sq(eps_sq).unwrap();
         let m = Membership::hard(&labels, k).unwrap();
-        let r_want: f64 = counts.iter().map(|&c| 0.5 * (1.0 + d as f64 * c as f64 / (n as f64 * eps_sq)).ln()).sum();
+        let r_want: f64 = counts
+            .iter()
+            .map(|&c| 0.5 * (1.0 + d as f64 * c as f64 / (n as f64 * eps_sq)).ln())
+            .sum();
         let rc_want = 0.5 * (1.0 + d as f64 / eps_sq).ln();
         let r = coding_rate(&z, eps).unwrap();
         let rc = class_coding_rate(&z, &m, eps).unwrap();
-        assert!((r - r_want).abs() < 1e-12 * r_want, "d={d}: R {r} vs {r_want}");
-        assert!((rc - rc_want).abs() < 1e-12 * rc_want, "d={d}: Rc {rc} vs {rc_want}");
+        assert!(
+            (r - r_want).abs() < 1e-12 * r_want,
+            "d={d}: R {r} vs {r_want}"
+        );
+        assert!(
+            (rc - rc_want).abs() < 1e-12 * rc_want,
+            "d={d}: Rc {rc} vs {rc_want}"
+        );
     }
 }
 

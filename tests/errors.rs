@@ -14,30 +14,65 @@ fn eps() -> Precision {
 #[test]
 fn empty_z() {
     let z = Array2::<f64>::zeros((0, 3));
-    assert!(matches!(coding_rate(&z, eps()), Err(Error::Empty { rows: 0, cols: 3, .. })));
+    assert!(matches!(
+        coding_rate(&z, eps()),
+        Err(Error::Empty {
+            rows: 0,
+            cols: 3,
+            ..
+        })
+    ));
     let z = Array2::<f64>::zeros((4, 0));
-    assert!(matches!(coding_rate(&z, eps()), Err(Error::Empty { rows: 4, cols: 0, .. })));
+    assert!(matches!(
+        coding_rate(&z, eps()),
+        Err(Error::Empty {
+            rows: 4,
+            cols: 0,
+            ..
+        })
+    ));
     let m = Membership::<f64>::hard(&[0, 0, 0, 0], 1).unwrap();
-    assert!(matches!(rate_reduction(&z, &m, eps()), Err(Error::Empty { .. })));
+    assert!(matches!(
+        rate_reduction(&z, &m, eps()),
+        Err(Error::Empty { .. })
+    ));
 }
 
 #[test]
 fn non_finite_entries() {
     for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
         let z = array![[1.0, 0.0], [0.0, bad]];
-        assert!(matches!(coding_rate(&z, eps()), Err(Error::NonFinite { row: 1, col: 1, .. })));
+        assert!(matches!(
+            coding_rate(&z, eps()),
+            Err(Error::NonFinite { row: 1, col: 1, .. })
+        ));
         let m = Membership::hard(&[0, 1], 2).unwrap();
-        assert!(matches!(rate_reduction(&z, &m, eps()), Err(Error::NonFinite { .. })));
+        assert!(matches!(
+            rate_reduction(&z, &m, eps()),
+            Err(Error::NonFinite { .. })
+        ));
     }
     let z = array![[1.0f32, f32::NAN]];
-    assert!(matches!(coding_rate(&z, eps()), Err(Error::NonFinite { row: 0, col: 1, .. })));
+    assert!(matches!(
+        coding_rate(&z, eps()),
+        Err(Error::NonFinite { row: 0, col: 1, .. })
+    ));
 }
 
 #[test]
 fn bad_precision() {
     for x in [0.0, -1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-        assert!(matches!(Precision::eps(x), Err(Error::InvalidPrecision { name: "eps", .. })), "{x}");
-        assert!(matches!(Precision::eps_sq(x), Err(Error::InvalidPrecision { name: "eps_sq", .. })));
+        assert!(
+            matches!(
+                Precision::eps(x),
+                Err(Error::InvalidPrecision { name: "eps", .. })
+            ),
+            "{x}"
+        );
+        assert!(matches!(
+            Precision::eps_sq(x),
+            Err(Error::InvalidPrecision { name: "eps_sq", .. })
+        ));
     }
     // ε so large that ε² overflows, or so small that it underflows to zero
     assert!(Precision::eps(1e200).is_err());
@@ -51,23 +86,51 @@ fn bad_precision() {
 fn bad_hard_labels() {
     assert!(matches!(
         Membership::<f64>::hard(&[0, 1, 5], 3),
-        Err(Error::LabelOutOfRange { index: 2, label: 5, classes: 3 })
+        Err(Error::LabelOutOfRange {
+            index: 2,
+            label: 5,
+            classes: 3
+        })
     ));
-    assert!(matches!(Membership::<f64>::hard(&[0, 1], 0), Err(Error::InvalidMembership(_))));
-    assert!(matches!(Membership::<f64>::hard(&[], 2), Err(Error::InvalidMembership(_))));
+    assert!(matches!(
+        Membership::<f64>::hard(&[0, 1], 0),
+        Err(Error::InvalidMembership(_))
+    ));
+    assert!(matches!(
+        Membership::<f64>::hard(&[], 2),
+        Err(Error::InvalidMembership(_))
+    ));
     // length mismatch with Z
     let z = array![[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]];
     let m = Membership::hard(&[0, 1], 2).unwrap();
-    assert!(matches!(rate_reduction(&z, &m, eps()), Err(Error::ShapeMismatch { .. })));
-    assert!(matches!(class_coding_rate(&z, &m, eps()), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(
+        rate_reduction(&z, &m, eps()),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        class_coding_rate(&z, &m, eps()),
+        Err(Error::ShapeMismatch { .. })
+    ));
 }
 
 #[test]
 fn bad_soft_membership() {
-    assert!(matches!(Membership::soft(Array2::<f64>::zeros((0, 2))), Err(Error::Empty { .. })));
-    assert!(matches!(Membership::soft(array![[0.5, 0.6]]), Err(Error::InvalidMembership(_))));
-    assert!(matches!(Membership::soft(array![[1.5, -0.5]]), Err(Error::InvalidMembership(_))));
-    assert!(matches!(Membership::soft(array![[f64::NAN, 1.0]]), Err(Error::NonFinite { .. })));
+    assert!(matches!(
+        Membership::soft(Array2::<f64>::zeros((0, 2))),
+        Err(Error::Empty { .. })
+    ));
+    assert!(matches!(
+        Membership::soft(array![[0.5, 0.6]]),
+        Err(Error::InvalidMembership(_))
+    ));
+    assert!(matches!(
+        Membership::soft(array![[1.5, -0.5]]),
+        Err(Error::InvalidMembership(_))
+    ));
+    assert!(matches!(
+        Membership::soft(array![[f64::NAN, 1.0]]),
+        Err(Error::NonFinite { .. })
+    ));
     // within tolerance is fine; documented tolerance 1e-6 in f64
     assert!(Membership::soft(array![[0.5, 0.5 + 1e-7]]).is_ok());
     assert!(Membership::soft(array![[0.5, 0.5 + 1e-5]]).is_err());
@@ -76,8 +139,14 @@ fn bad_soft_membership() {
     assert!(Membership::soft(array![[0.5f32, 0.501]]).is_err());
     let z = array![[1.0, 0.0]];
     let m = Membership::soft(array![[0.5, 0.5], [0.5, 0.5]]).unwrap();
-    assert!(matches!(rate_reduction(&z, &m, eps()), Err(Error::ShapeMismatch { .. })));
-    assert!(matches!(class_coding_rate_grad_membership(&z, &m, eps()), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(
+        rate_reduction(&z, &m, eps()),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        class_coding_rate_grad_membership(&z, &m, eps()),
+        Err(Error::ShapeMismatch { .. })
+    ));
 }
 
 #[test]
@@ -85,31 +154,64 @@ fn gradient_buffer_shape() {
     let z = array![[1.0, 0.0], [0.0, 1.0]];
     let m = Membership::hard(&[0, 1], 2).unwrap();
     let mut g = Array2::zeros((2, 3));
-    assert!(matches!(rate_reduction_with_grad_into(&z, &m, eps(), &mut g), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(
+        rate_reduction_with_grad_into(&z, &m, eps(), &mut g),
+        Err(Error::ShapeMismatch { .. })
+    ));
 }
 
 #[test]
 fn reference_loss_parameters() {
     for g in [0.0, -1.0, f64::NAN] {
-        assert!(matches!(ReferenceLoss::new(eps(), g, 1.0), Err(Error::InvalidParameter { name: "gam1", .. })));
+        assert!(matches!(
+            ReferenceLoss::new(eps(), g, 1.0),
+            Err(Error::InvalidParameter { name: "gam1", .. })
+        ));
     }
     for g in [-1.0, f64::INFINITY] {
-        assert!(matches!(ReferenceLoss::new(eps(), 1.0, g), Err(Error::InvalidParameter { name: "gam2", .. })));
+        assert!(matches!(
+            ReferenceLoss::new(eps(), 1.0, g),
+            Err(Error::InvalidParameter { name: "gam2", .. })
+        ));
     }
     let l = ReferenceLoss::new(eps(), 1.0, 1.0).unwrap();
-    assert!(matches!(l.with_trace_offset(-1e-8), Err(Error::InvalidParameter { name: "trace_offset", .. })));
+    assert!(matches!(
+        l.with_trace_offset(-1e-8),
+        Err(Error::InvalidParameter {
+            name: "trace_offset",
+            ..
+        })
+    ));
 }
 
 #[test]
 fn stats_errors() {
-    assert!(matches!(RateStats::<f64>::new(0, 2), Err(Error::InvalidParameter { .. })));
-    assert!(matches!(RateStats::<f64>::new(2, 0), Err(Error::InvalidParameter { .. })));
+    assert!(matches!(
+        RateStats::<f64>::new(0, 2),
+        Err(Error::InvalidParameter { .. })
+    ));
+    assert!(matches!(
+        RateStats::<f64>::new(2, 0),
+        Err(Error::InvalidParameter { .. })
+    ));
     let mut s = RateStats::<f64>::new(2, 2).unwrap();
     assert!(matches!(s.rate_reduction(eps()), Err(Error::Empty { .. })));
-    assert!(matches!(s.push(&array![[1.0, 2.0, 3.0]], &[0]), Err(Error::ShapeMismatch { .. })));
-    assert!(matches!(s.push(&array![[1.0, 2.0]], &[2]), Err(Error::LabelOutOfRange { .. })));
-    assert!(matches!(s.push(&array![[1.0, 2.0]], &[0, 1]), Err(Error::ShapeMismatch { .. })));
-    assert!(matches!(s.push(&array![[1.0, f64::NAN]], &[0]), Err(Error::NonFinite { .. })));
+    assert!(matches!(
+        s.push(&array![[1.0, 2.0, 3.0]], &[0]),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        s.push(&array![[1.0, 2.0]], &[2]),
+        Err(Error::LabelOutOfRange { .. })
+    ));
+    assert!(matches!(
+        s.push(&array![[1.0, 2.0]], &[0, 1]),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        s.push(&array![[1.0, f64::NAN]], &[0]),
+        Err(Error::NonFinite { .. })
+    ));
     let other = RateStats::<f64>::new(3, 2).unwrap();
     assert!(matches!(s.merge(&other), Err(Error::ShapeMismatch { .. })));
     // nothing was added by the failed pushes

@@ -1,21 +1,28 @@
 //! Invariances, finite-difference gradients and streaming statistics, on random inputs.
 
 use mcr2::{
-    Membership, Precision, RateStats, ReferenceLoss, class_coding_rate, class_coding_rate_grad_membership,
-    class_coding_rate_with_grad, coding_rate, coding_rate_with_grad, rate_reduction, rate_reduction_with_grad,
+    Membership, Precision, RateStats, ReferenceLoss, class_coding_rate,
+    class_coding_rate_grad_membership, class_coding_rate_with_grad, coding_rate,
+    coding_rate_with_grad, rate_reduction, rate_reduction_with_grad,
 };
 use ndarray::{Array2, Axis};
 use proptest::prelude::*;
 
 /// n × d matrix with entries in [-1, 1], plus labels in 0..k.
-fn problem(max_n: usize, max_d: usize, max_k: usize) -> impl Strategy<Value = (Array2<f64>, Vec<usize>, usize)> {
+fn problem(
+    max_n: usize,
+    max_d: usize,
+    max_k: usize,
+) -> impl Strategy<Value = (Array2<f64>, Vec<usize>, usize)> {
     (1..=max_n, 1..=max_d, 1..=max_k).prop_flat_map(|(n, d, k)| {
         (
             proptest::collection::vec(-1.0f64..1.0, n * d),
             proptest::collection::vec(0..k, n),
             Just((n, d, k)),
         )
-            .prop_map(|(v, labels, (n, d, k))| (Array2::from_shape_vec((n, d), v).unwrap(), labels, k))
+            .prop_map(|(v, labels, (n, d, k))| {
+                (Array2::from_shape_vec((n, d), v).unwrap(), labels, k)
+            })
     })
 }
 
@@ -27,7 +34,9 @@ fn precision() -> impl Strategy<Value = Precision> {
 fn orthogonal(d: usize, seeds: &[f64]) -> Array2<f64> {
     let mut q = Array2::<f64>::eye(d);
     for r in 0..d.min(4) {
-        let v: Vec<f64> = (0..d).map(|i| (seeds[(r * d + i) % seeds.len()] + 0.1 * (i as f64 + 1.0)).sin()).collect();
+        let v: Vec<f64> = (0..d)
+            .map(|i| (seeds[(r * d + i) % seeds.len()] + 0.1 * (i as f64 + 1.0)).sin())
+            .collect();
         let nv: f64 = v.iter().map(|x| x * x).sum();
         if nv < 1e-12 {
             continue;
@@ -48,7 +57,9 @@ fn soft_pi(labels: &[usize], k: usize, seeds: &[f64]) -> Array2<f64> {
     let mut pi = Array2::<f64>::zeros((n, k));
     for i in 0..n {
         for j in 0..k {
-            pi[(i, j)] = 0.05 + (seeds[(i * k + j) % seeds.len()]).abs() + if labels[i] == j { 1.0 } else { 0.0 };
+            pi[(i, j)] = 0.05
+                + (seeds[(i * k + j) % seeds.len()]).abs()
+                + if labels[i] == j { 1.0 } else { 0.0 };
         }
         let s = pi.row(i).sum();
         pi.row_mut(i).mapv_inplace(|x| x / s);
@@ -161,7 +172,10 @@ fn fd(z: &Array2<f64>, f: impl Fn(&Array2<f64>) -> f64) -> Array2<f64> {
 
 fn max_rel(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
     let scale = b.iter().fold(1e-3f64, |m, x| m.max(x.abs()));
-    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
+        / scale
 }
 
 proptest! {
@@ -264,6 +278,10 @@ fn membership_gradient_empty_class_limit() {
         let moved = class_coding_rate(&z, &Membership::soft(pi).unwrap(), eps).unwrap();
         let base = class_coding_rate(&z, &m, eps).unwrap();
         let num = (moved - base) / h;
-        assert!((num - (g[(i, 1)] - g[(i, 0)])).abs() < 1e-5, "{num} vs {}", g[(i, 1)] - g[(i, 0)]);
+        assert!(
+            (num - (g[(i, 1)] - g[(i, 0)])).abs() < 1e-5,
+            "{num} vs {}",
+            g[(i, 1)] - g[(i, 0)]
+        );
     }
 }

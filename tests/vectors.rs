@@ -60,13 +60,21 @@ fn rates_f64_match_paper_values() {
         let rs = mcr2::rate_reduction(&c.z, &soft, c.eps).unwrap();
         let checks = [
             (rh.r, v(&c, &["R"]), "R"),
-            (mcr2::coding_rate(&c.z, c.eps).unwrap(), v(&c, &["R"]), "coding_rate"),
+            (
+                mcr2::coding_rate(&c.z, c.eps).unwrap(),
+                v(&c, &["R"]),
+                "coding_rate",
+            ),
             (rh.rc, v(&c, &["paper", "Rc_hard"]), "Rc hard"),
             (rh.delta_r, v(&c, &["paper", "DeltaR_hard"]), "ΔR hard"),
             (rs.r, v(&c, &["R"]), "R (soft call)"),
             (rs.rc, v(&c, &["paper", "Rc_soft"]), "Rc soft"),
             (rs.delta_r, v(&c, &["paper", "DeltaR_soft"]), "ΔR soft"),
-            (mcr2::class_coding_rate(&c.z, &soft, c.eps).unwrap(), v(&c, &["paper", "Rc_soft"]), "Rc soft alone"),
+            (
+                mcr2::class_coding_rate(&c.z, &soft, c.eps).unwrap(),
+                v(&c, &["paper", "Rc_soft"]),
+                "Rc soft alone",
+            ),
         ];
         for (got, want, what) in checks {
             let e = rel(got, want);
@@ -96,7 +104,11 @@ fn rates_f32_match_paper_values() {
             (rs.delta_r, v(&c, &["paper", "DeltaR_soft"]), "ΔR soft"),
         ] {
             // ΔR is a difference of two larger terms: measure its error relative to R
-            let scale = if what.starts_with('Δ') { v(&c, &["R"]) } else { want };
+            let scale = if what.starts_with('Δ') {
+                v(&c, &["R"])
+            } else {
+                want
+            };
             let e = (got as f64 - want).abs() / scale.abs();
             worst = worst.max(e);
             assert!(e < 1e-4, "{}: {what}: {got} vs {want} (rel {e:e})", c.name);
@@ -165,12 +177,19 @@ fn reference_loss_with_trace_offset_matches_code_values() {
             let want_g = c.t.samples_as_rows(&format!("code.grad_DeltaR_{kind}"));
             let e3 = rel_err(&(-g), &want_g);
             worst = worst.max(e1).max(e2).max(e3);
-            assert!(e1 < 1e-10 && e2 < 1e-10 && e3 < 1e-9, "{} {kind}: {e1:e} {e2:e} {e3:e}", c.name);
+            assert!(
+                e1 < 1e-10 && e2 < 1e-10 && e3 < 1e-9,
+                "{} {kind}: {e1:e} {e2:e} {e3:e}",
+                c.name
+            );
             // and the paper convention differs from the code one by more than the tolerance
             // whenever the reference values do
             let paper = v(&c, &["paper", &format!("Rc_{kind}")]);
             if rel(paper, want_rc) > 1e-9 {
-                let p = ReferenceLoss::new(c.eps, 1.0, 1.0).unwrap().evaluate(&c.z, &m).unwrap();
+                let p = ReferenceLoss::new(c.eps, 1.0, 1.0)
+                    .unwrap()
+                    .evaluate(&c.z, &m)
+                    .unwrap();
                 assert!(rel(p.rc, want_rc) > 1e-10);
             }
         }

@@ -1,3 +1,4 @@
+#![cfg_attr(feature = "lapack", allow(dead_code))]
 //! The default backend: faer, viewed zero-copy from ndarray.
 
 use faer::dyn_stack::{MemBuffer, MemStack};
@@ -24,7 +25,11 @@ pub(crate) fn par(parallel: bool) -> Par {
 
 #[inline]
 fn accum(accumulate: bool) -> Accum {
-    if accumulate { Accum::Add } else { Accum::Replace }
+    if accumulate {
+        Accum::Add
+    } else {
+        Accum::Replace
+    }
 }
 
 pub(crate) fn gram_cols<T: RealField>(
@@ -87,11 +92,18 @@ pub(crate) fn gemm<T: RealField>(
     );
 }
 
-pub(crate) fn cholesky_in_place<T: RealField>(a: ArrayViewMut2<T>, parallel: bool) -> Result<(), usize> {
+pub(crate) fn cholesky_in_place<T: RealField>(
+    a: ArrayViewMut2<T>,
+    parallel: bool,
+) -> Result<(), usize> {
     use faer::linalg::cholesky::llt::factor;
     let n = a.nrows();
     let par = par(parallel);
-    let mut buf = MemBuffer::new(factor::cholesky_in_place_scratch::<T>(n, par, Default::default()));
+    let mut buf = MemBuffer::new(factor::cholesky_in_place_scratch::<T>(
+        n,
+        par,
+        Default::default(),
+    ));
     factor::cholesky_in_place(
         a.into_faer(),
         Default::default(),
@@ -121,7 +133,11 @@ pub(crate) fn cholesky_inverse<T: RealField>(l: ArrayView2<T>, parallel: bool) -
     out
 }
 
-pub(crate) fn cholesky_solve_in_place<T: RealField>(l: ArrayView2<T>, b: ArrayViewMut2<T>, parallel: bool) {
+pub(crate) fn cholesky_solve_in_place<T: RealField>(
+    l: ArrayView2<T>,
+    b: ArrayViewMut2<T>,
+    parallel: bool,
+) {
     use faer::linalg::cholesky::llt::solve;
     let n = l.nrows();
     let par = par(parallel);
@@ -137,7 +153,9 @@ pub(crate) fn eigh<T: RealField>(a: ArrayView2<T>) -> Option<(Array1<T>, Array2<
 }
 
 #[allow(clippy::type_complexity)]
-pub(crate) fn thin_svd<T: RealField>(a: ArrayView2<T>) -> Option<(Array2<T>, Array1<T>, Array2<T>)> {
+pub(crate) fn thin_svd<T: RealField>(
+    a: ArrayView2<T>,
+) -> Option<(Array2<T>, Array1<T>, Array2<T>)> {
     let svd = a.into_faer().thin_svd().ok()?;
     let s: Array1<T> = svd.S().column_vector().iter().cloned().collect();
     Some((

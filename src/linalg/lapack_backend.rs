@@ -2,7 +2,7 @@
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
-use ndarray_linalg::{Eigh, Lapack, Scalar, SVDDC, JobSvd, UPLO};
+use ndarray_linalg::{Eigh, JobSvd, Lapack, SVDDC, Scalar, UPLO};
 
 pub(crate) fn gram_cols<T: Lapack + Scalar<Real = T>>(
     a: ArrayView2<T>,
@@ -38,7 +38,10 @@ pub(crate) fn gemm<T: Lapack + Scalar<Real = T>>(
     general_mat_mul(alpha, &a, &b, beta, &mut c);
 }
 
-pub(crate) fn cholesky_in_place<T: Lapack + Scalar<Real = T>>(mut a: ArrayViewMut2<T>, _parallel: bool) -> Result<(), usize> {
+pub(crate) fn cholesky_in_place<T: Lapack + Scalar<Real = T>>(
+    mut a: ArrayViewMut2<T>,
+    _parallel: bool,
+) -> Result<(), usize> {
     use ndarray_linalg::CholeskyInto;
     // LAPACK works on a contiguous copy; the result is written back (lower triangle).
     let n = a.nrows();
@@ -53,25 +56,31 @@ pub(crate) fn cholesky_in_place<T: Lapack + Scalar<Real = T>>(mut a: ArrayViewMu
             }
             Ok(())
         }
-        Err(ndarray_linalg::error::LinalgError::Lapack(e)) => {
-            Err(lapack_pivot(&e).unwrap_or(0))
-        }
+        Err(ndarray_linalg::error::LinalgError::Lapack(e)) => Err(lapack_pivot(&e).unwrap_or(0)),
         Err(_) => Err(0),
     }
 }
 
-fn lapack_pivot(e: &ndarray_linalg::lapack::error::Error) -> Option<usize> {
+fn lapack_pivot(e: &lax::error::Error) -> Option<usize> {
     match e {
-        ndarray_linalg::lapack::error::Error::LapackComputationalFailure { return_code } => {
-            usize::try_from(*return_code).ok().map(|r| r.saturating_sub(1))
+        lax::error::Error::LapackComputationalFailure { return_code } => {
+            usize::try_from(*return_code)
+                .ok()
+                .map(|r| r.saturating_sub(1))
         }
         _ => None,
     }
 }
 
-pub(crate) fn cholesky_inverse<T: Lapack + Scalar<Real = T>>(l: ArrayView2<T>, _parallel: bool) -> Array2<T> {
+pub(crate) fn cholesky_inverse<T: Lapack + Scalar<Real = T> + num_traits::Float>(
+    l: ArrayView2<T>,
+    _parallel: bool,
+) -> Array2<T> {
     use ndarray_linalg::{CholeskyFactorized, InverseC};
-    let f = CholeskyFactorized { factor: l.to_owned(), uplo: UPLO::Lower };
+    let f = CholeskyFactorized {
+        factor: l.to_owned(),
+        uplo: UPLO::Lower,
+    };
     let mut inv = f.invc().unwrap_or_else(|_| {
         // A valid factor always inverts; fall back to solving column by column.
         let n = l.nrows();
@@ -83,7 +92,11 @@ pub(crate) fn cholesky_inverse<T: Lapack + Scalar<Real = T>>(l: ArrayView2<T>, _
     inv
 }
 
-pub(crate) fn cholesky_solve_in_place<T: Lapack + Scalar<Real = T>>(l: ArrayView2<T>, mut b: ArrayViewMut2<T>, _parallel: bool) {
+pub(crate) fn cholesky_solve_in_place<T: Lapack + Scalar<Real = T> + num_traits::Float>(
+    l: ArrayView2<T>,
+    mut b: ArrayViewMut2<T>,
+    _parallel: bool,
+) {
     use ndarray_linalg::{Diag, SolveTriangular};
     let rhs = b.to_owned();
     let solved = l
@@ -92,18 +105,22 @@ pub(crate) fn cholesky_solve_in_place<T: Lapack + Scalar<Real = T>>(l: ArrayView
     if let Ok(x) = solved {
         b.assign(&x);
     } else {
-        b.fill(T::nan());
+        b.fill(<T as num_traits::Float>::nan());
     }
 }
 
-pub(crate) fn eigh<T: Lapack + Scalar<Real = T>>(a: ArrayView2<T>) -> Option<(Array1<T>, Array2<T>)> {
+pub(crate) fn eigh<T: Lapack + Scalar<Real = T>>(
+    a: ArrayView2<T>,
+) -> Option<(Array1<T>, Array2<T>)> {
     let mut full = a.to_owned();
     crate::linalg::symmetrize_from_lower(full.view_mut());
     full.eigh(UPLO::Lower).ok()
 }
 
 #[allow(clippy::type_complexity)]
-pub(crate) fn thin_svd<T: Lapack + Scalar<Real = T>>(a: ArrayView2<T>) -> Option<(Array2<T>, Array1<T>, Array2<T>)> {
+pub(crate) fn thin_svd<T: Lapack + Scalar<Real = T>>(
+    a: ArrayView2<T>,
+) -> Option<(Array2<T>, Array1<T>, Array2<T>)> {
     let (u, s, vt) = a.to_owned().svddc(JobSvd::Some).ok()?;
     Some((u?, s, vt?.t().to_owned()))
 }

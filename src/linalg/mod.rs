@@ -16,9 +16,21 @@ pub(crate) mod lapack_backend;
 /// (sealed, unnameable) supertrait of [`crate::Float`].
 pub trait Backend: Sized + Copy {
     /// `out ← alpha·aᵀa (+ out if accumulate)`, lower triangle only (d × d for a: n × d).
-    fn gram_cols(a: ArrayView2<Self>, alpha: Self, accumulate: bool, out: ArrayViewMut2<Self>, parallel: bool);
+    fn gram_cols(
+        a: ArrayView2<Self>,
+        alpha: Self,
+        accumulate: bool,
+        out: ArrayViewMut2<Self>,
+        parallel: bool,
+    );
     /// `out ← alpha·a aᵀ (+ out if accumulate)`, lower triangle only (n × n for a: n × d).
-    fn gram_rows(a: ArrayView2<Self>, alpha: Self, accumulate: bool, out: ArrayViewMut2<Self>, parallel: bool);
+    fn gram_rows(
+        a: ArrayView2<Self>,
+        alpha: Self,
+        accumulate: bool,
+        out: ArrayViewMut2<Self>,
+        parallel: bool,
+    );
     /// `c ← alpha·a b (+ c if accumulate)`.
     fn gemm(
         alpha: Self,
@@ -48,14 +60,26 @@ macro_rules! impl_backend {
     ($t:ty, $imp:path) => {
         impl Backend for $t {
             #[inline]
-            fn gram_cols(a: ArrayView2<Self>, alpha: Self, acc: bool, out: ArrayViewMut2<Self>, p: bool) {
+            fn gram_cols(
+                a: ArrayView2<Self>,
+                alpha: Self,
+                acc: bool,
+                out: ArrayViewMut2<Self>,
+                p: bool,
+            ) {
                 {
                     use $imp as b;
                     b::gram_cols(a, alpha, acc, out, p)
                 }
             }
             #[inline]
-            fn gram_rows(a: ArrayView2<Self>, alpha: Self, acc: bool, out: ArrayViewMut2<Self>, p: bool) {
+            fn gram_rows(
+                a: ArrayView2<Self>,
+                alpha: Self,
+                acc: bool,
+                out: ArrayViewMut2<Self>,
+                p: bool,
+            ) {
                 {
                     use $imp as b;
                     b::gram_rows(a, alpha, acc, out, p)
@@ -104,9 +128,7 @@ macro_rules! impl_backend {
                 }
             }
             #[inline]
-            fn thin_svd(
-                a: ArrayView2<Self>,
-            ) -> Option<(Array2<Self>, Array1<Self>, Array2<Self>)> {
+            fn thin_svd(a: ArrayView2<Self>) -> Option<(Array2<Self>, Array1<Self>, Array2<Self>)> {
                 {
                     use $imp as b;
                     b::thin_svd(a)
@@ -146,13 +168,26 @@ impl<T: crate::Float> Cholesky<T> {
     /// Factors `a` (lower triangle read) in place.
     pub(crate) fn new(mut a: Array2<T>, what: &'static str, parallel: bool) -> crate::Result<Self> {
         debug_assert_eq!(a.nrows(), a.ncols());
+        // an overflowed input (entries ±∞ or NaN) is reported the same way by both backends
+        let bad_row = (0..a.nrows()).find(|&i| !a.row(i).iter().take(i + 1).all(|x| x.is_finite()));
+        if let Some(pivot) = bad_row {
+            return Err(crate::Error::Factorization { what, pivot });
+        }
         // measured: threads only pay off for the factorization from about n = 1024
         let parallel = parallel && a.nrows() >= 1024;
         T::cholesky_in_place(a.view_mut(), parallel)
             .map_err(|pivot| crate::Error::Factorization { what, pivot })?;
+        if let Some(pivot) = a
+            .diag()
+            .iter()
+            .position(|&x| !(x.is_finite() && x > T::zero()))
+        {
+            return Err(crate::Error::Factorization { what, pivot });
+        }
         // zero the strict upper triangle so that `l` is exactly L
         for (i, mut row) in a.rows_mut().into_iter().enumerate() {
-            row.slice_axis_mut(ndarray::Axis(0), ndarray::Slice::from(i + 1..)).fill(T::zero());
+            row.slice_axis_mut(ndarray::Axis(0), ndarray::Slice::from(i + 1..))
+                .fill(T::zero());
         }
         Ok(Self { l: a })
     }

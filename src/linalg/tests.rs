@@ -6,7 +6,9 @@ fn spd(n: usize, seed: u64) -> Array2<f64> {
     // deterministic, well-conditioned: B Bᵀ + n I with a simple LCG for B
     let mut s = seed;
     let mut next = || {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((s >> 11) as f64 / (1u64 << 53) as f64) - 0.5
     };
     let b = Array2::from_shape_fn((n, n + 3), |_| next());
@@ -24,11 +26,23 @@ fn cholesky_logdet_inverse_solve() {
     assert!((&back - &a).iter().all(|x| x.abs() < 1e-12));
     let inv = f.inverse(true);
     let id = a.dot(&inv);
-    assert!((&id - &Array2::<f64>::eye(7)).iter().all(|x| x.abs() < 1e-12));
+    assert!(
+        (&id - &Array2::<f64>::eye(7))
+            .iter()
+            .all(|x| x.abs() < 1e-12)
+    );
     let (vals, _) = f64::eigh(a.view()).unwrap();
     let logdet: f64 = vals.iter().map(|v| v.ln()).sum();
     assert!((f.logdet() - logdet).abs() < 1e-12 * logdet.abs().max(1.0));
-    let mut b = array![[1.0, 2.0], [0.0, 1.0], [3.0, -1.0], [0.5, 0.5], [1.0, 1.0], [2.0, 0.0], [0.0, 0.0]];
+    let mut b = array![
+        [1.0, 2.0],
+        [0.0, 1.0],
+        [3.0, -1.0],
+        [0.5, 0.5],
+        [1.0, 1.0],
+        [2.0, 0.0],
+        [0.0, 0.0]
+    ];
     let b0 = b.clone();
     f.solve_in_place(b.view_mut(), true);
     assert!((a.dot(&b) - b0).iter().all(|x| x.abs() < 1e-12));
@@ -95,7 +109,9 @@ fn backends_agree() {
         a
     };
     let a = spd(40, 7);
-    let z = spd(40, 9).slice(ndarray::s![..25, ..]).to_owned();
+    let z = spd(40, 9)
+        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..25))
+        .to_owned();
     let (mut g1, mut g2) = (Array2::zeros((40, 40)), Array2::zeros((40, 40)));
     fb::gram_cols(z.view(), 0.5, false, g1.view_mut(), true);
     lb::gram_cols(z.view(), 0.5, false, g2.view_mut(), true);
@@ -113,21 +129,35 @@ fn backends_agree() {
     lb::cholesky_in_place(l2.view_mut(), true).unwrap();
     let (l1, l2) = (lower(&l1), lower(&l2));
     close(&l1, &l2, "cholesky");
-    close(&fb::cholesky_inverse(l1.view(), true), &lb::cholesky_inverse(l2.view(), true), "inverse");
+    close(
+        &fb::cholesky_inverse(l1.view(), true),
+        &lb::cholesky_inverse(l2.view(), true),
+        "inverse",
+    );
     let (mut b1, mut b2) = (z.t().to_owned(), z.t().to_owned());
     fb::cholesky_solve_in_place(l1.view(), b1.view_mut(), true);
     lb::cholesky_solve_in_place(l2.view(), b2.view_mut(), true);
     close(&b1, &b2, "solve");
     let (e1, v1) = fb::eigh(a.view()).unwrap();
     let (e2, v2) = lb::eigh(a.view()).unwrap();
-    close(&e1.insert_axis(ndarray::Axis(0)), &e2.insert_axis(ndarray::Axis(0)), "eigenvalues");
+    close(
+        &e1.insert_axis(ndarray::Axis(0)),
+        &e2.insert_axis(ndarray::Axis(0)),
+        "eigenvalues",
+    );
     // eigenvectors up to sign
     for c in 0..40 {
         let s = v1.column(c).dot(&v2.column(c)).signum();
-        let d = (&v1.column(c) - &(&v2.column(c) * s)).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let d = (&v1.column(c) - &(&v2.column(c) * s))
+            .iter()
+            .fold(0.0f64, |m, v| m.max(v.abs()));
         assert!(d < 1e-10, "eigenvector {c}: {d:e}");
     }
     let (_, s1, _) = fb::thin_svd(z.view()).unwrap();
     let (_, s2, _) = lb::thin_svd(z.view()).unwrap();
-    close(&s1.insert_axis(ndarray::Axis(0)), &s2.insert_axis(ndarray::Axis(0)), "singular values");
+    close(
+        &s1.insert_axis(ndarray::Axis(0)),
+        &s2.insert_axis(ndarray::Axis(0)),
+        "singular values",
+    );
 }

@@ -17,7 +17,7 @@ use crate::{Float, Membership, Result};
 
 /// Elements of the gather buffer used to stream a class through the Gram and gradient
 /// kernels (rows = `CHUNK_ELEMS / d`): a fixed scratch, independent of n.
-const CHUNK_ELEMS: usize = 1 << 20;
+const CHUNK_ELEMS: usize = 1 << 18;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Params {
@@ -82,7 +82,12 @@ fn for_classes<R: Send>(k: usize, f: impl Fn(usize, bool) -> R + Sync + Send) ->
 }
 
 /// Copies rows `rows` of `z` into `out` (one row each), scaled by `scale` when given.
-pub(crate) fn gather<T: Float>(z: ArrayView2<T>, rows: &[u32], scale: Option<&[T]>, mut out: ArrayViewMut2<T>) {
+pub(crate) fn gather<T: Float>(
+    z: ArrayView2<T>,
+    rows: &[u32],
+    scale: Option<&[T]>,
+    mut out: ArrayViewMut2<T>,
+) {
     for (p, &i) in rows.iter().enumerate() {
         let src = z.row(i as usize);
         let mut dst = out.row_mut(p);
@@ -102,7 +107,9 @@ pub(crate) fn head_rows<T>(buf: &mut Array2<T>, len: usize) -> ArrayViewMut2<'_,
 }
 
 pub(crate) fn sqrt_weights<T: Float>(rows: &ClassRows<'_, T>) -> Option<Vec<T>> {
-    rows.weights.as_ref().map(|w| w.iter().map(|x| x.sqrt()).collect())
+    rows.weights
+        .as_ref()
+        .map(|w| w.iter().map(|x| x.sqrt()).collect())
 }
 
 /// `Σ_p w_p x_p x_pᵀ` over the given rows of `z` (lower triangle, d × d), streamed through a
@@ -148,7 +155,11 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
         let a = T::from_f64(params.gam1 * d as f64 / (n as f64 * params.eps_sq));
         let soft = membership.is_some_and(|m| !m.is_hard());
         let k = membership.map_or(0, |m| m.n_classes());
-        let class_rows = |j: usize| membership.expect("k > 0 implies a membership").class_rows(j);
+        let class_rows = |j: usize| {
+            membership
+                .expect("k > 0 implies a membership")
+                .class_rows(j)
+        };
         let mut classes = Vec::with_capacity(k);
         let r_side;
 
@@ -160,7 +171,11 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
             let evals = for_classes(k, |j, inner| -> Result<ClassEval<'m, T>> {
                 let rows = class_rows(j);
                 let Some(aj) = Self::class_scale(&rows, params, d) else {
-                    return Ok(ClassEval { rows, side: None, term: T::zero() });
+                    return Ok(ClassEval {
+                        rows,
+                        side: None,
+                        term: T::zero(),
+                    });
                 };
                 let sw = sqrt_weights(&rows);
                 let nj = rows.rows.len();
@@ -169,7 +184,11 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
                     let ip = rows.rows[p] as usize;
                     for q in 0..=p {
                         let iq = rows.rows[q] as usize;
-                        let v = if ip >= iq { kref[(ip, iq)] } else { kref[(iq, ip)] };
+                        let v = if ip >= iq {
+                            kref[(ip, iq)]
+                        } else {
+                            kref[(iq, ip)]
+                        };
                         kj[(p, q)] = match &sw {
                             Some(s) => v * s[p] * s[q],
                             None => v,
@@ -178,13 +197,21 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
                 }
                 let f = Cholesky::new(shifted_identity(&kj, aj), "I + a_j·K_j", inner)?;
                 let term = Self::class_weight(&rows, params, n) * f.logdet();
-                Ok(ClassEval { rows, side: Some(Side::Dual(f)), term })
+                Ok(ClassEval {
+                    rows,
+                    side: Some(Side::Dual(f)),
+                    term,
+                })
             });
             for e in evals {
                 classes.push(e?);
             }
             r_side = if need_r {
-                Some(Side::Dual(Cholesky::new(shifted_identity(&kmat, a), "I + a·K", true)?))
+                Some(Side::Dual(Cholesky::new(
+                    shifted_identity(&kmat, a),
+                    "I + a·K",
+                    true,
+                )?))
             } else {
                 None
             };
@@ -198,7 +225,14 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
             let evals = for_classes(k, |j, inner| -> Out<'m, T> {
                 let rows = class_rows(j);
                 let Some(aj) = Self::class_scale(&rows, params, d) else {
-                    return Ok((ClassEval { rows, side: None, term: T::zero() }, None));
+                    return Ok((
+                        ClassEval {
+                            rows,
+                            side: None,
+                            term: T::zero(),
+                        },
+                        None,
+                    ));
                 };
                 let sw = sqrt_weights(&rows);
                 let nj = rows.rows.len();
@@ -215,13 +249,27 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
                     });
                     let f = Cholesky::new(shifted_identity(&kj, aj), "I + a_j·K_j", inner)?;
                     let term = weight * f.logdet();
-                    Ok((ClassEval { rows, side: Some(Side::Dual(f)), term }, gx))
+                    Ok((
+                        ClassEval {
+                            rows,
+                            side: Some(Side::Dual(f)),
+                            term,
+                        },
+                        gx,
+                    ))
                 } else {
                     let gj = weighted_gram(z, &rows.rows, sw.as_deref(), None, inner);
                     let f = Cholesky::new(shifted_identity(&gj, aj), "I + a_j·G_j", inner)?;
                     let term = weight * f.logdet();
                     let gj = (!soft && need_r).then_some(gj);
-                    Ok((ClassEval { rows, side: Some(Side::Primal(f)), term }, gj))
+                    Ok((
+                        ClassEval {
+                            rows,
+                            side: Some(Side::Primal(f)),
+                            term,
+                        },
+                        gj,
+                    ))
                 }
             });
             for e in evals {
@@ -232,7 +280,11 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
                 classes.push(class);
             }
             r_side = if need_r {
-                Some(Side::Primal(Cholesky::new(shifted_identity(&g, a), "I + a·G", true)?))
+                Some(Side::Primal(Cholesky::new(
+                    shifted_identity(&g, a),
+                    "I + a·G",
+                    true,
+                )?))
             } else {
                 None
             };
@@ -242,7 +294,15 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
             Some(Side::Primal(f)) | Some(Side::Dual(f)) => half * f.logdet(),
             None => T::zero(),
         };
-        Ok(Self { z, membership, params, r_side, r, classes, soft })
+        Ok(Self {
+            z,
+            membership,
+            params,
+            r_side,
+            r,
+            classes,
+            soft,
+        })
     }
 
     /// a_j = d/(t_j ε²), or `None` for an empty class.
@@ -379,19 +439,31 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
 
         // feature-side classes: stream contiguous blocks of rows (in parallel), grouping each
         // block's rows by class so that every group is one matrix product
-        let primal: Vec<Option<&Array2<T>>> =
-            ops.iter().map(|op| if let ClassOp::Primal(m) = op { Some(m) } else { None }).collect();
+        let primal: Vec<Option<&Array2<T>>> = ops
+            .iter()
+            .map(|op| {
+                if let ClassOp::Primal(m) = op {
+                    Some(m)
+                } else {
+                    None
+                }
+            })
+            .collect();
         if primal.iter().all(Option::is_none) {
             return;
         }
         // at least two blocks per thread and a multiple of the thread count, for balance
+        // (blocks of at least ~128 rows per class keep the products efficient)
         let t = threads();
-        let nblocks = n.div_ceil(chunk_rows(d)).max(2 * t).div_ceil(t) * t;
+        let target = chunk_rows(d).max(128 * self.classes.len());
+        let nblocks = n.div_ceil(target).max(2 * t).div_ceil(t) * t;
         let block = n.div_ceil(nblocks).max(1);
         let membership = self.membership.expect("classes imply a membership");
         let labels = membership.hard_labels();
         let pi = membership.soft_matrix();
-        let process = |(b, mut out_block): (usize, ArrayViewMut2<T>), x: &mut Array2<T>, y: &mut Array2<T>| {
+        let process = |(b, mut out_block): (usize, ArrayViewMut2<T>),
+                       x: &mut Array2<T>,
+                       y: &mut Array2<T>| {
             let r0 = b * block;
             let len = out_block.nrows();
             let mut groups: Vec<(Vec<u32>, Vec<T>)> = vec![(Vec::new(), Vec::new()); primal.len()];
@@ -418,7 +490,14 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
                 let mut xs = head_rows(x, rows.len());
                 gather(z, rows, None, xs.view_mut());
                 let mut ys = head_rows(y, rows.len());
-                T::gemm(T::one(), xs.view(), m.view(), false, ys.view_mut(), threads() == 1);
+                T::gemm(
+                    T::one(),
+                    xs.view(),
+                    m.view(),
+                    false,
+                    ys.view_mut(),
+                    threads() == 1,
+                );
                 for (p, &i) in rows.iter().enumerate() {
                     let mut o = out_block.row_mut(i as usize - r0);
                     match (weights.get(p), additive) {
@@ -429,13 +508,22 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
                 }
             }
         };
-        let scratch = || (Array2::<T>::zeros((block, d)), Array2::<T>::zeros((block, d)));
-        let blocks: Vec<(usize, ArrayViewMut2<T>)> =
-            out.axis_chunks_iter_mut(Axis(0), block).enumerate().collect();
+        let scratch = || {
+            (
+                Array2::<T>::zeros((block, d)),
+                Array2::<T>::zeros((block, d)),
+            )
+        };
+        let blocks: Vec<(usize, ArrayViewMut2<T>)> = out
+            .axis_chunks_iter_mut(Axis(0), block)
+            .enumerate()
+            .collect();
         #[cfg(feature = "parallel")]
         {
             use rayon::prelude::*;
-            blocks.into_par_iter().for_each_init(scratch, |(x, y), blk| process(blk, x, y));
+            blocks
+                .into_par_iter()
+                .for_each_init(scratch, |(x, y), blk| process(blk, x, y));
         }
         #[cfg(not(feature = "parallel"))]
         {

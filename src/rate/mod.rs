@@ -39,7 +39,11 @@ pub struct RateReduction<T> {
 }
 
 fn paper(eps: Precision) -> Params {
-    Params { eps_sq: eps.get_eps_sq(), gam1: 1.0, trace_offset: 0.0 }
+    Params {
+        eps_sq: eps.get_eps_sq(),
+        gam1: 1.0,
+        trace_offset: 0.0,
+    }
 }
 
 fn check<T: Float>(z: &ArrayRef2<T>, membership: Option<&Membership<T>>) -> Result<()> {
@@ -127,7 +131,12 @@ pub fn rate_reduction<T: Float>(
 
 fn report<T: Float>(ev: &Evaluation<'_, '_, T>) -> RateReduction<T> {
     let rc = ev.rc();
-    RateReduction { r: ev.r, rc, delta_r: ev.r - rc, class_terms: ev.class_terms() }
+    RateReduction {
+        r: ev.r,
+        rc,
+        delta_r: ev.r - rc,
+        class_terms: ev.class_terms(),
+    }
 }
 
 /// `ΔR` with its gradient `∂ΔR/∂Z = ∂R/∂Z − ∂Rc/∂Z` (n × d); value and gradient share one
@@ -198,7 +207,11 @@ pub fn class_coding_rate_grad_membership<T: Float>(
         }
         let mut gj = Array2::<T>::zeros((d, d));
         T::gram_cols(scaled.view(), T::one(), false, gj.view_mut(), true);
-        let f = crate::linalg::Cholesky::new(crate::linalg::shifted_identity(&gj, aj), "I + a_j·G_j", true)?;
+        let f = crate::linalg::Cholesky::new(
+            crate::linalg::shifted_identity(&gj, aj),
+            "I + a_j·G_j",
+            true,
+        )?;
         let inv = f.inverse(true);
         let base = (f.logdet() - T::from_usize(d) + inv.diag().sum()) / T::from_f64(2.0 * nf);
         let mut za = Array2::<T>::zeros((n, d));

@@ -61,7 +61,12 @@ impl ReferenceLoss {
                 reason: "must be finite and ≥ 0",
             });
         }
-        Ok(Self { eps, gam1, gam2, trace_offset: 0.0 })
+        Ok(Self {
+            eps,
+            gam1,
+            gam2,
+            trace_offset: 0.0,
+        })
     }
 
     /// Adds `offset` (finite, ≥ 0) to every tr(Π_j), in both the weight and the scale of
@@ -79,7 +84,11 @@ impl ReferenceLoss {
     }
 
     fn params(&self) -> Params {
-        Params { eps_sq: self.eps.get_eps_sq(), gam1: self.gam1, trace_offset: self.trace_offset }
+        Params {
+            eps_sq: self.eps.get_eps_sq(),
+            gam1: self.gam1,
+            trace_offset: self.trace_offset,
+        }
     }
 
     fn eval<'z, 'm, T: Float>(
@@ -91,7 +100,11 @@ impl ReferenceLoss {
         membership.check_samples(z.nrows())?;
         let ev = Evaluation::new(z.view(), Some(membership), self.params(), true)?;
         let rc = ev.rc();
-        let value = ReferenceLossValue { loss: rc - T::from_f64(self.gam2) * ev.r, r_emp: ev.r, rc };
+        let value = ReferenceLossValue {
+            loss: rc - T::from_f64(self.gam2) * ev.r,
+            r_emp: ev.r,
+            rc,
+        };
         Ok((ev, value))
     }
 

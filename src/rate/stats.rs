@@ -35,7 +35,10 @@ use crate::{Error, Float, Membership, Precision, Result};
     serde(
         try_from = "StatsRepr<T>",
         into = "StatsRepr<T>",
-        bound(serialize = "T: Float + serde::Serialize", deserialize = "T: Float + serde::Deserialize<'de>")
+        bound(
+            serialize = "T: Float + serde::Serialize",
+            deserialize = "T: Float + serde::Deserialize<'de>"
+        )
     )
 )]
 pub struct RateStats<T: Float> {
@@ -50,7 +53,11 @@ impl<T: Float> RateStats<T> {
     /// Empty statistics for features of dimension `dim` and `classes` classes.
     pub fn new(dim: usize, classes: usize) -> Result<Self> {
         if dim == 0 {
-            return Err(Error::InvalidParameter { name: "dim", value: "0".into(), reason: "must be ≥ 1" });
+            return Err(Error::InvalidParameter {
+                name: "dim",
+                value: "0".into(),
+                reason: "must be ≥ 1",
+            });
         }
         if classes == 0 {
             return Err(Error::InvalidParameter {
@@ -59,7 +66,12 @@ impl<T: Float> RateStats<T> {
                 reason: "must be ≥ 1",
             });
         }
-        Ok(Self { dim, n: 0, traces: vec![0.0; classes], grams: vec![Array2::zeros((dim, dim)); classes] })
+        Ok(Self {
+            dim,
+            n: 0,
+            traces: vec![0.0; classes],
+            grams: vec![Array2::zeros((dim, dim)); classes],
+        })
     }
 
     /// Adds a chunk of samples (rows of `z`) with hard labels in `0..classes`.
@@ -151,7 +163,11 @@ impl<T: Float> RateStats<T> {
 
     fn nonempty(&self) -> Result<()> {
         if self.n == 0 {
-            return Err(Error::Empty { what: "statistics (no samples pushed)", rows: 0, cols: self.dim });
+            return Err(Error::Empty {
+                what: "statistics (no samples pushed)",
+                rows: 0,
+                cols: self.dim,
+            });
         }
         Ok(())
     }
@@ -194,7 +210,12 @@ impl<T: Float> RateStats<T> {
         let r = self.coding_rate(eps)?;
         let class_terms = self.class_terms(eps)?;
         let rc: T = class_terms.iter().copied().sum();
-        Ok(RateReduction { r, rc, delta_r: r - rc, class_terms })
+        Ok(RateReduction {
+            r,
+            rc,
+            delta_r: r - rc,
+            class_terms,
+        })
     }
 }
 
@@ -230,13 +251,23 @@ impl<T: Float> TryFrom<StatsRepr<T>> for RateStats<T> {
         for g in &r.grams {
             crate::validate::finite("Gram matrix", g)?;
         }
-        Ok(Self { dim: r.dim, n: r.n, traces: r.traces.clone(), grams: r.grams })
+        Ok(Self {
+            dim: r.dim,
+            n: r.n,
+            traces: r.traces.clone(),
+            grams: r.grams,
+        })
     }
 }
 
 #[cfg(feature = "serde")]
 impl<T: Float> From<RateStats<T>> for StatsRepr<T> {
     fn from(s: RateStats<T>) -> Self {
-        StatsRepr { dim: s.dim, n: s.n, traces: s.traces, grams: s.grams }
+        StatsRepr {
+            dim: s.dim,
+            n: s.n,
+            traces: s.traces,
+            grams: s.grams,
+        }
     }
 }

@@ -8,7 +8,9 @@ use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
 pub fn data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("data")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("data")
 }
 
 pub fn manifest() -> Value {
@@ -22,7 +24,9 @@ pub struct Tensors {
 
 impl Tensors {
     pub fn open(file: &str) -> Self {
-        Self { bytes: std::fs::read(data_dir().join(file)).expect("tensor file") }
+        Self {
+            bytes: std::fs::read(data_dir().join(file)).expect("tensor file"),
+        }
     }
 
     pub fn f64(&self, name: &str) -> ArrayD<f64> {
@@ -41,12 +45,18 @@ impl Tensors {
         let st = SafeTensors::deserialize(&self.bytes).expect("safetensors");
         let t = st.tensor(name).unwrap_or_else(|_| panic!("tensor {name}"));
         assert_eq!(t.dtype(), Dtype::I64, "{name}");
-        t.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
+        t.data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect()
     }
 
     /// A (d, n) tensor of the vectors, transposed to this crate's n × d layout.
     pub fn samples_as_rows(&self, name: &str) -> Array2<f64> {
-        let a = self.f64(name).into_dimensionality::<ndarray::Ix2>().unwrap();
+        let a = self
+            .f64(name)
+            .into_dimensionality::<ndarray::Ix2>()
+            .unwrap();
         a.t().to_owned()
     }
 }
@@ -54,8 +64,14 @@ impl Tensors {
 /// max |a − b| / max |b|.
 pub fn rel_err(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
     assert_eq!(a.dim(), b.dim());
-    let scale = b.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(f64::MIN_POSITIVE);
-    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale
+    let scale = b
+        .iter()
+        .fold(0.0f64, |m, x| m.max(x.abs()))
+        .max(f64::MIN_POSITIVE);
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
+        / scale
 }
 
 pub fn rel(a: f64, b: f64) -> f64 {
