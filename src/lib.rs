@@ -75,3 +75,8 @@ pub use rate::{
     class_coding_rate_grad_membership, class_coding_rate_with_grad, coding_rate,
     coding_rate_with_grad, rate_reduction, rate_reduction_with_grad, rate_reduction_with_grad_into,
 };
+
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
