@@ -76,6 +76,17 @@ pub enum Error {
         /// Index of the failing pivot.
         pivot: usize,
     },
+    /// A weight file could not be read (not a safetensors file, or truncated).
+    #[error("malformed weight file: {0}")]
+    MalformedFile(String),
+    /// A weight file lacks a tensor, or holds one of the wrong shape or dtype.
+    #[error("weight tensor `{name}`: {reason}")]
+    InvalidWeights {
+        /// Tensor name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An iterative decomposition (eigen, SVD) did not converge.
     #[error("{0} did not converge")]
     NoConvergence(&'static str),

@@ -31,6 +31,8 @@ pub trait Float:
     + sealed::Sealed
     + crate::linalg::Backend
 {
+    /// `"f32"` or `"f64"`.
+    const NAME: &'static str;
     /// Convert from `f64` (rounding to nearest for `f32`).
     fn from_f64(x: f64) -> Self;
     /// Convert to `f64` (exact).
@@ -42,6 +44,7 @@ pub trait Float:
 }
 
 impl Float for f32 {
+    const NAME: &'static str = "f32";
     #[inline]
     fn from_f64(x: f64) -> Self {
         x as f32
@@ -53,6 +56,7 @@ impl Float for f32 {
 }
 
 impl Float for f64 {
+    const NAME: &'static str = "f64";
     #[inline]
     fn from_f64(x: f64) -> Self {
         x

@@ -46,6 +46,9 @@
 //!
 //! * [`rate`]: the rates, their gradients, streaming statistics ([`RateStats`]) and the
 //!   reference training loss ([`ReferenceLoss`]).
+//! * [`crate_layer`]: CRATE layers — multi-head subspace self-attention as a gradient step on
+//!   compression, then an ISTA sparsification step — built from reference weights or, white
+//!   box, from subspace bases and a dictionary.
 //!
 //! ## Features
 //!
@@ -58,6 +61,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod crate_layer;
 mod error;
 mod float;
 pub(crate) mod linalg;

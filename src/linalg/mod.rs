@@ -147,6 +147,28 @@ impl_backend!(f32, lapack_backend);
 #[cfg(feature = "lapack")]
 impl_backend!(f64, lapack_backend);
 
+/// The block `rows × cols` of a view (the `s!` macro is not usable under `forbid(unsafe_code)`).
+pub(crate) fn block<T>(
+    mut a: ArrayView2<'_, T>,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) -> ArrayView2<'_, T> {
+    a.slice_axis_inplace(ndarray::Axis(0), ndarray::Slice::from(rows));
+    a.slice_axis_inplace(ndarray::Axis(1), ndarray::Slice::from(cols));
+    a
+}
+
+/// Mutable [`block`].
+pub(crate) fn block_mut<T>(
+    mut a: ArrayViewMut2<'_, T>,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) -> ArrayViewMut2<'_, T> {
+    a.slice_axis_inplace(ndarray::Axis(0), ndarray::Slice::from(rows));
+    a.slice_axis_inplace(ndarray::Axis(1), ndarray::Slice::from(cols));
+    a
+}
+
 /// Copies the lower triangle onto the upper one.
 pub(crate) fn symmetrize_from_lower<T: Clone>(mut a: ArrayViewMut2<T>) {
     let n = a.nrows();

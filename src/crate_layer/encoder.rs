@@ -1,0 +1,147 @@
+//! A stack of CRATE layers, with the per-layer measurements the CRATE authors plot.
+
+use ndarray::{Array2, Array3, ArrayRef3};
+use rand::Rng;
+
+use super::block::{CrateBlock, CrateBlockConfig, check3};
+use crate::{Error, Float, Precision, Result};
+
+/// An encoder of `depth` identical-shape CRATE blocks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct CrateEncoderConfig {
+    /// Number of layers.
+    pub depth: usize,
+    /// The layers' configuration.
+    pub block: CrateBlockConfig,
+}
+
+/// What a layer did to a batch: the two curves of the CRATE paper (arXiv 2306.01129, Fig. 3–4).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct LayerDiagnostics<T> {
+    /// Compression of the layer's input as measured by the CRATE authors: per image,
+    /// `½ Σ_heads logdet(I + p/(N ε²) Ŵ_kᵀŴ_k)` with ε² = 0.01, where Ŵ_k holds the head-k
+    /// projections of the LayerNormed tokens, each scaled to unit norm; mean over the batch.
+    pub compression: T,
+    /// Fraction of exactly-zero entries of the layer's output (ISTA), mean over the batch.
+    pub sparsity: T,
+}
+
+/// A stack of [`CrateBlock`]s.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(
+        serialize = "T: Float + serde::Serialize",
+        deserialize = "T: Float + serde::Deserialize<'de>"
+    ))
+)]
+pub struct CrateEncoder<T: Float> {
+    pub(crate) blocks: Vec<CrateBlock<T>>,
+}
+
+impl<T: Float> CrateEncoder<T> {
+    /// ε² of the authors' compression measurement.
+    pub const MEASURE_EPS_SQ: f64 = 0.01;
+
+    /// `depth` blocks with the reference initialization.
+    pub fn new<R: Rng + ?Sized>(config: &CrateEncoderConfig, rng: &mut R) -> Result<Self> {
+        if config.depth == 0 {
+            return Err(Error::InvalidParameter {
+                name: "depth",
+                value: "0".into(),
+                reason: "must be ≥ 1",
+            });
+        }
+        let blocks = (0..config.depth)
+            .map(|_| CrateBlock::new(&config.block, rng))
+            .collect::<Result<_>>()?;
+        Ok(Self { blocks })
+    }
+
+    /// From given blocks (at least one; all of the same dim).
+    pub fn from_blocks(blocks: Vec<CrateBlock<T>>) -> Result<Self> {
+        let first = blocks.first().ok_or(Error::InvalidParameter {
+            name: "blocks",
+            value: "[]".into(),
+            reason: "at least one block is required",
+        })?;
+        let dim = first.dim();
+        if let Some(b) = blocks.iter().find(|b| b.dim() != dim) {
+            return Err(Error::ShapeMismatch {
+                what: "block",
+                expected: format!("dim {dim}"),
+                got: format!("dim {}", b.dim()),
+            });
+        }
+        Ok(Self { blocks })
+    }
+
+    /// The layers.
+    pub fn blocks(&self) -> &[CrateBlock<T>] {
+        &self.blocks
+    }
+
+    /// Token dimension.
+    pub fn dim(&self) -> usize {
+        self.blocks[0].dim()
+    }
+
+    /// Runs every layer on a batch (b × n × dim).
+    pub fn forward_batch(&self, x: &ArrayRef3<T>) -> Result<Array3<T>> {
+        let (b, n, d) = x.dim();
+        let mut z = check3(x)?;
+        self.blocks[0].check_input(d, n)?;
+        for block in &self.blocks {
+            z = block.apply(z.view(), n);
+        }
+        Ok(z.into_shape_with_order((b, n, d)).expect("rows are b·n"))
+    }
+
+    /// Runs every layer and measures each one ([`LayerDiagnostics`]).
+    pub fn forward_with_diagnostics(
+        &self,
+        x: &ArrayRef3<T>,
+    ) -> Result<(Array3<T>, Vec<LayerDiagnostics<T>>)> {
+        let (b, n, d) = x.dim();
+        let mut z = check3(x)?;
+        self.blocks[0].check_input(d, n)?;
+        let eps = Precision::eps_sq(Self::MEASURE_EPS_SQ)?;
+        let mut diags = Vec::with_capacity(self.blocks.len());
+        for block in &self.blocks {
+            let [h, _, _, _, out] = block.apply_trace(z.view(), n);
+            let w = block.mssa.project(h.view());
+            let p = block.mssa.dim_head;
+            let mut compression = T::zero();
+            for img in 0..b {
+                for head in 0..block.mssa.heads {
+                    let mut wk: Array2<T> = crate::linalg::block(
+                        w.view(),
+                        img * n..(img + 1) * n,
+                        head * p..(head + 1) * p,
+                    )
+                    .to_owned();
+                    for mut row in wk.rows_mut() {
+                        let norm = row.dot(&row).sqrt();
+                        if norm > T::zero() {
+                            row.mapv_inplace(|v| v / norm);
+                        }
+                    }
+                    compression += crate::coding_rate(&wk, eps)?;
+                }
+            }
+            let zeros = out.iter().filter(|v| **v == T::zero()).count();
+            diags.push(LayerDiagnostics {
+                compression: compression / T::from_usize(b),
+                sparsity: T::from_usize(zeros) / T::from_usize(out.len()),
+            });
+            z = out;
+        }
+        Ok((
+            z.into_shape_with_order((b, n, d)).expect("rows are b·n"),
+            diags,
+        ))
+    }
+}

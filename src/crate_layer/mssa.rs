@@ -1,0 +1,300 @@
+//! Multi-head subspace self-attention: the compression step of CRATE.
+
+use ndarray::{Array1, Array2, ArrayView2, Axis};
+use rand::Rng;
+
+use crate::{Error, Float, Precision, Result};
+
+/// How the concatenated head outputs `O = [SSA_1 … SSA_K]` (rows are tokens) become the
+/// block's update.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub(crate) enum Output<T> {
+    /// `O` itself (the reference code when heads = 1 and dim_head = dim).
+    Identity,
+    /// `O Wᵀ + b`, W: dim × inner (the reference `to_out`).
+    Linear { weight: Array2<T>, bias: Array1<T> },
+    /// The paper's compression step, as an update added to Z:
+    /// `κβ(β·O·[U_1 … U_K]ᵀ − Z)`, β = p/(nε²) with n the number of tokens.
+    Compression { kappa: f64, eps_sq: f64 },
+}
+
+/// Multi-head subspace self-attention, `MSSA(Z | U_1..U_K)`.
+///
+/// For head k with basis `U_k` (dim × p; the reference code stores `U_kᵀ` as rows
+/// `k·p..(k+1)·p` of `qkv.weight`), with tokens as rows:
+///
+/// * `W_k = Z U_k` (n × p) — one tied projection serves as query, key and value;
+/// * `SSA_k = softmax_rows(s · W_k W_kᵀ) W_k`, s = p^{-½} in the reference code, 1 in the paper;
+/// * the head outputs are concatenated and mapped back (see [`Mssa::forward`]).
+///
+/// Reference: Yu et al., *White-Box Transformers via Sparse Rate Reduction*, arXiv 2306.01129,
+/// Eq. 9–11; the reference `Attention` module of `Ma-Lab-Berkeley/CRATE`.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Mssa<T> {
+    pub(crate) heads: usize,
+    pub(crate) dim_head: usize,
+    /// heads·dim_head × dim: the rows of head k are U_kᵀ.
+    pub(crate) qkv: Array2<T>,
+    pub(crate) scale: f64,
+    pub(crate) output: Output<T>,
+}
+
+fn softmax_rows_in_place<T: Float>(a: &mut Array2<T>) {
+    for mut row in a.rows_mut() {
+        let max = row.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
+        let mut sum = T::zero();
+        row.mapv_inplace(|v| {
+            let e = (v - max).exp();
+            sum += e;
+            e
+        });
+        let inv = T::one() / sum;
+        row.mapv_inplace(|v| v * inv);
+    }
+}
+
+impl<T: Float> Mssa<T> {
+    /// The reference parameterisation: `qkv` (heads·dim_head × dim), and the output
+    /// projection `(weight: dim × heads·dim_head, bias: dim)`, which must be `None` exactly when
+    /// heads = 1 and dim_head = dim. Attention scale dim_head^{-½}.
+    pub fn from_weights(
+        qkv: Array2<T>,
+        heads: usize,
+        to_out: Option<(Array2<T>, Array1<T>)>,
+    ) -> Result<Self> {
+        let (inner, dim) = qkv.dim();
+        if heads == 0 || inner == 0 || dim == 0 || inner % heads != 0 {
+            return Err(Error::InvalidParameter {
+                name: "heads",
+                value: heads.to_string(),
+                reason: "must be ≥ 1 and divide the rows of qkv (heads·dim_head)",
+            });
+        }
+        crate::validate::matrix("qkv weight", &qkv)?;
+        let dim_head = inner / heads;
+        let project = !(heads == 1 && dim_head == dim);
+        let output = match (to_out, project) {
+            (None, false) => Output::Identity,
+            (Some((w, b)), true) => {
+                if w.dim() != (dim, inner) || b.len() != dim {
+                    return Err(Error::ShapeMismatch {
+                        what: "output projection",
+                        expected: format!("weight {dim}×{inner} and bias {dim}"),
+                        got: format!("weight {}×{} and bias {}", w.nrows(), w.ncols(), b.len()),
+                    });
+                }
+                crate::validate::matrix("output projection weight", &w)?;
+                crate::validate::finite("output projection bias", &b.view().insert_axis(Axis(0)))?;
+                Output::Linear { weight: w, bias: b }
+            }
+            (None, true) => {
+                return Err(Error::InvalidParameter {
+                    name: "to_out",
+                    value: "None".into(),
+                    reason: "an output projection is required unless heads = 1 and dim_head = dim",
+                });
+            }
+            (Some(_), false) => {
+                return Err(Error::InvalidParameter {
+                    name: "to_out",
+                    value: "Some".into(),
+                    reason: "the reference has no output projection when heads = 1 and dim_head = dim",
+                });
+            }
+        };
+        Ok(Self {
+            heads,
+            dim_head,
+            qkv,
+            scale: (dim_head as f64).powf(-0.5),
+            output,
+        })
+    }
+
+    /// Random weights with the reference initialization (PyTorch `Linear` defaults:
+    /// U(±1/√fan_in) for weights and biases).
+    pub fn random<R: Rng + ?Sized>(
+        dim: usize,
+        heads: usize,
+        dim_head: usize,
+        rng: &mut R,
+    ) -> Result<Self> {
+        if dim == 0 || heads == 0 || dim_head == 0 {
+            return Err(Error::InvalidParameter {
+                name: "dim, heads, dim_head",
+                value: format!("{dim}, {heads}, {dim_head}"),
+                reason: "must all be ≥ 1",
+            });
+        }
+        let inner = heads * dim_head;
+        let mut uniform = |rows: usize, cols: usize, fan_in: usize| {
+            let b = 1.0 / (fan_in as f64).sqrt();
+            Array2::from_shape_simple_fn((rows, cols), || T::from_f64(rng.random_range(-b..b)))
+        };
+        let qkv = uniform(inner, dim, dim);
+        let to_out = if heads == 1 && dim_head == dim {
+            None
+        } else {
+            let w = uniform(dim, inner, inner);
+            let b = uniform(1, dim, inner).row(0).to_owned();
+            Some((w, b))
+        };
+        Self::from_weights(qkv, heads, to_out)
+    }
+
+    /// The white-box compression step of the paper from orthonormal subspace bases
+    /// `U_1..U_K` (each dim × p), precision ε and step κ:
+    ///
+    /// `Z^{ℓ+½} = (1 − κβ) Z + κβ·MSSA(Z | U)`, `MSSA(Z | U) = β [U_1 … U_K] [SSA_1; …; SSA_K]`,
+    /// `β = p/(nε²)`, SSA without the 1/√p scale (arXiv 2306.01129, Eq. 9–11). As a block's
+    /// residual update, [`forward`](Self::forward) returns `Z^{ℓ+½} − Z`. To first order this
+    /// is a gradient step of size κ on the compression term
+    /// `Rc(Z | U) = ½ Σ_k logdet(I + β (U_kᵀZ)ᵀ(U_kᵀZ))`.
+    pub fn from_subspaces(bases: &[Array2<T>], eps: Precision, kappa: f64) -> Result<Self> {
+        let first = bases.first().ok_or_else(|| Error::InvalidParameter {
+            name: "bases",
+            value: "[]".into(),
+            reason: "at least one subspace basis is required",
+        })?;
+        let (dim, p) = first.dim();
+        crate::validate::positive("kappa", kappa)?;
+        let mut qkv = Array2::<T>::zeros((bases.len() * p, dim));
+        for (k, u) in bases.iter().enumerate() {
+            if u.dim() != (dim, p) {
+                return Err(Error::ShapeMismatch {
+                    what: "subspace basis",
+                    expected: format!("{dim}×{p}"),
+                    got: format!("{}×{}", u.nrows(), u.ncols()),
+                });
+            }
+            crate::validate::matrix("subspace basis", u)?;
+            crate::linalg::block_mut(qkv.view_mut(), k * p..(k + 1) * p, 0..dim).assign(&u.t());
+        }
+        if dim == 0 || p == 0 {
+            return Err(Error::Empty {
+                what: "subspace basis",
+                rows: dim,
+                cols: p,
+            });
+        }
+        Ok(Self {
+            heads: bases.len(),
+            dim_head: p,
+            qkv,
+            scale: 1.0,
+            output: Output::Compression {
+                kappa,
+                eps_sq: eps.get_eps_sq(),
+            },
+        })
+    }
+
+    /// Feature dimension.
+    pub fn dim(&self) -> usize {
+        self.qkv.ncols()
+    }
+
+    /// Number of heads (subspaces).
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
+    /// Dimension of each head (subspace).
+    pub fn dim_head(&self) -> usize {
+        self.dim_head
+    }
+
+    /// The stacked projections `[U_1 … U_K]ᵀ` (heads·dim_head × dim).
+    pub fn qkv(&self) -> &Array2<T> {
+        &self.qkv
+    }
+
+    /// The output projection `(weight, bias)` of the reference parameterisation, if any.
+    pub fn to_out(&self) -> Option<(&Array2<T>, &Array1<T>)> {
+        match &self.output {
+            Output::Linear { weight, bias } => Some((weight, bias)),
+            _ => None,
+        }
+    }
+
+    /// Whether this is the white-box compression step built by
+    /// [`from_subspaces`](Self::from_subspaces).
+    pub fn is_white_box(&self) -> bool {
+        matches!(self.output, Output::Compression { .. })
+    }
+
+    /// The projected tokens `W = Z [U_1 … U_K]` (m × heads·dim_head) of `x` (m × dim).
+    pub(crate) fn project(&self, x: ArrayView2<T>) -> Array2<T> {
+        let mut w = Array2::<T>::zeros((x.nrows(), self.qkv.nrows()));
+        T::gemm(T::one(), x, self.qkv.t(), false, w.view_mut(), true);
+        w
+    }
+
+    /// The update for `x` (b·n × dim, `b` sequences of `n` tokens), added to `x` by the
+    /// block's residual.
+    pub(crate) fn apply(&self, x: ArrayView2<T>, n: usize) -> Array2<T> {
+        let m = x.nrows();
+        let b = m / n;
+        let p = self.dim_head;
+        let inner = self.qkv.nrows();
+        let w = self.project(x);
+        let scale = T::from_f64(self.scale);
+        let parallel_tasks = b * self.heads > 1;
+        // one task per (sequence, head): softmax(s·W Wᵀ) W
+        let task = |t: usize| -> Array2<T> {
+            let (seq, head) = (t / self.heads, t % self.heads);
+            let wk =
+                crate::linalg::block(w.view(), seq * n..(seq + 1) * n, head * p..(head + 1) * p);
+            let mut a = Array2::<T>::zeros((n, n));
+            T::gram_rows(wk, scale, false, a.view_mut(), !parallel_tasks);
+            crate::linalg::symmetrize_from_lower(a.view_mut());
+            softmax_rows_in_place(&mut a);
+            let mut o = Array2::<T>::zeros((n, p));
+            T::gemm(T::one(), a.view(), wk, false, o.view_mut(), !parallel_tasks);
+            o
+        };
+        let tasks = b * self.heads;
+        #[cfg(feature = "parallel")]
+        let outs: Vec<Array2<T>> = {
+            use rayon::prelude::*;
+            (0..tasks).into_par_iter().map(task).collect()
+        };
+        #[cfg(not(feature = "parallel"))]
+        let outs: Vec<Array2<T>> = (0..tasks).map(task).collect();
+        let mut o = Array2::<T>::zeros((m, inner));
+        for (t, ot) in outs.into_iter().enumerate() {
+            let (seq, head) = (t / self.heads, t % self.heads);
+            crate::linalg::block_mut(
+                o.view_mut(),
+                seq * n..(seq + 1) * n,
+                head * p..(head + 1) * p,
+            )
+            .assign(&ot);
+        }
+        match &self.output {
+            Output::Identity => o,
+            Output::Linear { weight, bias } => {
+                let mut out = Array2::<T>::zeros((m, self.dim()));
+                T::gemm(T::one(), o.view(), weight.t(), false, out.view_mut(), true);
+                out += bias;
+                out
+            }
+            Output::Compression { kappa, eps_sq } => {
+                let beta = p as f64 / (n as f64 * eps_sq);
+                // κβ(β·O·[U]ᵀ − Z): O·[U_1..U_K]ᵀ is O·qkv
+                let mut out = x.mapv(|v| -v * T::from_f64(kappa * beta));
+                T::gemm(
+                    T::from_f64(kappa * beta * beta),
+                    o.view(),
+                    self.qkv.view(),
+                    true,
+                    out.view_mut(),
+                    true,
+                );
+                out
+            }
+        }
+    }
+}

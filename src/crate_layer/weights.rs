@@ -1,0 +1,262 @@
+//! Weights by the reference state_dict names, in safetensors files.
+//!
+//! One block's tensors (relative to a prefix such as `transformer.layers.3.`):
+//! `0.norm.weight`, `0.norm.bias` (dim), `0.fn.qkv.weight` (heads·dim_head × dim),
+//! `0.fn.to_out.0.weight` (dim × heads·dim_head) and `0.fn.to_out.0.bias` (dim) unless
+//! heads = 1 and dim_head = dim, `1.norm.weight`, `1.norm.bias` (dim), `1.fn.weight`
+//! (dim × dim, the ISTA dictionary D). Tensors may be stored as F32 or F64 (converted to the
+//! model's float type); any other dtype is an error.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use ndarray::{Array1, Array2, ArrayD, IxDyn};
+use safetensors::{Dtype, SafeTensors, View};
+
+use super::{
+    CrateBlock, CrateBlockConfig, CrateEncoder, CrateEncoderConfig, Ista, LayerNorm, Mssa,
+};
+use crate::{Error, Float, Result};
+
+fn invalid(name: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidWeights {
+        name: name.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn parse(bytes: &[u8]) -> Result<SafeTensors<'_>> {
+    SafeTensors::deserialize(bytes).map_err(|e| Error::MalformedFile(e.to_string()))
+}
+
+fn tensor<T: Float>(st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result<ArrayD<T>> {
+    let t = st.tensor(name).map_err(|_| invalid(name, "missing"))?;
+    if t.shape() != shape {
+        return Err(invalid(
+            name,
+            format!("shape {:?}, expected {shape:?}", t.shape()),
+        ));
+    }
+    let data = t.data();
+    let values: Vec<T> = match t.dtype() {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|b| T::from_f64(f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64))
+            .collect(),
+        Dtype::F64 => data
+            .chunks_exact(8)
+            .map(|b| {
+                T::from_f64(f64::from_le_bytes([
+                    b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+                ]))
+            })
+            .collect(),
+        other => {
+            return Err(invalid(
+                name,
+                format!("dtype {other:?}, expected F32 or F64"),
+            ));
+        }
+    };
+    let a =
+        ArrayD::from_shape_vec(IxDyn(shape), values).map_err(|e| invalid(name, e.to_string()))?;
+    if let Some(pos) = a.iter().position(|v| !v.is_finite()) {
+        return Err(invalid(
+            name,
+            format!("non-finite value at flat index {pos}"),
+        ));
+    }
+    Ok(a)
+}
+
+fn vector<T: Float>(st: &SafeTensors<'_>, name: &str, n: usize) -> Result<Array1<T>> {
+    Ok(tensor(st, name, &[n])?.into_dimensionality().expect("1-D"))
+}
+
+fn matrix<T: Float>(st: &SafeTensors<'_>, name: &str, r: usize, c: usize) -> Result<Array2<T>> {
+    Ok(tensor(st, name, &[r, c])?
+        .into_dimensionality()
+        .expect("2-D"))
+}
+
+fn block_from<T: Float>(
+    st: &SafeTensors<'_>,
+    c: &CrateBlockConfig,
+    prefix: &str,
+) -> Result<CrateBlock<T>> {
+    c.check()?;
+    let (dim, inner) = (c.dim, c.heads * c.dim_head);
+    let n = |s: &str| format!("{prefix}{s}");
+    let ln1 = LayerNorm::from_parts(
+        vector(st, &n("0.norm.weight"), dim)?,
+        vector(st, &n("0.norm.bias"), dim)?,
+        c.ln_eps,
+    )?;
+    let qkv = matrix(st, &n("0.fn.qkv.weight"), inner, dim)?;
+    let to_out = if c.project_out() {
+        Some((
+            matrix(st, &n("0.fn.to_out.0.weight"), dim, inner)?,
+            vector(st, &n("0.fn.to_out.0.bias"), dim)?,
+        ))
+    } else {
+        None
+    };
+    let mssa = Mssa::from_weights(qkv, c.heads, to_out)?;
+    let ln2 = LayerNorm::from_parts(
+        vector(st, &n("1.norm.weight"), dim)?,
+        vector(st, &n("1.norm.bias"), dim)?,
+        c.ln_eps,
+    )?;
+    let ista = Ista::from_dictionary(
+        matrix(st, &n("1.fn.weight"), dim, dim)?,
+        c.ista_step,
+        c.ista_lambda,
+    )?;
+    CrateBlock::from_parts(ln1, mssa, ln2, ista)
+}
+
+/// A tensor to write: the model's values in its own float type.
+struct Out {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl View for &Out {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+fn out<'a, T: Float>(shape: &[usize], values: impl Iterator<Item = &'a T>) -> Out {
+    let (dtype, bytes) = if T::NAME == "f32" {
+        (
+            Dtype::F32,
+            values
+                .flat_map(|v| (v.as_f64() as f32).to_le_bytes())
+                .collect(),
+        )
+    } else {
+        (
+            Dtype::F64,
+            values.flat_map(|v| v.as_f64().to_le_bytes()).collect(),
+        )
+    };
+    Out {
+        dtype,
+        shape: shape.to_vec(),
+        bytes,
+    }
+}
+
+fn block_tensors<T: Float>(
+    b: &CrateBlock<T>,
+    prefix: &str,
+    map: &mut HashMap<String, Out>,
+) -> Result<()> {
+    let (Some(ln1), Some(ln2)) = (&b.ln1, &b.ln2) else {
+        return Err(Error::InvalidParameter {
+            name: "block",
+            value: "white-box".into(),
+            reason: "a white-box block has no reference state_dict",
+        });
+    };
+    if b.mssa.is_white_box() {
+        return Err(Error::InvalidParameter {
+            name: "block",
+            value: "white-box attention".into(),
+            reason: "a white-box block has no reference state_dict",
+        });
+    }
+    let mut put = |name: &str, o: Out| {
+        map.insert(format!("{prefix}{name}"), o);
+    };
+    put("0.norm.weight", out::<T>(&[ln1.dim()], ln1.weight.iter()));
+    put("0.norm.bias", out::<T>(&[ln1.dim()], ln1.bias.iter()));
+    put(
+        "0.fn.qkv.weight",
+        out::<T>(b.mssa.qkv.shape(), b.mssa.qkv.iter()),
+    );
+    if let Some((w, bias)) = b.mssa.to_out() {
+        put("0.fn.to_out.0.weight", out::<T>(w.shape(), w.iter()));
+        put("0.fn.to_out.0.bias", out::<T>(bias.shape(), bias.iter()));
+    }
+    put("1.norm.weight", out::<T>(&[ln2.dim()], ln2.weight.iter()));
+    put("1.norm.bias", out::<T>(&[ln2.dim()], ln2.bias.iter()));
+    let d = b.ista.dictionary();
+    put("1.fn.weight", out::<T>(d.shape(), d.iter()));
+    Ok(())
+}
+
+fn serialize(map: HashMap<String, Out>) -> Result<Vec<u8>> {
+    safetensors::serialize(map.iter().map(|(k, v)| (k.clone(), v)), None)
+        .map_err(|e| Error::MalformedFile(e.to_string()))
+}
+
+impl<T: Float> CrateBlock<T> {
+    /// Loads a block from safetensors bytes, tensors named `{prefix}0.norm.weight`, … (see the
+    /// module docs); `prefix` is `""` for a file holding one layer.
+    pub fn from_safetensors(bytes: &[u8], config: &CrateBlockConfig, prefix: &str) -> Result<Self> {
+        block_from(&parse(bytes)?, config, prefix)
+    }
+
+    /// Writes the block's weights (in its float type) as safetensors bytes.
+    pub fn to_safetensors(&self, prefix: &str) -> Result<Vec<u8>> {
+        let mut map = HashMap::new();
+        block_tensors(self, prefix, &mut map)?;
+        serialize(map)
+    }
+
+    /// This block's configuration.
+    pub fn config(&self) -> CrateBlockConfig {
+        CrateBlockConfig {
+            dim: self.dim(),
+            heads: self.mssa.heads,
+            dim_head: self.mssa.dim_head,
+            ista_step: self.ista.step_size(),
+            ista_lambda: self.ista.lambda(),
+            ln_eps: self.ln1.as_ref().map_or(1e-5, |l| l.eps),
+        }
+    }
+}
+
+impl<T: Float> CrateEncoder<T> {
+    /// Loads `depth` layers named `{prefix}{l}.0.norm.weight`, … — with
+    /// `prefix = "transformer.layers."` this reads the encoder of a reference CRATE checkpoint.
+    pub fn from_safetensors(
+        bytes: &[u8],
+        config: &CrateEncoderConfig,
+        prefix: &str,
+    ) -> Result<Self> {
+        let st = parse(bytes)?;
+        if config.depth == 0 {
+            return Err(Error::InvalidParameter {
+                name: "depth",
+                value: "0".into(),
+                reason: "must be ≥ 1",
+            });
+        }
+        let blocks = (0..config.depth)
+            .map(|l| block_from(&st, &config.block, &format!("{prefix}{l}.")))
+            .collect::<Result<Vec<_>>>()?;
+        Self::from_blocks(blocks)
+    }
+
+    /// Writes every layer's weights as `{prefix}{l}.…`.
+    pub fn to_safetensors(&self, prefix: &str) -> Result<Vec<u8>> {
+        let mut map = HashMap::new();
+        for (l, b) in self.blocks.iter().enumerate() {
+            block_tensors(b, &format!("{prefix}{l}."), &mut map)?;
+        }
+        serialize(map)
+    }
+}
