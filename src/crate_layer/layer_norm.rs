@@ -53,6 +53,19 @@ impl<T: Float> LayerNorm<T> {
         &self.bias
     }
 
+    /// Normalizes every row (token) of `x` (n × dim).
+    pub fn forward(&self, x: &ndarray::ArrayRef2<T>) -> Result<Array2<T>> {
+        crate::validate::matrix("tokens", x)?;
+        if x.ncols() != self.dim() {
+            return Err(Error::ShapeMismatch {
+                what: "tokens",
+                expected: format!("{} features", self.dim()),
+                got: format!("{} features", x.ncols()),
+            });
+        }
+        Ok(self.apply(x.view()))
+    }
+
     /// Normalizes every row of `x` (m × dim); `x` is assumed checked by the caller.
     pub(crate) fn apply(&self, x: ArrayView2<T>) -> Array2<T> {
         let d = T::from_usize(x.ncols());

@@ -225,6 +225,21 @@ impl<T: Float> Mssa<T> {
         matches!(self.output, Output::Compression { .. })
     }
 
+    /// The attention update for one sequence `x` (n × dim, tokens as rows): the block adds it
+    /// to its input. Reference parameterisation: `concat_k[softmax(s·W_k W_kᵀ) W_k]·Wᵀ + b`;
+    /// white box: `κβ(β [U_1 … U_K][SSA_k]_k − Z)` (see [`from_subspaces`](Self::from_subspaces)).
+    pub fn forward(&self, x: &ndarray::ArrayRef2<T>) -> Result<Array2<T>> {
+        crate::validate::matrix("tokens", x)?;
+        if x.ncols() != self.dim() {
+            return Err(Error::ShapeMismatch {
+                what: "tokens",
+                expected: format!("{} features", self.dim()),
+                got: format!("{} features", x.ncols()),
+            });
+        }
+        Ok(self.apply(x.view(), x.nrows()))
+    }
+
     /// The projected tokens `W = Z [U_1 … U_K]` (m × heads·dim_head) of `x` (m × dim).
     pub(crate) fn project(&self, x: ArrayView2<T>) -> Array2<T> {
         let mut w = Array2::<T>::zeros((x.nrows(), self.qkv.nrows()));
