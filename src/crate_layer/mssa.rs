@@ -44,13 +44,12 @@ pub struct Mssa<T> {
 fn softmax_rows_in_place<T: Float>(a: &mut Array2<T>) {
     for mut row in a.rows_mut() {
         let max = row.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
-        let mut sum = T::zero();
-        row.mapv_inplace(|v| {
-            let e = (v - max).exp();
-            sum += e;
-            e
-        });
-        let inv = T::one() / sum;
+        row.mapv_inplace(|v| v - max);
+        match row.as_slice_mut() {
+            Some(s) => T::exp_in_place(s),
+            None => row.mapv_inplace(|v| v.exp()),
+        }
+        let inv = T::one() / row.sum();
         row.mapv_inplace(|v| v * inv);
     }
 }

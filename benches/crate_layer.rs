@@ -1,0 +1,50 @@
+//! CRATE block forward at the sizes of the PyTorch baseline: CRATE-T (dim 384, 6 heads × 64)
+//! and CRATE-S (dim 576, 12 heads × 48), 197 tokens, batch 1 and 32, f32 and f64.
+//!
+//! `cargo bench --features parallel --bench crate_layer` (2 threads on a 2-core machine; set
+//! `RAYON_NUM_THREADS` to choose).
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use mcr2::Float;
+use mcr2::crate_layer::{CrateBlock, CrateBlockConfig};
+use ndarray::Array3;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand_distr::StandardNormal;
+use std::hint::black_box;
+use std::time::Duration;
+
+fn bench_dtype<T: Float>(c: &mut Criterion, dtype: &str) {
+    let mut group = c.benchmark_group(format!("crate_block_{dtype}"));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for (name, config) in [
+        ("CRATE-T", CrateBlockConfig::tiny()),
+        ("CRATE-S", CrateBlockConfig::small()),
+    ] {
+        let mut rng = StdRng::seed_from_u64(2);
+        let block = CrateBlock::<T>::new(&config, &mut rng).unwrap();
+        for b in [1usize, 32] {
+            let x = Array3::<T>::from_shape_simple_fn((b, 197, config.dim), || {
+                T::from_f64(rng.sample(StandardNormal))
+            });
+            let id = format!(
+                "{name} dim={} h={}x{} N=197 B={b}",
+                config.dim, config.heads, config.dim_head
+            );
+            group.bench_function(BenchmarkId::new("forward", &id), |bench| {
+                bench.iter(|| black_box(block.forward_batch(black_box(&x)).unwrap()))
+            });
+        }
+    }
+    group.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    bench_dtype::<f32>(c, "f32");
+    bench_dtype::<f64>(c, "f64");
+}
+
+criterion_group!(crate_layer, benches);
+criterion_main!(crate_layer);
