@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
-"""Side-by-side timing of ΔR (value, value+gradient) against a PyTorch CPU baseline.
+"""Side-by-side timing against a PyTorch CPU baseline.
 
-    python3 benches/compare_torch.py --torch-bench PATH/TO/bench_torch.py [--threads 2]
+    python3 benches/compare_torch.py --torch-bench PATH/TO/bench_torch.py [--what rate|crate] [--threads 2]
 
-Runs, one after the other on the same machine, the PyTorch baseline script (all its ΔR
-variants: primal Cholesky, primal torch.logdet, dual where n_j < d) and this crate's criterion
-bench `rate` with the `parallel` feature, both with the same thread count, then prints a
-markdown table: for every case and dtype the best (lowest median) PyTorch variant, our median,
-and the ratio PyTorch / ours. Needs `pip install torch numpy safetensors`.
+`--what rate` (default): ΔR value and value+gradient. Runs, one after the other on the same
+machine, the PyTorch baseline script (all its ΔR variants: primal Cholesky, primal
+torch.logdet, dual where n_j < d) and this crate's criterion bench `rate`; for every case and
+dtype the table shows the best (lowest median) PyTorch variant, our median and the ratio.
+
+`--what crate`: CRATE block forward (CRATE-T and CRATE-S blocks, batch 1 and 32), the
+baseline's block rows against the criterion bench `crate_layer`.
+
+Both sides use the same thread count (torch.set_num_threads, RAYON_NUM_THREADS) and our side
+the `parallel` feature. Needs `pip install torch numpy safetensors`.
 """
 import argparse
 import glob
@@ -21,20 +26,22 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_torch(script, threads, reps):
+def run_torch(script, threads, reps, what):
     out = os.path.join(tempfile.mkdtemp(), "torch.md")
-    subprocess.run([sys.executable, script, "--only", "mcr2", "--threads", str(threads), "--reps", str(reps),
+    extra = ["--only", "mcr2"] if what == "rate" else ["--only", "crate", "--select", r"block.*\|forward$"]
+    subprocess.run([sys.executable, script, *extra, "--threads", str(threads), "--reps", str(reps),
                     "--out", out], check=True)
     with open(os.path.splitext(out)[0] + ".json") as fh:
         return json.load(fh)
 
 
-def run_ours(threads):
+def run_ours(threads, what):
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
-    subprocess.run(["cargo", "bench", "--features", "parallel", "--bench", "rate", "--", "--noplot"],
+    bench, prefix = ("rate", "delta_r_") if what == "rate" else ("crate_layer", "crate_block_")
+    subprocess.run(["cargo", "bench", "--features", "parallel", "--bench", bench, "--", "--noplot"],
                    cwd=ROOT, env=env, check=True)
     rows = {}
-    for path in glob.glob(os.path.join(ROOT, "target", "criterion", "delta_r_*", "*", "*", "new", "benchmark.json")):
+    for path in glob.glob(os.path.join(ROOT, "target", "criterion", prefix + "*", "*", "*", "new", "benchmark.json")):
         with open(path) as fh:
             b = json.load(fh)
         with open(os.path.join(os.path.dirname(path), "estimates.json")) as fh:
@@ -49,15 +56,20 @@ def main():
     ap.add_argument("--torch-bench", required=True, help="path to the PyTorch baseline script bench_torch.py")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--what", choices=["rate", "crate"], default="rate")
     args = ap.parse_args()
-    torch = run_torch(args.torch_bench, args.threads, args.reps)
-    ours = run_ours(args.threads)
+    torch = run_torch(args.torch_bench, args.threads, args.reps, args.what)
+    ours = run_ours(args.threads, args.what)
     best = {}
     for r in torch["rows"]:
-        if r["group"] != "DeltaR":
+        if args.what == "rate" and r["group"] == "DeltaR":
+            kind, variant = r["variant"].split(": ", 1)
+        elif args.what == "crate" and r["group"] == "CRATE" and " block " in r["case"]:
+            kind, variant = r["variant"], "official block semantics"
+        else:
             continue
-        kind, variant = r["variant"].split(": ", 1)
-        key = (r["case"], r["dtype"], kind)
+        case = r["case"].replace(" block ", " ")
+        key = (case, r["dtype"], kind)
         if key not in best or r["median_ms"] < best[key][0]:
             best[key] = (r["median_ms"], variant)
     print(f"\nthreads: {args.threads} (torch.set_num_threads and RAYON_NUM_THREADS); torch {torch['meta'].get('torch')}")

@@ -70,14 +70,35 @@ impl<T: Float> LayerNorm<T> {
     pub(crate) fn apply(&self, x: ArrayView2<T>) -> Array2<T> {
         let d = T::from_usize(x.ncols());
         let eps = T::from_f64(self.eps);
-        let mut out = x.to_owned();
+        let mut out = x.as_standard_layout().into_owned();
+        let (w, b) = (self.weight.as_slice(), self.bias.as_slice());
         for mut row in out.rows_mut() {
-            let mean = row.sum() / d;
-            row.mapv_inplace(|v| v - mean);
-            let var = row.iter().map(|&v| v * v).sum::<T>() / d;
+            let r = row.as_slice_mut().expect("standard layout");
+            let mean = super::mssa::sum8(r) / d;
+            for v in r.iter_mut() {
+                *v -= mean;
+            }
+            let mut acc = [T::zero(); 8];
+            let chunks = r.chunks_exact(8);
+            let rest: T = chunks.remainder().iter().map(|&v| v * v).sum();
+            for c in chunks {
+                for k in 0..8 {
+                    acc[k] += c[k] * c[k];
+                }
+            }
+            let var = (acc.iter().copied().sum::<T>() + rest) / d;
             let inv = T::one() / (var + eps).sqrt();
-            for ((v, &w), &b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
-                *v = *v * inv * w + b;
+            match (w, b) {
+                (Some(w), Some(b)) => {
+                    for ((v, &wk), &bk) in r.iter_mut().zip(w).zip(b) {
+                        *v = *v * inv * wk + bk;
+                    }
+                }
+                _ => {
+                    for ((v, &wk), &bk) in r.iter_mut().zip(&self.weight).zip(&self.bias) {
+                        *v = *v * inv * wk + bk;
+                    }
+                }
             }
         }
         out

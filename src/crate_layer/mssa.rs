@@ -41,16 +41,60 @@ pub struct Mssa<T> {
     pub(crate) output: Output<T>,
 }
 
+/// Sum with eight independent accumulators (vectorizes without reassociation flags).
+pub(crate) fn sum8<T: Float>(xs: &[T]) -> T {
+    let mut acc = [T::zero(); 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] += c[k];
+        }
+    }
+    let mut s = (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for &v in rest {
+        s += v;
+    }
+    s
+}
+
+/// Maximum with eight independent lanes.
+fn max8<T: Float>(xs: &[T]) -> T {
+    let mut acc = [T::neg_infinity(); 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] = if c[k] > acc[k] { c[k] } else { acc[k] };
+        }
+    }
+    let mut m = acc
+        .iter()
+        .fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
+    for &v in rest {
+        m = if v > m { v } else { m };
+    }
+    m
+}
+
 fn softmax_rows_in_place<T: Float>(a: &mut Array2<T>) {
     for mut row in a.rows_mut() {
-        let max = row.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
-        row.mapv_inplace(|v| v - max);
-        match row.as_slice_mut() {
-            Some(s) => T::exp_in_place(s),
-            None => row.mapv_inplace(|v| v.exp()),
+        let Some(r) = row.as_slice_mut() else {
+            let max = row.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
+            row.mapv_inplace(|v| (v - max).exp());
+            let inv = T::one() / row.sum();
+            row.mapv_inplace(|v| v * inv);
+            continue;
+        };
+        let max = max8(r);
+        for v in r.iter_mut() {
+            *v -= max;
         }
-        let inv = T::one() / row.sum();
-        row.mapv_inplace(|v| v * inv);
+        T::exp_in_place(r);
+        let inv = T::one() / sum8(r);
+        for v in r.iter_mut() {
+            *v *= inv;
+        }
     }
 }
 
@@ -255,37 +299,56 @@ impl<T: Float> Mssa<T> {
         let inner = self.qkv.nrows();
         let w = self.project(x);
         let scale = T::from_f64(self.scale);
-        let parallel_tasks = b * self.heads > 1;
-        // one task per (sequence, head): softmax(s·W Wᵀ) W
-        let task = |t: usize| -> Array2<T> {
-            let (seq, head) = (t / self.heads, t % self.heads);
-            let wk =
-                crate::linalg::block(w.view(), seq * n..(seq + 1) * n, head * p..(head + 1) * p);
+        let heads = self.heads;
+        let parallel_tasks = b * heads > 1;
+        // one head of one sequence: O_k = softmax(s·W_k W_kᵀ) W_k, written in place into O
+        let head = |wk: ArrayView2<T>, mut ok: ndarray::ArrayViewMut2<T>| {
+            crate::linalg::clear_upper_simd_state();
+            // the full product: cheaper than mirroring a triangle element by element
             let mut a = Array2::<T>::zeros((n, n));
-            T::gram_rows(wk, scale, false, a.view_mut(), !parallel_tasks);
-            crate::linalg::symmetrize_from_lower(a.view_mut());
+            T::gemm(scale, wk, wk.t(), false, a.view_mut(), !parallel_tasks);
             softmax_rows_in_place(&mut a);
-            let mut o = Array2::<T>::zeros((n, p));
-            T::gemm(T::one(), a.view(), wk, false, o.view_mut(), !parallel_tasks);
-            o
+            T::gemm(
+                T::one(),
+                a.view(),
+                wk,
+                false,
+                ok.view_mut(),
+                !parallel_tasks,
+            );
         };
-        let tasks = b * self.heads;
-        #[cfg(feature = "parallel")]
-        let outs: Vec<Array2<T>> = {
-            use rayon::prelude::*;
-            (0..tasks).into_par_iter().map(task).collect()
+        let seq = |s: usize, mut os: ndarray::ArrayViewMut2<T>| {
+            for k in 0..heads {
+                let wk = crate::linalg::block(w.view(), s * n..(s + 1) * n, k * p..(k + 1) * p);
+                head(
+                    wk,
+                    crate::linalg::block_mut(os.view_mut(), 0..n, k * p..(k + 1) * p),
+                );
+            }
         };
-        #[cfg(not(feature = "parallel"))]
-        let outs: Vec<Array2<T>> = (0..tasks).map(task).collect();
         let mut o = Array2::<T>::zeros((m, inner));
-        for (t, ot) in outs.into_iter().enumerate() {
-            let (seq, head) = (t / self.heads, t % self.heads);
-            crate::linalg::block_mut(
-                o.view_mut(),
-                seq * n..(seq + 1) * n,
-                head * p..(head + 1) * p,
-            )
-            .assign(&ot);
+        #[cfg(feature = "parallel")]
+        {
+            use rayon::prelude::*;
+            if b == 1 {
+                // heads in parallel: disjoint column blocks of O
+                o.axis_chunks_iter_mut(Axis(1), p)
+                    .into_par_iter()
+                    .enumerate()
+                    .for_each(|(k, ok)| {
+                        head(crate::linalg::block(w.view(), 0..n, k * p..(k + 1) * p), ok)
+                    });
+            } else {
+                // sequences in parallel: disjoint row blocks of O
+                o.axis_chunks_iter_mut(Axis(0), n)
+                    .into_par_iter()
+                    .enumerate()
+                    .for_each(|(s, os)| seq(s, os));
+            }
+        }
+        #[cfg(not(feature = "parallel"))]
+        for (s, os) in o.axis_chunks_iter_mut(Axis(0), n).enumerate() {
+            seq(s, os);
         }
         match &self.output {
             Output::Identity => o,

@@ -76,7 +76,13 @@ fn for_classes<R: Send>(k: usize, f: impl Fn(usize, bool) -> R + Sync + Send) ->
     #[cfg(feature = "parallel")]
     if k > 1 && threads() > 1 {
         use rayon::prelude::*;
-        return (0..k).into_par_iter().map(|j| f(j, false)).collect();
+        return (0..k)
+            .into_par_iter()
+            .map(|j| {
+                crate::linalg::clear_upper_simd_state();
+                f(j, false)
+            })
+            .collect();
     }
     (0..k).map(|j| f(j, true)).collect()
 }
@@ -523,7 +529,10 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
             use rayon::prelude::*;
             blocks
                 .into_par_iter()
-                .for_each_init(scratch, |(x, y), blk| process(blk, x, y));
+                .for_each_init(scratch, |(x, y), blk| {
+                    crate::linalg::clear_upper_simd_state();
+                    process(blk, x, y)
+                });
         }
         #[cfg(not(feature = "parallel"))]
         {
