@@ -71,7 +71,7 @@ impl Float for f32 {
         for x in xs.iter_mut() {
             let keep = *x >= -75.0;
             // below −75 the result is 0; clamping there keeps every intermediate normal
-            let v = x.max(-75.0).min(88.0);
+            let v = x.clamp(-75.0, 88.0);
             let t = v * std::f32::consts::LOG2_E + MAGIC;
             let k = t - MAGIC;
             let r = v - k * LN2_HI - k * LN2_LO;
@@ -105,11 +105,11 @@ impl Float for f64 {
     const NAME: &'static str = "f64";
     fn exp_in_place(xs: &mut [f64]) {
         const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 · 2⁵²
-        const LN2_HI: f64 = 6.931_471_803_691_238_164_9e-1;
-        const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+        const LN2_HI: f64 = 0.693_147_180_369_123_8;
+        const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
         for x in xs.iter_mut() {
             let keep = *x >= -690.0;
-            let v = x.max(-690.0).min(709.0);
+            let v = x.clamp(-690.0, 709.0);
             let t = v * std::f64::consts::LOG2_E + MAGIC;
             let k = t - MAGIC;
             let r = v - k * LN2_HI - k * LN2_LO;
