@@ -68,37 +68,37 @@ impl<T: Float> LayerNorm<T> {
 
     /// Normalizes every row of `x` (m × dim); `x` is assumed checked by the caller.
     pub(crate) fn apply(&self, x: ArrayView2<T>) -> Array2<T> {
-        let d = T::from_usize(x.ncols());
+        let dim = x.ncols();
+        let d = T::from_usize(dim);
         let eps = T::from_f64(self.eps);
-        let mut out = x.as_standard_layout().into_owned();
-        let (w, b) = (self.weight.as_slice(), self.bias.as_slice());
-        for mut row in out.rows_mut() {
-            let r = row.as_slice_mut().expect("standard layout");
-            let mean = super::mssa::sum8(r) / d;
-            for v in r.iter_mut() {
-                *v -= mean;
-            }
+        let x = x.as_standard_layout();
+        let mut out = Array2::<T>::zeros(x.dim());
+        let w = self.weight.as_slice().expect("contiguous weight");
+        let b = self.bias.as_slice().expect("contiguous bias");
+        for (xr, mut or) in x.rows().into_iter().zip(out.rows_mut()) {
+            let xs = xr.as_slice().expect("standard layout");
+            let os = or.as_slice_mut().expect("standard layout");
+            let mean = super::mssa::sum8(xs) / d;
+            // Σ (x − mean)², eight independent lanes
             let mut acc = [T::zero(); 8];
-            let chunks = r.chunks_exact(8);
-            let rest: T = chunks.remainder().iter().map(|&v| v * v).sum();
+            let chunks = xs.chunks_exact(8);
+            let mut rest = T::zero();
+            for &v in chunks.remainder() {
+                rest += (v - mean) * (v - mean);
+            }
             for c in chunks {
                 for k in 0..8 {
-                    acc[k] += c[k] * c[k];
+                    let t = c[k] - mean;
+                    acc[k] += t * t;
                 }
             }
-            let var = (acc.iter().copied().sum::<T>() + rest) / d;
+            let var = (((acc[0] + acc[4]) + (acc[1] + acc[5]))
+                + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+                + rest)
+                / d;
             let inv = T::one() / (var + eps).sqrt();
-            match (w, b) {
-                (Some(w), Some(b)) => {
-                    for ((v, &wk), &bk) in r.iter_mut().zip(w).zip(b) {
-                        *v = *v * inv * wk + bk;
-                    }
-                }
-                _ => {
-                    for ((v, &wk), &bk) in r.iter_mut().zip(&self.weight).zip(&self.bias) {
-                        *v = *v * inv * wk + bk;
-                    }
-                }
+            for (((o, &v), &wk), &bk) in os.iter_mut().zip(xs).zip(w).zip(b) {
+                *o = (v - mean) * inv * wk + bk;
             }
         }
         out

@@ -302,12 +302,12 @@ impl<T: Float> Mssa<T> {
         let heads = self.heads;
         let parallel_tasks = b * heads > 1;
         // one head of one sequence: O_k = softmax(s·W_k W_kᵀ) W_k, written in place into O
-        let head = |wk: ArrayView2<T>, mut ok: ndarray::ArrayViewMut2<T>| {
+        // `a` is an n × n scratch, reused across the heads a thread computes
+        let head = |a: &mut Array2<T>, wk: ArrayView2<T>, mut ok: ndarray::ArrayViewMut2<T>| {
             crate::linalg::clear_upper_simd_state();
             // the full product: cheaper than mirroring a triangle element by element
-            let mut a = Array2::<T>::zeros((n, n));
             T::gemm(scale, wk, wk.t(), false, a.view_mut(), !parallel_tasks);
-            softmax_rows_in_place(&mut a);
+            softmax_rows_in_place(a);
             T::gemm(
                 T::one(),
                 a.view(),
@@ -317,10 +317,12 @@ impl<T: Float> Mssa<T> {
                 !parallel_tasks,
             );
         };
-        let seq = |s: usize, mut os: ndarray::ArrayViewMut2<T>| {
+        let scratch = || Array2::<T>::zeros((n, n));
+        let seq = |a: &mut Array2<T>, s: usize, mut os: ndarray::ArrayViewMut2<T>| {
             for k in 0..heads {
                 let wk = crate::linalg::block(w.view(), s * n..(s + 1) * n, k * p..(k + 1) * p);
                 head(
+                    a,
                     wk,
                     crate::linalg::block_mut(os.view_mut(), 0..n, k * p..(k + 1) * p),
                 );
@@ -335,20 +337,27 @@ impl<T: Float> Mssa<T> {
                 o.axis_chunks_iter_mut(Axis(1), p)
                     .into_par_iter()
                     .enumerate()
-                    .for_each(|(k, ok)| {
-                        head(crate::linalg::block(w.view(), 0..n, k * p..(k + 1) * p), ok)
+                    .for_each_init(scratch, |a, (k, ok)| {
+                        head(
+                            a,
+                            crate::linalg::block(w.view(), 0..n, k * p..(k + 1) * p),
+                            ok,
+                        )
                     });
             } else {
                 // sequences in parallel: disjoint row blocks of O
                 o.axis_chunks_iter_mut(Axis(0), n)
                     .into_par_iter()
                     .enumerate()
-                    .for_each(|(s, os)| seq(s, os));
+                    .for_each_init(scratch, |a, (s, os)| seq(a, s, os));
             }
         }
         #[cfg(not(feature = "parallel"))]
-        for (s, os) in o.axis_chunks_iter_mut(Axis(0), n).enumerate() {
-            seq(s, os);
+        {
+            let mut a = scratch();
+            for (s, os) in o.axis_chunks_iter_mut(Axis(0), n).enumerate() {
+                seq(&mut a, s, os);
+            }
         }
         match &self.output {
             Output::Identity => o,

@@ -1,0 +1,291 @@
+//! MCR² representation learning by gradient ascent on the rate reduction ΔR.
+//!
+//! Three problems (Yu et al., arXiv 2006.08558; Wang et al., arXiv 2406.01909):
+//!
+//! * [`ascend_on_sphere`]: maximize ΔR(Z) over the features themselves, every row kept on the
+//!   unit sphere (projected gradient ascent);
+//! * [`ascend_regularized`]: maximize `R(Z) − Rc(Z) − (λ/2)‖Z‖²_F`, whose local and global
+//!   maximizers are known in closed form (REFERENCE: Wang et al., Theorem on local/global optima);
+//! * [`LinearMap::fit`]: learn `W` so that the features `normalize(X W)` maximize ΔR; new
+//!   samples are then mapped with [`LinearMap::transform`].
+//!
+//! Progress is reported through an observer closure (iteration, ΔR, R, Rc, gradient norm);
+//! the library never prints.
+
+use ndarray::{Array2, ArrayRef2, Axis};
+use rand::Rng;
+use rand_distr::StandardNormal;
+
+use crate::{Error, Float, Membership, Precision, Result, rate_reduction_with_grad};
+
+/// Step size, iteration budget and stopping tolerance of a fit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct FitConfig {
+    /// Precision ε of the rates.
+    pub eps: Precision,
+    /// Gradient step size (> 0).
+    pub step: f64,
+    /// Maximum number of iterations.
+    pub max_iterations: usize,
+    /// Stop when the norm of the (projected) gradient falls below this (≥ 0).
+    pub tolerance: f64,
+}
+
+impl FitConfig {
+    /// Defaults: step 0.5, 500 iterations, tolerance 1e-8.
+    pub fn new(eps: Precision) -> Self {
+        Self { eps, step: 0.5, max_iterations: 500, tolerance: 1e-8 }
+    }
+
+    fn check(&self) -> Result<()> {
+        crate::validate::positive("step", self.step)?;
+        if !(self.tolerance.is_finite() && self.tolerance >= 0.0) {
+            return Err(Error::InvalidParameter {
+                name: "tolerance",
+                value: self.tolerance.to_string(),
+                reason: "must be finite and ≥ 0",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One iteration as the observer sees it (values before the step).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Progress {
+    /// Iteration index, from 0.
+    pub iteration: usize,
+    /// ΔR = R − Rc.
+    pub delta_r: f64,
+    /// R.
+    pub r: f64,
+    /// Rc.
+    pub rc: f64,
+    /// The maximized objective (ΔR, or ΔR − (λ/2)‖Z‖² for the regularized problem).
+    pub objective: f64,
+    /// Norm of the gradient that the step follows.
+    pub grad_norm: f64,
+}
+
+/// How a fit ended.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct FitReport {
+    /// Iterations run.
+    pub iterations: usize,
+    /// Whether the gradient norm fell below the tolerance.
+    pub converged: bool,
+    /// Every iteration's [`Progress`].
+    pub history: Vec<Progress>,
+}
+
+fn normalize_rows<T: Float>(z: &mut Array2<T>) -> Vec<T> {
+    z.rows_mut()
+        .into_iter()
+        .map(|mut r| {
+            let norm = r.dot(&r).sqrt();
+            if norm > T::zero() {
+                r.mapv_inplace(|v| v / norm);
+            }
+            norm
+        })
+        .collect()
+}
+
+/// Removes from every row of `g` its component along the (unit) row of `z`.
+fn tangent<T: Float>(g: &mut Array2<T>, z: &Array2<T>) {
+    for (mut gi, zi) in g.rows_mut().into_iter().zip(z.rows()) {
+        let c = gi.dot(&zi);
+        gi.scaled_add(-c, &zi);
+    }
+}
+
+fn fro<T: Float>(a: &Array2<T>) -> f64 {
+    a.iter().map(|v| v.as_f64() * v.as_f64()).sum::<f64>().sqrt()
+}
+
+fn check_inputs<T: Float>(z: &ArrayRef2<T>, m: &Membership<T>, config: &FitConfig) -> Result<()> {
+    config.check()?;
+    crate::validate::matrix("Z", z)?;
+    m.check_samples(z.nrows())
+}
+
+/// Projected gradient ascent on ΔR over the features, each row kept on the unit sphere:
+/// `Z ← normalize(Z + step · P_T(∂ΔR/∂Z))` with `P_T` the projection on the sphere's tangent
+/// spaces. Returns the final features and the report.
+pub fn ascend_on_sphere<T: Float>(
+    z0: &ArrayRef2<T>,
+    membership: &Membership<T>,
+    config: &FitConfig,
+    mut observer: impl FnMut(&Progress),
+) -> Result<(Array2<T>, FitReport)> {
+    check_inputs(z0, membership, config)?;
+    let mut z = z0.to_owned();
+    normalize_rows(&mut z);
+    let mut history = Vec::new();
+    let step = T::from_f64(config.step);
+    for it in 0..config.max_iterations {
+        let (rr, mut g) = rate_reduction_with_grad(&z, membership, config.eps)?;
+        tangent(&mut g, &z);
+        let p = Progress {
+            iteration: it,
+            delta_r: rr.delta_r.as_f64(),
+            r: rr.r.as_f64(),
+            rc: rr.rc.as_f64(),
+            objective: rr.delta_r.as_f64(),
+            grad_norm: fro(&g),
+        };
+        observer(&p);
+        history.push(p);
+        if p.grad_norm <= config.tolerance {
+            return Ok((z, FitReport { iterations: it + 1, converged: true, history }));
+        }
+        z.scaled_add(step, &g);
+        normalize_rows(&mut z);
+    }
+    Ok((z, FitReport { iterations: config.max_iterations, converged: false, history }))
+}
+
+/// Gradient ascent on `R(Z) − Rc(Z) − (λ/2)‖Z‖²_F` (no normalization):
+/// `Z ← Z + step · (∂ΔR/∂Z − λ Z)`.
+pub fn ascend_regularized<T: Float>(
+    z0: &ArrayRef2<T>,
+    membership: &Membership<T>,
+    lambda: f64,
+    config: &FitConfig,
+    mut observer: impl FnMut(&Progress),
+) -> Result<(Array2<T>, FitReport)> {
+    check_inputs(z0, membership, config)?;
+    crate::validate::positive("lambda", lambda)?;
+    let mut z = z0.to_owned();
+    let mut history = Vec::new();
+    let (step, lam) = (T::from_f64(config.step), T::from_f64(lambda));
+    for it in 0..config.max_iterations {
+        let (rr, mut g) = rate_reduction_with_grad(&z, membership, config.eps)?;
+        g.scaled_add(-lam, &z);
+        let sq: f64 = z.iter().map(|v| v.as_f64() * v.as_f64()).sum();
+        let p = Progress {
+            iteration: it,
+            delta_r: rr.delta_r.as_f64(),
+            r: rr.r.as_f64(),
+            rc: rr.rc.as_f64(),
+            objective: rr.delta_r.as_f64() - 0.5 * lambda * sq,
+            grad_norm: fro(&g),
+        };
+        observer(&p);
+        history.push(p);
+        if p.grad_norm <= config.tolerance {
+            return Ok((z, FitReport { iterations: it + 1, converged: true, history }));
+        }
+        z.scaled_add(step, &g);
+    }
+    Ok((z, FitReport { iterations: config.max_iterations, converged: false, history }))
+}
+
+/// A learned linear feature map `x ↦ normalize(x W)`, W: input dim × feature dim.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct LinearMap<T> {
+    w: Array2<T>,
+}
+
+impl<T: Float> LinearMap<T> {
+    /// From given weights (input dim × feature dim).
+    pub fn from_weights(w: Array2<T>) -> Result<Self> {
+        crate::validate::matrix("W", &w)?;
+        Ok(Self { w })
+    }
+
+    /// The weights W.
+    pub fn weights(&self) -> &Array2<T> {
+        &self.w
+    }
+
+    /// Features `normalize(x W)` (rows of x are samples).
+    pub fn transform(&self, x: &ArrayRef2<T>) -> Result<Array2<T>> {
+        crate::validate::matrix("X", x)?;
+        if x.ncols() != self.w.nrows() {
+            return Err(Error::ShapeMismatch {
+                what: "X",
+                expected: format!("{} columns", self.w.nrows()),
+                got: format!("{} columns", x.ncols()),
+            });
+        }
+        let mut z = x.dot(&self.w);
+        normalize_rows(&mut z);
+        Ok(z)
+    }
+
+    /// Learns W (`x.ncols()` × `out_dim`, Gaussian initialization scaled by 1/√in) by gradient
+    /// ascent on ΔR(normalize(X W)): with F = X W and G = ∂ΔR/∂Z,
+    /// `∂ΔR/∂W = Xᵀ [ (G_i − (G_i·z_i) z_i) / ‖F_i‖ ]_i`.
+    pub fn fit<R: Rng + ?Sized>(
+        x: &ArrayRef2<T>,
+        membership: &Membership<T>,
+        out_dim: usize,
+        config: &FitConfig,
+        rng: &mut R,
+        mut observer: impl FnMut(&Progress),
+    ) -> Result<(Self, FitReport)> {
+        check_inputs(x, membership, config)?;
+        if out_dim == 0 {
+            return Err(Error::InvalidParameter { name: "out_dim", value: "0".into(), reason: "must be ≥ 1" });
+        }
+        let d_in = x.ncols();
+        let scale = 1.0 / (d_in as f64).sqrt();
+        let mut w = Array2::<T>::from_shape_simple_fn((d_in, out_dim), || T::from_f64(scale * rng.sample::<f64, _>(StandardNormal)));
+        let step = T::from_f64(config.step);
+        let mut history = Vec::new();
+        for it in 0..config.max_iterations {
+            let mut z = x.dot(&w);
+            let norms = normalize_rows(&mut z);
+            if let Some(i) = norms.iter().position(|n| *n <= T::zero()) {
+                return Err(Error::InvalidParameter {
+                    name: "X W",
+                    value: format!("row {i} is zero"),
+                    reason: "every sample must have a nonzero feature vector",
+                });
+            }
+            let (rr, mut g) = rate_reduction_with_grad(&z, membership, config.eps)?;
+            tangent(&mut g, &z);
+            for (mut gi, &ni) in g.rows_mut().into_iter().zip(&norms) {
+                gi.mapv_inplace(|v| v / ni);
+            }
+            let gw = x.t().dot(&g);
+            let p = Progress {
+                iteration: it,
+                delta_r: rr.delta_r.as_f64(),
+                r: rr.r.as_f64(),
+                rc: rr.rc.as_f64(),
+                objective: rr.delta_r.as_f64(),
+                grad_norm: fro(&gw),
+            };
+            observer(&p);
+            history.push(p);
+            if p.grad_norm <= config.tolerance {
+                return Ok((Self { w }, FitReport { iterations: it + 1, converged: true, history }));
+            }
+            w.scaled_add(step, &gw);
+        }
+        Ok((Self { w }, FitReport { iterations: config.max_iterations, converged: false, history }))
+    }
+}
+
+/// The singular values of each class block of `z` (rows grouped by `labels`), descending.
+pub fn class_singular_values<T: Float>(z: &ArrayRef2<T>, labels: &[usize], classes: usize) -> Result<Vec<Vec<f64>>> {
+    crate::validate::matrix("Z", z)?;
+    Membership::<T>::hard(labels, classes)?.check_samples(z.nrows())?;
+    (0..classes)
+        .map(|j| {
+            let rows: Vec<usize> = labels.iter().enumerate().filter(|(_, l)| **l == j).map(|(i, _)| i).collect();
+            if rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            let block = z.select(Axis(0), &rows);
+            let (_, s, _) = T::thin_svd(block.view()).ok_or(Error::NoConvergence("SVD"))?;
+            Ok(s.iter().map(|v| v.as_f64()).collect())
+        })
+        .collect()
+}
