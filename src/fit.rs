@@ -35,7 +35,12 @@ pub struct FitConfig {
 impl FitConfig {
     /// Defaults: step 0.5, 500 iterations, tolerance 1e-8.
     pub fn new(eps: Precision) -> Self {
-        Self { eps, step: 0.5, max_iterations: 500, tolerance: 1e-8 }
+        Self {
+            eps,
+            step: 0.5,
+            max_iterations: 500,
+            tolerance: 1e-8,
+        }
     }
 
     fn check(&self) -> Result<()> {
@@ -103,7 +108,10 @@ fn tangent<T: Float>(g: &mut Array2<T>, z: &Array2<T>) {
 }
 
 fn fro<T: Float>(a: &Array2<T>) -> f64 {
-    a.iter().map(|v| v.as_f64() * v.as_f64()).sum::<f64>().sqrt()
+    a.iter()
+        .map(|v| v.as_f64() * v.as_f64())
+        .sum::<f64>()
+        .sqrt()
 }
 
 fn check_inputs<T: Float>(z: &ArrayRef2<T>, m: &Membership<T>, config: &FitConfig) -> Result<()> {
@@ -140,12 +148,26 @@ pub fn ascend_on_sphere<T: Float>(
         observer(&p);
         history.push(p);
         if p.grad_norm <= config.tolerance {
-            return Ok((z, FitReport { iterations: it + 1, converged: true, history }));
+            return Ok((
+                z,
+                FitReport {
+                    iterations: it + 1,
+                    converged: true,
+                    history,
+                },
+            ));
         }
         z.scaled_add(step, &g);
         normalize_rows(&mut z);
     }
-    Ok((z, FitReport { iterations: config.max_iterations, converged: false, history }))
+    Ok((
+        z,
+        FitReport {
+            iterations: config.max_iterations,
+            converged: false,
+            history,
+        },
+    ))
 }
 
 /// Gradient ascent on `R(Z) − Rc(Z) − (λ/2)‖Z‖²_F` (no normalization):
@@ -177,11 +199,25 @@ pub fn ascend_regularized<T: Float>(
         observer(&p);
         history.push(p);
         if p.grad_norm <= config.tolerance {
-            return Ok((z, FitReport { iterations: it + 1, converged: true, history }));
+            return Ok((
+                z,
+                FitReport {
+                    iterations: it + 1,
+                    converged: true,
+                    history,
+                },
+            ));
         }
         z.scaled_add(step, &g);
     }
-    Ok((z, FitReport { iterations: config.max_iterations, converged: false, history }))
+    Ok((
+        z,
+        FitReport {
+            iterations: config.max_iterations,
+            converged: false,
+            history,
+        },
+    ))
 }
 
 /// A learned linear feature map `x ↦ normalize(x W)`, W: input dim × feature dim.
@@ -231,11 +267,17 @@ impl<T: Float> LinearMap<T> {
     ) -> Result<(Self, FitReport)> {
         check_inputs(x, membership, config)?;
         if out_dim == 0 {
-            return Err(Error::InvalidParameter { name: "out_dim", value: "0".into(), reason: "must be ≥ 1" });
+            return Err(Error::InvalidParameter {
+                name: "out_dim",
+                value: "0".into(),
+                reason: "must be ≥ 1",
+            });
         }
         let d_in = x.ncols();
         let scale = 1.0 / (d_in as f64).sqrt();
-        let mut w = Array2::<T>::from_shape_simple_fn((d_in, out_dim), || T::from_f64(scale * rng.sample::<f64, _>(StandardNormal)));
+        let mut w = Array2::<T>::from_shape_simple_fn((d_in, out_dim), || {
+            T::from_f64(scale * rng.sample::<f64, _>(StandardNormal))
+        });
         let step = T::from_f64(config.step);
         let mut history = Vec::new();
         for it in 0..config.max_iterations {
@@ -265,21 +307,44 @@ impl<T: Float> LinearMap<T> {
             observer(&p);
             history.push(p);
             if p.grad_norm <= config.tolerance {
-                return Ok((Self { w }, FitReport { iterations: it + 1, converged: true, history }));
+                return Ok((
+                    Self { w },
+                    FitReport {
+                        iterations: it + 1,
+                        converged: true,
+                        history,
+                    },
+                ));
             }
             w.scaled_add(step, &gw);
         }
-        Ok((Self { w }, FitReport { iterations: config.max_iterations, converged: false, history }))
+        Ok((
+            Self { w },
+            FitReport {
+                iterations: config.max_iterations,
+                converged: false,
+                history,
+            },
+        ))
     }
 }
 
 /// The singular values of each class block of `z` (rows grouped by `labels`), descending.
-pub fn class_singular_values<T: Float>(z: &ArrayRef2<T>, labels: &[usize], classes: usize) -> Result<Vec<Vec<f64>>> {
+pub fn class_singular_values<T: Float>(
+    z: &ArrayRef2<T>,
+    labels: &[usize],
+    classes: usize,
+) -> Result<Vec<Vec<f64>>> {
     crate::validate::matrix("Z", z)?;
     Membership::<T>::hard(labels, classes)?.check_samples(z.nrows())?;
     (0..classes)
         .map(|j| {
-            let rows: Vec<usize> = labels.iter().enumerate().filter(|(_, l)| **l == j).map(|(i, _)| i).collect();
+            let rows: Vec<usize> = labels
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| **l == j)
+                .map(|(i, _)| i)
+                .collect();
             if rows.is_empty() {
                 return Ok(Vec::new());
             }

@@ -49,6 +49,10 @@
 //! * [`crate_layer`]: CRATE layers — multi-head subspace self-attention as a gradient step on
 //!   compression, then an ISTA sparsification step — built from reference weights or, white
 //!   box, from subspace bases and a dictionary.
+//! * [`subspace`]: mixtures of subspaces (synthetic data), per-class subspace fits, principal
+//!   angles, the nearest-subspace classifier.
+//! * [`fit`]: MCR² representation learning by gradient ascent (features on the sphere, the
+//!   regularized problem with closed-form optima, a learned linear map), with observers.
 //!
 //! ## Features
 //!
@@ -65,11 +69,13 @@
 
 pub mod crate_layer;
 mod error;
+pub mod fit;
 mod float;
 pub(crate) mod linalg;
 mod membership;
 mod precision;
 pub mod rate;
+pub mod subspace;
 mod validate;
 
 pub use error::{Error, Result};

@@ -41,25 +41,47 @@ impl SubspaceMixtureConfig {
     }
 
     fn check(&self) -> Result<()> {
-        let bad = |name: &'static str, value: String, reason: &'static str| Err(Error::InvalidParameter { name, value, reason });
+        let bad = |name: &'static str, value: String, reason: &'static str| {
+            Err(Error::InvalidParameter {
+                name,
+                value,
+                reason,
+            })
+        };
         if self.dim == 0 {
             return bad("dim", "0".into(), "must be ≥ 1");
         }
         if self.subspace_dims.is_empty() || self.subspace_dims.len() != self.samples.len() {
             return bad(
                 "subspace_dims, samples",
-                format!("{} and {} entries", self.subspace_dims.len(), self.samples.len()),
+                format!(
+                    "{} and {} entries",
+                    self.subspace_dims.len(),
+                    self.samples.len()
+                ),
                 "one subspace dimension and one sample count per class (at least one class)",
             );
         }
         if self.subspace_dims.iter().any(|&p| p == 0 || p > self.dim) {
-            return bad("subspace_dims", format!("{:?}", self.subspace_dims), "each must be in 1..=dim");
+            return bad(
+                "subspace_dims",
+                format!("{:?}", self.subspace_dims),
+                "each must be in 1..=dim",
+            );
         }
         if self.samples.iter().sum::<usize>() == 0 {
-            return bad("samples", format!("{:?}", self.samples), "at least one sample is needed");
+            return bad(
+                "samples",
+                format!("{:?}", self.samples),
+                "at least one sample is needed",
+            );
         }
         if self.orthogonal && self.subspace_dims.iter().sum::<usize>() > self.dim {
-            return bad("subspace_dims", format!("{:?}", self.subspace_dims), "orthogonal subspaces need Σ p_k ≤ dim");
+            return bad(
+                "subspace_dims",
+                format!("{:?}", self.subspace_dims),
+                "orthogonal subspaces need Σ p_k ≤ dim",
+            );
         }
         if !(self.noise.is_finite() && self.noise >= 0.0) {
             return bad("noise", self.noise.to_string(), "must be finite and ≥ 0");
@@ -92,7 +114,9 @@ pub fn mixture_of_subspaces<T: Float, R: Rng + ?Sized>(
 ) -> Result<SubspaceMixture<T>> {
     config.check()?;
     let d = config.dim;
-    let gauss = |rng: &mut R, r: usize, c: usize| Array2::<T>::from_shape_simple_fn((r, c), || T::from_f64(rng.sample(StandardNormal)));
+    let gauss = |rng: &mut R, r: usize, c: usize| {
+        Array2::<T>::from_shape_simple_fn((r, c), || T::from_f64(rng.sample(StandardNormal)))
+    };
     let bases: Vec<Array2<T>> = if config.orthogonal {
         let total: usize = config.subspace_dims.iter().sum();
         let q = orthonormal(&gauss(rng, d, total))?;
@@ -101,13 +125,19 @@ pub fn mixture_of_subspaces<T: Float, R: Rng + ?Sized>(
             .subspace_dims
             .iter()
             .map(|&p| {
-                let b = q.slice_axis(Axis(1), ndarray::Slice::from(start..start + p)).to_owned();
+                let b = q
+                    .slice_axis(Axis(1), ndarray::Slice::from(start..start + p))
+                    .to_owned();
                 start += p;
                 b
             })
             .collect()
     } else {
-        config.subspace_dims.iter().map(|&p| orthonormal(&gauss(rng, d, p))).collect::<Result<_>>()?
+        config
+            .subspace_dims
+            .iter()
+            .map(|&p| orthonormal(&gauss(rng, d, p)))
+            .collect::<Result<_>>()?
     };
     let n: usize = config.samples.iter().sum();
     let mut samples = Array2::<T>::zeros((n, d));
@@ -126,11 +156,17 @@ pub fn mixture_of_subspaces<T: Float, R: Rng + ?Sized>(
                 }
             }
         }
-        samples.slice_axis_mut(Axis(0), ndarray::Slice::from(row..row + nk)).assign(&block);
+        samples
+            .slice_axis_mut(Axis(0), ndarray::Slice::from(row..row + nk))
+            .assign(&block);
         labels.extend(std::iter::repeat_n(k, nk));
         row += nk;
     }
-    Ok(SubspaceMixture { samples, labels, bases })
+    Ok(SubspaceMixture {
+        samples,
+        labels,
+        bases,
+    })
 }
 
 /// A subspace fitted to samples: `x ≈ mean + basis · a`.
@@ -151,14 +187,26 @@ impl<T: Float> SubspaceFit<T> {
     pub fn fit(x: &ArrayRef2<T>, rank: usize, center: bool) -> Result<Self> {
         crate::validate::matrix("samples", x)?;
         if rank == 0 {
-            return Err(Error::InvalidParameter { name: "rank", value: "0".into(), reason: "must be ≥ 1" });
+            return Err(Error::InvalidParameter {
+                name: "rank",
+                value: "0".into(),
+                reason: "must be ≥ 1",
+            });
         }
-        let mean = if center { x.mean_axis(Axis(0)).expect("n ≥ 1") } else { Array1::zeros(x.ncols()) };
-        let xc = x - &mean;
+        let mean = if center {
+            x.sum_axis(Axis(0)).mapv(|v| v / T::from_usize(x.nrows()))
+        } else {
+            Array1::zeros(x.ncols())
+        };
+        let xc = &x.view() - &mean;
         let (_, s, v) = T::thin_svd(xc.view()).ok_or(Error::NoConvergence("SVD"))?;
         let r = rank.min(v.ncols());
         let basis = v.slice_axis(Axis(1), ndarray::Slice::from(0..r)).to_owned();
-        Ok(Self { mean, basis, singular_values: s })
+        Ok(Self {
+            mean,
+            basis,
+            singular_values: s,
+        })
     }
 
     /// `‖(I − U Uᵀ)(x − μ)‖` for every row of `x`.
@@ -171,10 +219,13 @@ impl<T: Float> SubspaceFit<T> {
                 got: format!("{} columns", x.ncols()),
             });
         }
-        let xc = x - &self.mean;
+        let xc = &x.view() - &self.mean;
         let proj = xc.dot(&self.basis).dot(&self.basis.t());
         let r = &xc - &proj;
-        Ok(r.rows().into_iter().map(|row| row.dot(&row).sqrt()).collect())
+        Ok(r.rows()
+            .into_iter()
+            .map(|row| row.dot(&row).sqrt())
+            .collect())
     }
 }
 
@@ -194,7 +245,9 @@ pub fn principal_angles<T: Float>(a: &ArrayRef2<T>, b: &ArrayRef2<T>) -> Result<
     let qb = orthonormal(&b.to_owned())?;
     let m = qa.t().dot(&qb);
     let (_, s, _) = T::thin_svd(m.view()).ok_or(Error::NoConvergence("SVD"))?;
-    Ok(s.iter().map(|&c| c.as_f64().clamp(-1.0, 1.0).acos()).collect())
+    Ok(s.iter()
+        .map(|&c| c.as_f64().clamp(-1.0, 1.0).acos())
+        .collect())
 }
 
 /// The nearest-subspace classifier of the MCR² reference evaluation: one subspace per class
@@ -209,15 +262,28 @@ pub struct NearestSubspace<T> {
 impl<T: Float> NearestSubspace<T> {
     /// Fits one rank-`rank` subspace per class to the rows of `x` with labels in `0..classes`
     /// (every class needs at least one sample).
-    pub fn fit(x: &ArrayRef2<T>, labels: &[usize], classes: usize, rank: usize, center: bool) -> Result<Self> {
+    pub fn fit(
+        x: &ArrayRef2<T>,
+        labels: &[usize],
+        classes: usize,
+        rank: usize,
+        center: bool,
+    ) -> Result<Self> {
         crate::validate::matrix("samples", x)?;
         let m = crate::Membership::<T>::hard(labels, classes)?;
         m.check_samples(x.nrows())?;
         let mut fits = Vec::with_capacity(classes);
         for j in 0..classes {
-            let rows: Vec<usize> = labels.iter().enumerate().filter(|(_, l)| **l == j).map(|(i, _)| i).collect();
+            let rows: Vec<usize> = labels
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| **l == j)
+                .map(|(i, _)| i)
+                .collect();
             if rows.is_empty() {
-                return Err(Error::InvalidMembership(format!("class {j} has no samples to fit a subspace to")));
+                return Err(Error::InvalidMembership(format!(
+                    "class {j} has no samples to fit a subspace to"
+                )));
             }
             fits.push(SubspaceFit::fit(&x.select(Axis(0), &rows), rank, center)?);
         }
@@ -231,11 +297,19 @@ impl<T: Float> NearestSubspace<T> {
 
     /// The predicted class of every row of `x`.
     pub fn predict(&self, x: &ArrayRef2<T>) -> Result<Vec<usize>> {
-        let residuals = self.fits.iter().map(|f| f.residual_norms(x)).collect::<Result<Vec<_>>>()?;
+        let residuals = self
+            .fits
+            .iter()
+            .map(|f| f.residual_norms(x))
+            .collect::<Result<Vec<_>>>()?;
         Ok((0..x.nrows())
             .map(|i| {
                 (0..self.fits.len())
-                    .min_by(|&a, &b| residuals[a][i].partial_cmp(&residuals[b][i]).unwrap_or(std::cmp::Ordering::Equal))
+                    .min_by(|&a, &b| {
+                        residuals[a][i]
+                            .partial_cmp(&residuals[b][i])
+                            .unwrap_or(std::cmp::Ordering::Equal)
+                    })
                     .unwrap_or(0)
             })
             .collect())
@@ -269,7 +343,11 @@ pub fn class_subspace_angles<T: Float>(
     for a in 0..classes {
         for b in (a + 1)..classes {
             let angles = principal_angles(&ns.fits[a].basis, &ns.fits[b].basis)?;
-            let min = angles.first().copied().unwrap_or(std::f64::consts::FRAC_PI_2).to_degrees();
+            let min = angles
+                .first()
+                .copied()
+                .unwrap_or(std::f64::consts::FRAC_PI_2)
+                .to_degrees();
             out[(a, b)] = min;
             out[(b, a)] = min;
         }

@@ -15,8 +15,26 @@ pub(crate) fn matrix<T: Float>(what: &'static str, a: &ArrayRef2<T>) -> Result<(
 
 /// Errors on the first non-finite entry.
 pub(crate) fn finite<T: Float>(what: &'static str, a: &ArrayRef2<T>) -> Result<()> {
-    // 0·x is 0 for finite x and NaN otherwise: one cheap pass in the common case
-    if a.iter().fold(T::zero(), |acc, &x| acc + T::zero() * x) == T::zero() {
+    // 0·x is 0 for finite x and NaN otherwise: one vectorizable pass in the common case
+    // (eight independent lanes, so that the additions do not form one serial chain)
+    let all_finite = match a.as_slice_memory_order() {
+        Some(s) => {
+            let mut acc = [T::zero(); 8];
+            let chunks = s.chunks_exact(8);
+            let rest = chunks
+                .remainder()
+                .iter()
+                .fold(T::zero(), |m, &x| m + T::zero() * x);
+            for c in chunks {
+                for k in 0..8 {
+                    acc[k] += T::zero() * c[k];
+                }
+            }
+            acc.iter().fold(rest, |m, &x| m + x) == T::zero()
+        }
+        None => a.iter().all(|x| x.is_finite()),
+    };
+    if all_finite {
         return Ok(());
     }
     for ((row, col), x) in a.indexed_iter() {

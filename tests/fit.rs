@@ -1,0 +1,174 @@
+//! MCR² fitting: the closed-form optima of the regularized problem, and learning a linear map
+//! on a mixture of subspaces.
+
+use mcr2::fit::{FitConfig, LinearMap, ascend_regularized, class_singular_values};
+use mcr2::subspace::{
+    NearestSubspace, SubspaceMixtureConfig, class_subspace_angles, mixture_of_subspaces,
+};
+use mcr2::{Membership, Precision, rate_reduction};
+use ndarray::Array2;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand_distr::StandardNormal;
+
+/// σ_k² = (η_k + √(η_k² − 4λ² N/N_k)) / (2λα_k), η_k = (α_k − α) − λ(N/N_k + 1).
+fn sigma_sq(d: usize, n: usize, nk: usize, eps_sq: f64, lambda: f64) -> f64 {
+    let (df, nf, nkf) = (d as f64, n as f64, nk as f64);
+    let alpha = df / (nf * eps_sq);
+    let alpha_k = df / (nkf * eps_sq);
+    let eta = (alpha_k - alpha) - lambda * (nf / nkf + 1.0);
+    (eta + (eta * eta - 4.0 * lambda * lambda * nf / nkf).sqrt()) / (2.0 * lambda * alpha_k)
+}
+
+fn run_regularized(
+    d: usize,
+    counts: &[usize],
+    eps_sq: f64,
+    lambda: f64,
+    seed: u64,
+) -> (Array2<f64>, Vec<usize>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let n: usize = counts.iter().sum();
+    let z0 = Array2::from_shape_simple_fn((n, d), || 0.5 * rng.sample::<f64, _>(StandardNormal));
+    let labels: Vec<usize> = counts
+        .iter()
+        .enumerate()
+        .flat_map(|(k, &c)| std::iter::repeat_n(k, c))
+        .collect();
+    let m = Membership::hard(&labels, counts.len()).unwrap();
+    let mut config = FitConfig::new(Precision::eps_sq(eps_sq).unwrap());
+    config.step = 0.5;
+    config.max_iterations = 200_000;
+    config.tolerance = 1e-11;
+    let (z, report) = ascend_regularized(&z0, &m, lambda, &config, |_| {}).unwrap();
+    assert!(
+        report.converged,
+        "not converged after {} iterations",
+        report.iterations
+    );
+    // the objective never decreases
+    for w in report.history.windows(2) {
+        assert!(
+            w[1].objective >= w[0].objective - 1e-12,
+            "objective decreased at {}",
+            w[1].iteration
+        );
+    }
+    (z, labels)
+}
+
+#[test]
+fn regularized_optimum_matches_closed_form_equal_classes() {
+    let (d, counts, eps_sq, lambda) = (8, [20usize, 20], 0.5, 0.05);
+    let want = sigma_sq(d, 40, 20, eps_sq, lambda);
+    assert!((want - 5.701941016011037).abs() < 1e-12);
+    let (z, labels) = run_regularized(d, &counts, eps_sq, lambda, 1);
+    let sv = class_singular_values(&z, &labels, 2).unwrap();
+    let mut rank = 0;
+    for s in &sv {
+        for &v in s.iter().filter(|v| **v > 1e-4) {
+            let e = ((v * v) - want).abs() / want;
+            assert!(e < 1e-5, "σ² = {} vs {want} (rel {e:e})", v * v);
+            rank += 1;
+        }
+    }
+    assert_eq!(
+        rank, 8,
+        "Σ ranks = {rank}, expected min(N, d) = 8; singular values {sv:?}"
+    );
+    let z1 = z.slice(ndarray::s![..20, ..]).to_owned();
+    let z2 = z.slice(ndarray::s![20.., ..]).to_owned();
+    let cross = z1.dot(&z2.t()).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(cross < 1e-8, "‖Z1ᵀZ2‖ = {cross:e}");
+    println!(
+        "equal classes: σ² = {want:.6}, ranks {:?}, cross-class Gram {cross:.1e}",
+        sv.iter()
+            .map(|s| s.iter().filter(|v| **v > 1e-4).count())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn regularized_optimum_matches_closed_form_unequal_classes() {
+    // λ ≤ λ_max = d(√(N/N_max) − 1)/(N(√(N/N_max) + 1)ε²) = 0.0287 here
+    let (d, counts, eps_sq, lambda) = (8, [12usize, 28], 0.5, 0.02);
+    let (z, labels) = run_regularized(d, &counts, eps_sq, lambda, 2);
+    let sv = class_singular_values(&z, &labels, 2).unwrap();
+    let mut ranks = Vec::new();
+    for (k, s) in sv.iter().enumerate() {
+        let want = sigma_sq(d, 40, counts[k], eps_sq, lambda);
+        let nonzero: Vec<f64> = s.iter().copied().filter(|v| *v > 1e-4).collect();
+        for v in &nonzero {
+            let e = ((v * v) - want).abs() / want;
+            assert!(e < 1e-5, "class {k}: σ² = {} vs {want} (rel {e:e})", v * v);
+        }
+        ranks.push(nonzero.len());
+    }
+    let z1 = z.slice(ndarray::s![..12, ..]).to_owned();
+    let z2 = z.slice(ndarray::s![12.., ..]).to_owned();
+    let cross = z1.dot(&z2.t()).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(cross < 1e-8, "‖Z1ᵀZ2‖ = {cross:e}");
+    assert_eq!(ranks.iter().sum::<usize>(), 8, "Σ ranks = min(N, d)");
+    println!(
+        "unequal classes: ranks {ranks:?}, σ² = {:.6} / {:.6}, cross {cross:.1e}",
+        sigma_sq(d, 40, 12, eps_sq, lambda),
+        sigma_sq(d, 40, 28, eps_sq, lambda)
+    );
+}
+
+/// A linear map learned on 4 subspaces of dimension 3 in R^32 (noise 0.1, 100 per class):
+/// ΔR increases monotonically and the learned class subspaces move towards orthogonality.
+/// Measured (seed 5, ε² = 0.5, step 1, 2000 iterations, converged): the smallest pairwise
+/// principal angle between the rank-3 class subspaces goes from 45.3° to 77.7° (the rank-2
+/// ones end above 86°); the fixed point keeps a noise tail that ΔR's expansion term rewards,
+/// so this guards ≥ 75°.
+#[test]
+fn linear_map_separates_a_mixture_of_subspaces() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let data =
+        mixture_of_subspaces::<f64, _>(&SubspaceMixtureConfig::new(32, 4, 3, 100, 0.1), &mut rng)
+            .unwrap();
+    let m = Membership::hard(&data.labels, 4).unwrap();
+    let eps = Precision::eps_sq(0.5).unwrap();
+    let mut config = FitConfig::new(eps);
+    config.step = 1.0;
+    config.max_iterations = 2000;
+    let before = class_subspace_angles(&data.samples, &data.labels, 4, 3).unwrap();
+    let (map, report) = LinearMap::fit(&data.samples, &m, 32, &config, &mut rng, |_| {}).unwrap();
+    let z = map.transform(&data.samples).unwrap();
+    let after = class_subspace_angles(&z, &data.labels, 4, 3).unwrap();
+    let min_angle = |a: &Array2<f64>| {
+        let mut m = 90.0f64;
+        for i in 0..4 {
+            for j in (i + 1)..4 {
+                m = m.min(a[(i, j)]);
+            }
+        }
+        m
+    };
+    let dr0 = report.history.first().unwrap().delta_r;
+    let dr1 = rate_reduction(&z, &m, eps).unwrap().delta_r;
+    let worst_drop = report
+        .history
+        .windows(2)
+        .map(|w| w[0].delta_r - w[1].delta_r)
+        .fold(0.0f64, f64::max);
+    println!(
+        "linear map: min pairwise angle {:.1}° → {:.1}°, ΔR {dr0:.4} → {dr1:.4}, largest decrease between iterations {worst_drop:.2e}",
+        min_angle(&before),
+        min_angle(&after)
+    );
+    assert!(min_angle(&after) > 75.0, "{after:?}");
+    assert!(worst_drop <= 1e-6, "ΔR decreased by {worst_drop:e}");
+    assert!(dr1 > dr0);
+    // nearest subspace on the learned features classifies held-out samples
+    let test = mixture_of_subspaces::<f64, _>(
+        &SubspaceMixtureConfig::new(32, 4, 3, 50, 0.1),
+        &mut StdRng::seed_from_u64(5),
+    )
+    .unwrap();
+    let ns = NearestSubspace::fit(&z, &data.labels, 4, 3, false).unwrap();
+    let acc = ns
+        .accuracy(&map.transform(&test.samples).unwrap(), &test.labels)
+        .unwrap();
+    assert!(acc > 0.9, "accuracy {acc}");
+}
