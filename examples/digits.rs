@@ -11,7 +11,6 @@
 
 mod common;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use mcr2::fit::{FitConfig, LinearMap};
 use mcr2::subspace::NearestSubspace;
 use mcr2::{Membership, Precision, rate_reduction};
@@ -37,18 +36,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = FitConfig::new(eps);
     config.step = 0.5;
     config.max_iterations = if common::quick() { 50 } else { 1000 };
-    let bar = ProgressBar::new(config.max_iterations as u64);
-    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")?);
+    let bar = common::progress_bar(config.max_iterations)?;
     let (map, report) = LinearMap::fit(
         &xtr,
         &membership,
         64,
         &config,
         &mut StdRng::seed_from_u64(0),
-        |p| {
-            bar.set_position(p.iteration as u64 + 1);
-            bar.set_message(format!("ΔR = {:.4}", p.delta_r));
-        },
+        |p| common::show_progress(&bar, p),
     )?;
     bar.finish_and_clear();
     let ztr = map.transform(&xtr)?;

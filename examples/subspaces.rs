@@ -12,7 +12,6 @@
 
 mod common;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use mcr2::fit::{FitConfig, LinearMap, class_singular_values};
 use mcr2::subspace::{
     NearestSubspace, SubspaceMixtureConfig, class_subspace_angles, mixture_of_subspaces,
@@ -62,11 +61,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = FitConfig::new(eps);
     config.step = 1.0;
     config.max_iterations = if quick { 200 } else { 2000 };
-    let bar = ProgressBar::new(config.max_iterations as u64);
-    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")?);
+    let bar = common::progress_bar(config.max_iterations)?;
     let (map, report) = LinearMap::fit(&train.samples, &membership, 32, &config, &mut rng, |p| {
-        bar.set_position(p.iteration as u64 + 1);
-        bar.set_message(format!("ΔR = {:.5}", p.delta_r));
+        common::show_progress(&bar, p)
     })?;
     bar.finish_and_clear();
 

@@ -57,7 +57,7 @@ impl FitConfig {
 }
 
 /// One iteration as the observer sees it (values before the step).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Progress {
     /// Iteration index, from 0.
@@ -72,6 +72,24 @@ pub struct Progress {
     pub objective: f64,
     /// Norm of the gradient that the step follows.
     pub grad_norm: f64,
+}
+
+impl Progress {
+    fn of<T: Float>(
+        iteration: usize,
+        rr: &crate::RateReduction<T>,
+        objective: f64,
+        grad_norm: f64,
+    ) -> Self {
+        Self {
+            iteration,
+            delta_r: rr.delta_r.as_f64(),
+            r: rr.r.as_f64(),
+            rc: rr.rc.as_f64(),
+            objective,
+            grad_norm,
+        }
+    }
 }
 
 /// How a fit ended.
@@ -120,6 +138,35 @@ fn check_inputs<T: Float>(z: &ArrayRef2<T>, m: &Membership<T>, config: &FitConfi
     m.check_samples(z.nrows())
 }
 
+/// The loop shared by the fits: `step` returns the iteration's progress and, unless the fit
+/// has converged (gradient norm ≤ tolerance), applies the update to its state.
+fn ascend<S>(
+    state: &mut S,
+    config: &FitConfig,
+    observer: &mut impl FnMut(&Progress),
+    mut step: impl FnMut(&mut S, usize, bool) -> Result<Progress>,
+) -> Result<FitReport> {
+    let mut history = Vec::new();
+    for it in 0..config.max_iterations {
+        let p = step(state, it, false)?;
+        observer(&p);
+        history.push(p);
+        if p.grad_norm <= config.tolerance {
+            return Ok(FitReport {
+                iterations: it + 1,
+                converged: true,
+                history,
+            });
+        }
+        step(state, it, true)?;
+    }
+    Ok(FitReport {
+        iterations: config.max_iterations,
+        converged: false,
+        history,
+    })
+}
+
 /// Projected gradient ascent on ΔR over the features, each row kept on the unit sphere:
 /// `Z ← normalize(Z + step · P_T(∂ΔR/∂Z))` with `P_T` the projection on the sphere's tangent
 /// spaces. Returns the final features and the report.
@@ -132,42 +179,21 @@ pub fn ascend_on_sphere<T: Float>(
     check_inputs(z0, membership, config)?;
     let mut z = z0.to_owned();
     normalize_rows(&mut z);
-    let mut history = Vec::new();
     let step = T::from_f64(config.step);
-    for it in 0..config.max_iterations {
-        let (rr, mut g) = rate_reduction_with_grad(&z, membership, config.eps)?;
-        tangent(&mut g, &z);
-        let p = Progress {
-            iteration: it,
-            delta_r: rr.delta_r.as_f64(),
-            r: rr.r.as_f64(),
-            rc: rr.rc.as_f64(),
-            objective: rr.delta_r.as_f64(),
-            grad_norm: fro(&g),
-        };
-        observer(&p);
-        history.push(p);
-        if p.grad_norm <= config.tolerance {
-            return Ok((
-                z,
-                FitReport {
-                    iterations: it + 1,
-                    converged: true,
-                    history,
-                },
-            ));
+    let mut grad = Array2::<T>::zeros(z.dim());
+    let report = ascend(&mut z, config, &mut observer, |z, it, apply| {
+        if apply {
+            z.scaled_add(step, &grad);
+            normalize_rows(z);
+            return Ok(Progress::default());
         }
-        z.scaled_add(step, &g);
-        normalize_rows(&mut z);
-    }
-    Ok((
-        z,
-        FitReport {
-            iterations: config.max_iterations,
-            converged: false,
-            history,
-        },
-    ))
+        let (rr, mut g) = rate_reduction_with_grad(z, membership, config.eps)?;
+        tangent(&mut g, z);
+        let p = Progress::of(it, &rr, rr.delta_r.as_f64(), fro(&g));
+        grad = g;
+        Ok(p)
+    })?;
+    Ok((z, report))
 }
 
 /// Gradient ascent on `R(Z) − Rc(Z) − (λ/2)‖Z‖²_F` (no normalization):
@@ -182,42 +208,21 @@ pub fn ascend_regularized<T: Float>(
     check_inputs(z0, membership, config)?;
     crate::validate::positive("lambda", lambda)?;
     let mut z = z0.to_owned();
-    let mut history = Vec::new();
     let (step, lam) = (T::from_f64(config.step), T::from_f64(lambda));
-    for it in 0..config.max_iterations {
-        let (rr, mut g) = rate_reduction_with_grad(&z, membership, config.eps)?;
-        g.scaled_add(-lam, &z);
-        let sq: f64 = z.iter().map(|v| v.as_f64() * v.as_f64()).sum();
-        let p = Progress {
-            iteration: it,
-            delta_r: rr.delta_r.as_f64(),
-            r: rr.r.as_f64(),
-            rc: rr.rc.as_f64(),
-            objective: rr.delta_r.as_f64() - 0.5 * lambda * sq,
-            grad_norm: fro(&g),
-        };
-        observer(&p);
-        history.push(p);
-        if p.grad_norm <= config.tolerance {
-            return Ok((
-                z,
-                FitReport {
-                    iterations: it + 1,
-                    converged: true,
-                    history,
-                },
-            ));
+    let mut grad = Array2::<T>::zeros(z.dim());
+    let report = ascend(&mut z, config, &mut observer, |z, it, apply| {
+        if apply {
+            z.scaled_add(step, &grad);
+            return Ok(Progress::default());
         }
-        z.scaled_add(step, &g);
-    }
-    Ok((
-        z,
-        FitReport {
-            iterations: config.max_iterations,
-            converged: false,
-            history,
-        },
-    ))
+        let (rr, mut g) = rate_reduction_with_grad(z, membership, config.eps)?;
+        g.scaled_add(-lam, z);
+        let sq: f64 = z.iter().map(|v| v.as_f64() * v.as_f64()).sum();
+        let p = Progress::of(it, &rr, rr.delta_r.as_f64() - 0.5 * lambda * sq, fro(&g));
+        grad = g;
+        Ok(p)
+    })?;
+    Ok((z, report))
 }
 
 /// A learned linear feature map `x ↦ normalize(x W)`, W: input dim × feature dim.
@@ -241,14 +246,7 @@ impl<T: Float> LinearMap<T> {
 
     /// Features `normalize(x W)` (rows of x are samples).
     pub fn transform(&self, x: &ArrayRef2<T>) -> Result<Array2<T>> {
-        crate::validate::matrix("X", x)?;
-        if x.ncols() != self.w.nrows() {
-            return Err(Error::ShapeMismatch {
-                what: "X",
-                expected: format!("{} columns", self.w.nrows()),
-                got: format!("{} columns", x.ncols()),
-            });
-        }
+        crate::validate::matrix_with_cols("X", x, self.w.nrows())?;
         let mut z = x.dot(&self.w);
         normalize_rows(&mut z);
         Ok(z)
@@ -279,9 +277,13 @@ impl<T: Float> LinearMap<T> {
             T::from_f64(scale * rng.sample::<f64, _>(StandardNormal))
         });
         let step = T::from_f64(config.step);
-        let mut history = Vec::new();
-        for it in 0..config.max_iterations {
-            let mut z = x.dot(&w);
+        let mut grad = Array2::<T>::zeros(w.dim());
+        let report = ascend(&mut w, config, &mut observer, |w, it, apply| {
+            if apply {
+                w.scaled_add(step, &grad);
+                return Ok(Progress::default());
+            }
+            let mut z = x.dot(&*w);
             let norms = normalize_rows(&mut z);
             if let Some(i) = norms.iter().position(|n| *n <= T::zero()) {
                 return Err(Error::InvalidParameter {
@@ -295,37 +297,10 @@ impl<T: Float> LinearMap<T> {
             for (mut gi, &ni) in g.rows_mut().into_iter().zip(&norms) {
                 gi.mapv_inplace(|v| v / ni);
             }
-            let gw = x.t().dot(&g);
-            let p = Progress {
-                iteration: it,
-                delta_r: rr.delta_r.as_f64(),
-                r: rr.r.as_f64(),
-                rc: rr.rc.as_f64(),
-                objective: rr.delta_r.as_f64(),
-                grad_norm: fro(&gw),
-            };
-            observer(&p);
-            history.push(p);
-            if p.grad_norm <= config.tolerance {
-                return Ok((
-                    Self { w },
-                    FitReport {
-                        iterations: it + 1,
-                        converged: true,
-                        history,
-                    },
-                ));
-            }
-            w.scaled_add(step, &gw);
-        }
-        Ok((
-            Self { w },
-            FitReport {
-                iterations: config.max_iterations,
-                converged: false,
-                history,
-            },
-        ))
+            grad = x.t().dot(&g);
+            Ok(Progress::of(it, &rr, rr.delta_r.as_f64(), fro(&grad)))
+        })?;
+        Ok((Self { w }, report))
     }
 }
 
@@ -339,12 +314,7 @@ pub fn class_singular_values<T: Float>(
     Membership::<T>::hard(labels, classes)?.check_samples(z.nrows())?;
     (0..classes)
         .map(|j| {
-            let rows: Vec<usize> = labels
-                .iter()
-                .enumerate()
-                .filter(|(_, l)| **l == j)
-                .map(|(i, _)| i)
-                .collect();
+            let rows = crate::subspace::rows_of_class(labels, j);
             if rows.is_empty() {
                 return Ok(Vec::new());
             }

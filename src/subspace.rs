@@ -169,6 +169,16 @@ pub fn mixture_of_subspaces<T: Float, R: Rng + ?Sized>(
     })
 }
 
+/// The indices of the samples labelled `class`.
+pub(crate) fn rows_of_class(labels: &[usize], class: usize) -> Vec<usize> {
+    labels
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| **l == class)
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// A subspace fitted to samples: `x ≈ mean + basis · a`.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -211,14 +221,7 @@ impl<T: Float> SubspaceFit<T> {
 
     /// `‖(I − U Uᵀ)(x − μ)‖` for every row of `x`.
     pub fn residual_norms(&self, x: &ArrayRef2<T>) -> Result<Array1<T>> {
-        crate::validate::matrix("samples", x)?;
-        if x.ncols() != self.basis.nrows() {
-            return Err(Error::ShapeMismatch {
-                what: "samples",
-                expected: format!("{} columns", self.basis.nrows()),
-                got: format!("{} columns", x.ncols()),
-            });
-        }
+        crate::validate::matrix_with_cols("samples", x, self.basis.nrows())?;
         let xc = &x.view() - &self.mean;
         let proj = xc.dot(&self.basis).dot(&self.basis.t());
         let r = &xc - &proj;
@@ -274,12 +277,7 @@ impl<T: Float> NearestSubspace<T> {
         m.check_samples(x.nrows())?;
         let mut fits = Vec::with_capacity(classes);
         for j in 0..classes {
-            let rows: Vec<usize> = labels
-                .iter()
-                .enumerate()
-                .filter(|(_, l)| **l == j)
-                .map(|(i, _)| i)
-                .collect();
+            let rows = rows_of_class(labels, j);
             if rows.is_empty() {
                 return Err(Error::InvalidMembership(format!(
                     "class {j} has no samples to fit a subspace to"

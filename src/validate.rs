@@ -57,3 +57,20 @@ pub(crate) fn positive(name: &'static str, value: f64) -> Result<()> {
         })
     }
 }
+
+/// Errors on an empty matrix, a non-finite entry, or a column count other than `cols`.
+pub(crate) fn matrix_with_cols<T: Float>(
+    what: &'static str,
+    a: &ArrayRef2<T>,
+    cols: usize,
+) -> Result<()> {
+    matrix(what, a)?;
+    if a.ncols() != cols {
+        return Err(Error::ShapeMismatch {
+            what,
+            expected: format!("{cols} columns"),
+            got: format!("{} columns", a.ncols()),
+        });
+    }
+    Ok(())
+}

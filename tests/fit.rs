@@ -172,3 +172,51 @@ fn linear_map_separates_a_mixture_of_subspaces() {
         .unwrap();
     assert!(acc > 0.9, "accuracy {acc}");
 }
+
+/// Features ascended on the sphere: rows stay unit norm and ΔR increases monotonically.
+#[test]
+fn ascent_on_the_sphere() {
+    use mcr2::fit::ascend_on_sphere;
+    let mut rng = StdRng::seed_from_u64(9);
+    let data =
+        mixture_of_subspaces::<f64, _>(&SubspaceMixtureConfig::new(16, 3, 2, 30, 0.2), &mut rng)
+            .unwrap();
+    let m = Membership::hard(&data.labels, 3).unwrap();
+    let mut config = FitConfig::new(Precision::eps_sq(0.5).unwrap());
+    config.step = 0.05;
+    config.max_iterations = 300;
+    let mut seen = 0;
+    let (z, report) = ascend_on_sphere(&data.samples, &m, &config, |_| seen += 1).unwrap();
+    assert_eq!(seen, report.iterations);
+    assert!(
+        z.rows()
+            .into_iter()
+            .all(|r| (r.dot(&r) - 1.0).abs() < 1e-12)
+    );
+    for w in report.history.windows(2) {
+        assert!(
+            w[1].delta_r >= w[0].delta_r - 1e-10,
+            "ΔR decreased at {}",
+            w[1].iteration
+        );
+    }
+    let first = report.history.first().unwrap().delta_r;
+    let last = rate_reduction(&z, &m, config.eps).unwrap().delta_r;
+    assert!(last > first + 0.5, "{first} → {last}");
+}
+
+#[test]
+fn fit_parameters_are_checked() {
+    let z = Array2::<f64>::eye(4);
+    let m = Membership::hard(&[0, 0, 1, 1], 2).unwrap();
+    let mut config = FitConfig::new(Precision::eps_sq(0.5).unwrap());
+    config.step = 0.0;
+    assert!(ascend_regularized(&z, &m, 0.1, &config, |_| {}).is_err());
+    let config = FitConfig::new(Precision::eps_sq(0.5).unwrap());
+    assert!(ascend_regularized(&z, &m, -0.1, &config, |_| {}).is_err());
+    assert!(LinearMap::fit(&z, &m, 0, &config, &mut StdRng::seed_from_u64(0), |_| {}).is_err());
+    let bad = Membership::hard(&[0, 1, 1], 2).unwrap();
+    assert!(ascend_regularized(&z, &bad, 0.1, &config, |_| {}).is_err());
+    let map = LinearMap::from_weights(Array2::<f64>::eye(4)).unwrap();
+    assert!(map.transform(&Array2::<f64>::eye(3)).is_err());
+}

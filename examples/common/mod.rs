@@ -64,6 +64,21 @@ pub fn quick() -> bool {
     std::env::args().any(|a| a == "--quick") || std::env::var("MCR2_QUICK").is_ok_and(|v| v == "1")
 }
 
+/// A progress bar for a fit of `len` iterations, showing ΔR.
+pub fn progress_bar(len: usize) -> Result<indicatif::ProgressBar, Box<dyn std::error::Error>> {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} {msg}",
+    )?);
+    Ok(bar)
+}
+
+/// Updates a [`progress_bar`] from a fit's progress.
+pub fn show_progress(bar: &indicatif::ProgressBar, p: &mcr2::fit::Progress) {
+    bar.set_position(p.iteration as u64 + 1);
+    bar.set_message(format!("ΔR = {:.5}", p.delta_r));
+}
+
 /// The value following `flag` on the command line, if any (e.g. `--plots DIR`).
 pub fn arg_value(flag: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();

@@ -165,15 +165,7 @@ impl<T: Float> Ista<T> {
     }
 
     fn check(&self, x: &ArrayRef2<T>, what: &'static str) -> Result<()> {
-        crate::validate::matrix(what, x)?;
-        if x.ncols() != self.dim() {
-            return Err(Error::ShapeMismatch {
-                what,
-                expected: format!("{} columns", self.dim()),
-                got: format!("{} columns", x.ncols()),
-            });
-        }
-        Ok(())
+        crate::validate::matrix_with_cols(what, x, self.dim())
     }
 }
 

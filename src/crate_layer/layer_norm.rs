@@ -55,14 +55,7 @@ impl<T: Float> LayerNorm<T> {
 
     /// Normalizes every row (token) of `x` (n × dim).
     pub fn forward(&self, x: &ndarray::ArrayRef2<T>) -> Result<Array2<T>> {
-        crate::validate::matrix("tokens", x)?;
-        if x.ncols() != self.dim() {
-            return Err(Error::ShapeMismatch {
-                what: "tokens",
-                expected: format!("{} features", self.dim()),
-                got: format!("{} features", x.ncols()),
-            });
-        }
+        crate::validate::matrix_with_cols("tokens", x, self.dim())?;
         Ok(self.apply(x.view()))
     }
 

@@ -272,14 +272,7 @@ impl<T: Float> Mssa<T> {
     /// to its input. Reference parameterisation: `concat_k[softmax(s·W_k W_kᵀ) W_k]·Wᵀ + b`;
     /// white box: `κβ(β [U_1 … U_K][SSA_k]_k − Z)` (see [`from_subspaces`](Self::from_subspaces)).
     pub fn forward(&self, x: &ndarray::ArrayRef2<T>) -> Result<Array2<T>> {
-        crate::validate::matrix("tokens", x)?;
-        if x.ncols() != self.dim() {
-            return Err(Error::ShapeMismatch {
-                what: "tokens",
-                expected: format!("{} features", self.dim()),
-                got: format!("{} features", x.ncols()),
-            });
-        }
+        crate::validate::matrix_with_cols("tokens", x, self.dim())?;
         Ok(self.apply(x.view(), x.nrows()))
     }
 
