@@ -238,3 +238,42 @@ proptest! {
         }
     }
 }
+
+#[cfg(feature = "serde")]
+#[test]
+fn malformed_serialized_blocks_are_errors() {
+    use mcr2::Precision;
+    use mcr2::crate_layer::{Ista, Mssa};
+    let block = CrateBlock::<f64>::new(&config(), &mut StdRng::seed_from_u64(7)).unwrap();
+    let json = serde_json::to_string(&block).unwrap();
+    // heads that do not divide the projection's rows
+    let bad = json.replacen("\"heads\":3", "\"heads\":5", 1);
+    assert_ne!(bad, json);
+    assert!(serde_json::from_str::<CrateBlock<f64>>(&bad).is_err());
+    // a non-positive LayerNorm ε
+    let bad = json.replacen("\"eps\":0.00001", "\"eps\":-1.0", 1);
+    assert_ne!(bad, json);
+    assert!(serde_json::from_str::<CrateBlock<f64>>(&bad).is_err());
+    // a white-box block round-trips
+    let u: Vec<Array2<f64>> = (0..3)
+        .map(|k| {
+            let mut b = Array2::zeros((12, 4));
+            for c in 0..4 {
+                b[(k * 4 + c, c)] = 1.0;
+            }
+            b
+        })
+        .collect();
+    let wb = CrateBlock::white_box(
+        Mssa::from_subspaces(&u, Precision::eps_sq(0.5).unwrap(), 0.5).unwrap(),
+        Ista::from_dictionary(Array2::eye(12), 0.1, 0.1).unwrap(),
+    )
+    .unwrap();
+    let back: CrateBlock<f64> = serde_json::from_str(&serde_json::to_string(&wb).unwrap()).unwrap();
+    assert_eq!(back, wb);
+    let x = input(1, 5, 12);
+    assert_eq!(
+        back.forward_batch(&x).unwrap(),
+        wb.forward_batch(&x).unwrap()
+    );
+}

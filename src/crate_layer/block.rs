@@ -93,6 +93,10 @@ impl CrateBlockConfig {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(
     feature = "serde",
+    serde(try_from = "BlockRepr<T>", into = "BlockRepr<T>")
+)]
+#[cfg_attr(
+    feature = "serde",
     serde(bound(
         serialize = "T: Float + serde::Serialize",
         deserialize = "T: Float + serde::Deserialize<'de>"
@@ -302,4 +306,45 @@ pub(crate) fn check3<T: Float>(x: &ArrayRef3<T>) -> Result<Array2<T>> {
     let rows = flat(x);
     crate::validate::finite("token batch", &rows)?;
     Ok(rows)
+}
+
+#[cfg(feature = "serde")]
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(bound(
+    serialize = "T: Float + serde::Serialize",
+    deserialize = "T: Float + serde::Deserialize<'de>"
+))]
+struct BlockRepr<T: Float> {
+    ln1: Option<LayerNorm<T>>,
+    mssa: Mssa<T>,
+    ln2: Option<LayerNorm<T>>,
+    ista: Ista<T>,
+}
+
+#[cfg(feature = "serde")]
+impl<T: Float> TryFrom<BlockRepr<T>> for CrateBlock<T> {
+    type Error = Error;
+    fn try_from(r: BlockRepr<T>) -> Result<Self> {
+        match (r.ln1, r.ln2) {
+            (Some(a), Some(b)) => CrateBlock::from_parts(a, r.mssa, b, r.ista),
+            (None, None) => CrateBlock::white_box(r.mssa, r.ista),
+            _ => Err(Error::InvalidParameter {
+                name: "CrateBlock",
+                value: "one layer norm".into(),
+                reason: "a block has both layer norms or neither",
+            }),
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<T: Float> From<CrateBlock<T>> for BlockRepr<T> {
+    fn from(b: CrateBlock<T>) -> Self {
+        BlockRepr {
+            ln1: b.ln1,
+            mssa: b.mssa,
+            ln2: b.ln2,
+            ista: b.ista,
+        }
+    }
 }

@@ -8,7 +8,18 @@ use crate::{Error, Float, Result};
 /// with the biased variance (as PyTorch's `nn.LayerNorm`). Default ε = 1e-5.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct LayerNorm<T> {
+#[cfg_attr(
+    feature = "serde",
+    serde(try_from = "LayerNormRepr<T>", into = "LayerNormRepr<T>")
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(
+        serialize = "T: Float + serde::Serialize",
+        deserialize = "T: Float + serde::Deserialize<'de>"
+    ))
+)]
+pub struct LayerNorm<T: Float> {
     pub(crate) weight: Array1<T>,
     pub(crate) bias: Array1<T>,
     pub(crate) eps: f64,
@@ -35,6 +46,9 @@ impl<T: Float> LayerNorm<T> {
         }
         crate::validate::finite("layer norm weight", &weight.view().insert_axis(Axis(0)))?;
         crate::validate::finite("layer norm bias", &bias.view().insert_axis(Axis(0)))?;
+        // contiguous copies, whatever the caller's strides
+        let weight = weight.as_standard_layout().into_owned();
+        let bias = bias.as_standard_layout().into_owned();
         Ok(Self { weight, bias, eps })
     }
 
@@ -95,5 +109,32 @@ impl<T: Float> LayerNorm<T> {
             }
         }
         out
+    }
+}
+
+#[cfg(feature = "serde")]
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LayerNormRepr<T> {
+    weight: Array1<T>,
+    bias: Array1<T>,
+    eps: f64,
+}
+
+#[cfg(feature = "serde")]
+impl<T: Float> TryFrom<LayerNormRepr<T>> for LayerNorm<T> {
+    type Error = Error;
+    fn try_from(r: LayerNormRepr<T>) -> Result<Self> {
+        LayerNorm::from_parts(r.weight, r.bias, r.eps)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<T: Float> From<LayerNorm<T>> for LayerNormRepr<T> {
+    fn from(l: LayerNorm<T>) -> Self {
+        LayerNormRepr {
+            weight: l.weight,
+            bias: l.bias,
+            eps: l.eps,
+        }
     }
 }

@@ -32,7 +32,18 @@ pub(crate) enum Output<T> {
 /// Eq. 9–11; the reference `Attention` module of `Ma-Lab-Berkeley/CRATE`.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct Mssa<T> {
+#[cfg_attr(
+    feature = "serde",
+    serde(try_from = "MssaRepr<T>", into = "MssaRepr<T>")
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(
+        serialize = "T: Float + serde::Serialize",
+        deserialize = "T: Float + serde::Deserialize<'de>"
+    ))
+)]
+pub struct Mssa<T: Float> {
     pub(crate) heads: usize,
     pub(crate) dim_head: usize,
     /// heads·dim_head × dim: the rows of head k are U_kᵀ.
@@ -374,6 +385,66 @@ impl<T: Float> Mssa<T> {
                 );
                 out
             }
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MssaRepr<T> {
+    heads: usize,
+    qkv: Array2<T>,
+    scale: f64,
+    output: Output<T>,
+}
+
+#[cfg(feature = "serde")]
+impl<T: Float> TryFrom<MssaRepr<T>> for Mssa<T> {
+    type Error = Error;
+    fn try_from(r: MssaRepr<T>) -> Result<Self> {
+        // rebuild through the checked constructors, then restore the scale and output kind
+        let bad = |reason: &'static str| Error::InvalidParameter {
+            name: "Mssa",
+            value: format!("{} heads", r.heads),
+            reason,
+        };
+        if !(r.scale.is_finite() && r.scale > 0.0) {
+            return Err(bad("the attention scale must be finite and > 0"));
+        }
+        let (inner, dim) = r.qkv.dim();
+        let mut m = match r.output {
+            Output::Linear { weight, bias } => {
+                Mssa::from_weights(r.qkv, r.heads, Some((weight, bias)))?
+            }
+            Output::Identity => Mssa::from_weights(r.qkv, r.heads, None)?,
+            Output::Compression { kappa, eps_sq } => {
+                if r.heads == 0 || inner % r.heads != 0 || inner == 0 || dim == 0 {
+                    return Err(bad("heads must divide the rows of qkv"));
+                }
+                let p = inner / r.heads;
+                let bases: Vec<Array2<T>> = (0..r.heads)
+                    .map(|k| {
+                        crate::linalg::block(r.qkv.view(), k * p..(k + 1) * p, 0..dim)
+                            .t()
+                            .to_owned()
+                    })
+                    .collect();
+                Mssa::from_subspaces(&bases, Precision::eps_sq(eps_sq)?, kappa)?
+            }
+        };
+        m.scale = r.scale;
+        Ok(m)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<T: Float> From<Mssa<T>> for MssaRepr<T> {
+    fn from(m: Mssa<T>) -> Self {
+        MssaRepr {
+            heads: m.heads,
+            qkv: m.qkv,
+            scale: m.scale,
+            output: m.output,
         }
     }
 }
