@@ -155,17 +155,18 @@ proptest! {
     }
 }
 
-/// Central finite differences of a scalar function of z.
+/// Five-point central finite differences of a scalar function of z (truncation error O(h⁴)).
 fn fd(z: &Array2<f64>, f: impl Fn(&Array2<f64>) -> f64) -> Array2<f64> {
-    let h = 1e-6;
+    let h = 1e-4;
     let mut g = Array2::zeros(z.dim());
     for idx in 0..z.len() {
         let (i, j) = (idx / z.ncols(), idx % z.ncols());
-        let mut zp = z.clone();
-        zp[(i, j)] += h;
-        let mut zm = z.clone();
-        zm[(i, j)] -= h;
-        g[(i, j)] = (f(&zp) - f(&zm)) / (2.0 * h);
+        let at = |t: f64| {
+            let mut zt = z.clone();
+            zt[(i, j)] += t;
+            f(&zt)
+        };
+        g[(i, j)] = (-at(2.0 * h) + 8.0 * at(h) - 8.0 * at(-h) + at(-2.0 * h)) / (12.0 * h);
     }
     g
 }
@@ -227,13 +228,17 @@ proptest! {
             }
             total
         };
-        let h = 1e-6;
+        let h = 1e-4;
         let mut worst: f64 = 0.0;
         for i in 0..pi.nrows() {
             for j in 0..pi.ncols() {
-                let mut pp = pi.clone(); pp[(i, j)] += h;
-                let mut pm = pi.clone(); pm[(i, j)] -= h;
-                let num = (rc(&pp) - rc(&pm)) / (2.0 * h);
+                let at = |t: f64| {
+                    let mut p = pi.clone();
+                    p[(i, j)] += t;
+                    rc(&p)
+                };
+                // five-point stencil, truncation error O(h⁴)
+                let num = (-at(2.0 * h) + 8.0 * at(h) - 8.0 * at(-h) + at(-2.0 * h)) / (12.0 * h);
                 worst = worst.max((num - g[(i, j)]).abs() / num.abs().max(1e-2));
             }
         }
