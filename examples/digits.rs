@@ -66,18 +66,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         100.0 * learned_acc
     );
 
-    let dir = std::path::PathBuf::from(
-        common::arg_value("--plots").unwrap_or_else(|| "target/plots".into()),
-    );
-    std::fs::create_dir_all(&dir)?;
-    let history: Vec<f64> = report.history.iter().map(|p| p.delta_r).collect();
-    common::line_chart(
-        &dir.join("digits_delta_r.svg"),
+    let dir = common::plots_dir()?;
+    let delta_r_plot = common::plot_delta_r(
+        &dir,
+        "digits_delta_r.svg",
         "ΔR during the fit (digits)",
-        "iteration",
-        "ΔR",
-        &[("ΔR".into(), history)],
+        &report,
     )?;
-    println!("plot: {}", dir.join("digits_delta_r.svg").display());
+    println!("plot: {}", delta_r_plot.display());
     Ok(())
 }

@@ -96,18 +96,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         100.0 * learned_acc
     );
 
-    let dir = std::path::PathBuf::from(
-        common::arg_value("--plots").unwrap_or_else(|| "target/plots".into()),
-    );
-    std::fs::create_dir_all(&dir)?;
-    let history: Vec<f64> = report.history.iter().map(|p| p.delta_r).collect();
-    common::line_chart(
-        &dir.join("subspaces_delta_r.svg"),
-        "ΔR during the fit",
-        "iteration",
-        "ΔR",
-        &[("ΔR".into(), history)],
-    )?;
+    let dir = common::plots_dir()?;
+    let delta_r_plot =
+        common::plot_delta_r(&dir, "subspaces_delta_r.svg", "ΔR during the fit", &report)?;
     let mut series = Vec::new();
     for (name, data) in [("before", &train.samples), ("after", &z)] {
         for (j, s) in class_singular_values(data, &train.labels, k)?
@@ -124,6 +115,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "σ",
         &series,
     )?;
-    println!("plots: {}", dir.display());
+    println!(
+        "plots: {} and {}",
+        delta_r_plot.display(),
+        dir.join("subspaces_singular_values.svg").display()
+    );
     Ok(())
 }

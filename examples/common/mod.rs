@@ -87,6 +87,27 @@ pub fn arg_value(flag: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+/// The directory for plots: `--plots DIR`, or `target/plots`; created if missing.
+pub fn plots_dir() -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    let dir =
+        std::path::PathBuf::from(arg_value("--plots").unwrap_or_else(|| "target/plots".into()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Plots ΔR over the iterations of a fit as `dir/file`.
+pub fn plot_delta_r(
+    dir: &std::path::Path,
+    file: &str,
+    title: &str,
+    report: &mcr2::fit::FitReport,
+) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    let history: Vec<f64> = report.history.iter().map(|p| p.delta_r).collect();
+    let path = dir.join(file);
+    line_chart(&path, title, "iteration", "ΔR", &[("ΔR".into(), history)])?;
+    Ok(path)
+}
+
 /// Writes a line chart of one or more series (x = index) as an SVG file.
 pub fn line_chart(
     path: &std::path::Path,

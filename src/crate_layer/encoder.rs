@@ -16,6 +16,20 @@ pub struct CrateEncoderConfig {
     pub block: CrateBlockConfig,
 }
 
+impl CrateEncoderConfig {
+    /// Errors unless depth ≥ 1 and the block configuration is valid.
+    pub fn check(&self) -> Result<()> {
+        if self.depth == 0 {
+            return Err(Error::InvalidParameter {
+                name: "depth",
+                value: "0".into(),
+                reason: "must be ≥ 1",
+            });
+        }
+        self.block.check()
+    }
+}
+
 /// What a layer did to a batch: the two curves of the CRATE paper (arXiv 2306.01129, Fig. 3–4).
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -48,13 +62,7 @@ impl<T: Float> CrateEncoder<T> {
 
     /// `depth` blocks with the reference initialization.
     pub fn new<R: Rng + ?Sized>(config: &CrateEncoderConfig, rng: &mut R) -> Result<Self> {
-        if config.depth == 0 {
-            return Err(Error::InvalidParameter {
-                name: "depth",
-                value: "0".into(),
-                reason: "must be ≥ 1",
-            });
-        }
+        config.check()?;
         let blocks = (0..config.depth)
             .map(|_| CrateBlock::new(&config.block, rng))
             .collect::<Result<_>>()?;

@@ -237,14 +237,8 @@ impl<T: Float> CrateEncoder<T> {
         config: &CrateEncoderConfig,
         prefix: &str,
     ) -> Result<Self> {
+        config.check()?;
         let st = parse(bytes)?;
-        if config.depth == 0 {
-            return Err(Error::InvalidParameter {
-                name: "depth",
-                value: "0".into(),
-                reason: "must be ≥ 1",
-            });
-        }
         let blocks = (0..config.depth)
             .map(|l| block_from(&st, &config.block, &format!("{prefix}{l}.")))
             .collect::<Result<Vec<_>>>()?;
