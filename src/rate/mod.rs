@@ -183,16 +183,14 @@ pub fn class_coding_rate_grad_membership<T: Float>(
     let k = membership.n_classes();
     let eps_sq = eps.get_eps_sq();
     let nf = n as f64;
-    let pi = match membership.soft_matrix() {
-        Some(p) => p.to_owned(),
-        None => membership.to_matrix(),
-    };
     let norms: Vec<T> = z.rows().into_iter().map(|r| r.dot(&r)).collect();
     let mut out = Array2::<T>::zeros((n, k));
+    let mut za = Array2::<T>::zeros((n, d));
     for j in 0..k {
-        let col = pi.column(j);
-        let t: f64 = col.iter().map(|x| x.as_f64()).sum();
-        if t <= 0.0 {
+        // G_j = Zᵀ Π_j Z over the class's samples, streamed as for the rates themselves
+        let rows = membership.class_rows(j);
+        let t = rows.trace;
+        if rows.rows.is_empty() || t <= 0.0 {
             let c = d as f64 / eps_sq;
             for i in 0..n {
                 out[(i, j)] = T::from_f64((1.0 + c * norms[i].as_f64()).ln() / (2.0 * nf));
@@ -200,13 +198,8 @@ pub fn class_coding_rate_grad_membership<T: Float>(
             continue;
         }
         let aj = T::from_f64(d as f64 / (t * eps_sq));
-        let mut scaled = z.to_owned();
-        for (mut r, &w) in scaled.rows_mut().into_iter().zip(col.iter()) {
-            let sw = w.sqrt();
-            r.mapv_inplace(|v| v * sw);
-        }
-        let mut gj = Array2::<T>::zeros((d, d));
-        T::gram_cols(scaled.view(), T::one(), false, gj.view_mut(), true);
+        let sw = engine::sqrt_weights(&rows);
+        let gj = engine::weighted_gram(z.view(), &rows.rows, sw.as_deref(), None, true);
         let f = crate::linalg::Cholesky::new(
             crate::linalg::shifted_identity(&gj, aj),
             "I + a_j·G_j",
@@ -214,7 +207,6 @@ pub fn class_coding_rate_grad_membership<T: Float>(
         )?;
         let inv = f.inverse(true);
         let base = (f.logdet() - T::from_usize(d) + inv.diag().sum()) / T::from_f64(2.0 * nf);
-        let mut za = Array2::<T>::zeros((n, d));
         T::gemm(T::one(), z.view(), inv.view(), false, za.view_mut(), true);
         let half_kappa = T::from_f64(d as f64 / (2.0 * nf * eps_sq));
         for i in 0..n {
