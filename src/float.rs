@@ -30,6 +30,7 @@ pub trait Float:
     + 'static
     + sealed::Sealed
     + crate::linalg::Backend
+    + crate::pool::Pooled
 {
     /// `"f32"` or `"f64"`.
     const NAME: &'static str;
@@ -64,6 +65,7 @@ macro_rules! exp_taylor {
 
 impl Float for f32 {
     const NAME: &'static str = "f32";
+    #[inline(always)]
     fn exp_in_place(xs: &mut [f32]) {
         const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³
         const LN2_HI: f32 = 0.693_145_75;
@@ -103,6 +105,7 @@ impl Float for f32 {
 
 impl Float for f64 {
     const NAME: &'static str = "f64";
+    #[inline(always)]
     fn exp_in_place(xs: &mut [f64]) {
         const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 · 2⁵²
         const LN2_HI: f64 = 0.693_147_180_369_123_8;

@@ -73,6 +73,7 @@ pub mod fit;
 mod float;
 pub(crate) mod linalg;
 mod membership;
+mod pool;
 mod precision;
 pub mod rate;
 pub mod subspace;

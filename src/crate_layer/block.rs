@@ -1,6 +1,6 @@
 //! One CRATE layer and the encoder, a stack of layers.
 
-use ndarray::{Array2, Array3, ArrayRef2, ArrayRef3, ArrayView2};
+use ndarray::{Array2, Array3, ArrayRef2, ArrayRef3, ArrayView2, CowArray, Ix2};
 use rand::Rng;
 
 use super::{Ista, LayerNorm, Mssa};
@@ -125,12 +125,17 @@ pub struct BlockTrace<T> {
 }
 
 /// Flattens b × n × d to (b·n) × d (copying only when not in standard layout).
-pub(crate) fn flat<T: Float>(x: &ArrayRef3<T>) -> Array2<T> {
+pub(crate) fn flat<T: Float>(x: &ArrayRef3<T>) -> CowArray<'_, T, Ix2> {
     let (b, n, d) = x.dim();
-    x.as_standard_layout()
-        .into_owned()
-        .into_shape_with_order((b * n, d))
-        .expect("standard layout")
+    match x.view().into_shape_with_order((b * n, d)) {
+        Ok(v) => CowArray::from(v),
+        Err(_) => CowArray::from(
+            x.as_standard_layout()
+                .into_owned()
+                .into_shape_with_order((b * n, d))
+                .expect("standard layout"),
+        ),
+    }
 }
 
 fn unflat<T: Float>(x: Array2<T>, b: usize, n: usize) -> Array3<T> {
@@ -238,28 +243,46 @@ impl<T: Float> CrateBlock<T> {
     fn norm(ln: &Option<LayerNorm<T>>, x: ArrayView2<T>) -> Array2<T> {
         match ln {
             Some(ln) => ln.apply(x),
-            None => x.to_owned(),
+            None => x.as_standard_layout().into_owned(),
         }
     }
 
     /// Forward on checked rows (b·n × dim, sequences of n tokens), keeping the intermediates.
     pub(crate) fn apply_trace(&self, x: ArrayView2<T>, n: usize) -> [Array2<T>; 5] {
         let h = Self::norm(&self.ln1, x);
-        let att = self.mssa.apply(h.view(), n);
-        let y = &x + &att;
+        let (_, o) = self.mssa.attend(h.view(), n);
+        let mut att = h.clone();
+        self.mssa.finish(o.view(), n, None, &mut att);
+        // z½ exactly as `apply` forms it (x + bias + O·Wᵀ in that order), so that the traced
+        // output is bit-identical to the plain forward pass
+        let mut y = h.clone();
+        self.mssa.finish(o.view(), n, Some(x), &mut y);
         let h2 = Self::norm(&self.ln2, y.view());
         let out = self.ista.apply(h2.view());
         [h, att, y, h2, out]
     }
 
     /// Forward on checked rows, returning only the output.
+    ///
+    /// Only the output is a fresh allocation: the temporaries (`LN₁(x)`, overwritten by `z½`
+    /// and then normalized in place; the projected tokens; the head outputs; the attention
+    /// scores) come from the thread's scratch cache (see `pool`).
     pub(crate) fn apply(&self, x: ArrayView2<T>, n: usize) -> Array2<T> {
-        let h = Self::norm(&self.ln1, x);
-        let mut y = self.mssa.apply(h.view(), n);
-        drop(h);
-        y += &x;
-        let h2 = Self::norm(&self.ln2, y.view());
-        self.ista.apply(h2.view())
+        let mut y = crate::pool::take::<T>(x.nrows(), x.ncols());
+        y.assign(&x);
+        if let Some(ln) = &self.ln1 {
+            ln.apply_in_place(&mut y);
+        }
+        let (w, o) = self.mssa.attend(y.view(), n);
+        drop(w);
+        self.mssa.finish(o.view(), n, Some(x), &mut y);
+        drop(o);
+        if let Some(ln) = &self.ln2 {
+            ln.apply_in_place(&mut y);
+        }
+        let mut out = Array2::zeros(y.dim());
+        self.ista.apply_into(y.view(), out.view_mut());
+        out
     }
 
     /// One sequence: `x` is n × dim (tokens are rows).
@@ -294,7 +317,7 @@ impl<T: Float> CrateBlock<T> {
 }
 
 /// Checks a b × n × d batch (non-empty, finite) and returns it flattened to rows.
-pub(crate) fn check3<T: Float>(x: &ArrayRef3<T>) -> Result<Array2<T>> {
+pub(crate) fn check3<T: Float>(x: &ArrayRef3<T>) -> Result<CowArray<'_, T, Ix2>> {
     let (b, n, d) = x.dim();
     if b == 0 || n == 0 || d == 0 {
         return Err(Error::Empty {

@@ -100,9 +100,10 @@ impl<T: Float> CrateEncoder<T> {
     /// Runs every layer on a batch (b × n × dim).
     pub fn forward_batch(&self, x: &ArrayRef3<T>) -> Result<Array3<T>> {
         let (b, n, d) = x.dim();
-        let mut z = check3(x)?;
+        let rows = check3(x)?;
         self.blocks[0].check_input(d, n)?;
-        for block in &self.blocks {
+        let mut z = self.blocks[0].apply(rows.view(), n);
+        for block in &self.blocks[1..] {
             z = block.apply(z.view(), n);
         }
         Ok(z.into_shape_with_order((b, n, d)).expect("rows are b·n"))
@@ -114,7 +115,7 @@ impl<T: Float> CrateEncoder<T> {
         x: &ArrayRef3<T>,
     ) -> Result<(Array3<T>, Vec<LayerDiagnostics<T>>)> {
         let (b, n, d) = x.dim();
-        let mut z = check3(x)?;
+        let mut z = check3(x)?.into_owned();
         self.blocks[0].check_input(d, n)?;
         let eps = Precision::eps_sq(Self::MEASURE_EPS_SQ)?;
         let mut diags = Vec::with_capacity(self.blocks.len());

@@ -1,6 +1,6 @@
 //! The sparsification step: one ISTA step on a non-negative LASSO.
 
-use ndarray::{Array2, ArrayRef2, ArrayView2};
+use ndarray::{Array2, ArrayRef2, ArrayView2, ArrayViewMut2};
 use rand::Rng;
 
 use crate::{Error, Float, Result};
@@ -113,10 +113,15 @@ impl<T: Float> Ista<T> {
     /// CRATE's step from `z₀ = x` on every row of `x`.
     pub(crate) fn apply(&self, x: ArrayView2<T>) -> Array2<T> {
         let mut out = Array2::<T>::zeros(x.dim());
+        self.apply_into(x, out.view_mut());
+        out
+    }
+
+    /// CRATE's step written into `out` (same shape as `x`; its contents are overwritten).
+    pub(crate) fn apply_into(&self, x: ArrayView2<T>, mut out: ArrayViewMut2<T>) {
         T::gemm(T::one(), x, self.m.view(), false, out.view_mut(), true);
         let shift = T::from_f64(self.step * self.lambda);
         out.mapv_inplace(|v| (v - shift).max(T::zero()));
-        out
     }
 
     /// CRATE's ISTA step `ReLU(x + η Dᵀ(x − D x) − ηλ)` on every row (token) of `x` (n × d).

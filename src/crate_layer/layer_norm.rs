@@ -75,16 +75,20 @@ impl<T: Float> LayerNorm<T> {
 
     /// Normalizes every row of `x` (m × dim); `x` is assumed checked by the caller.
     pub(crate) fn apply(&self, x: ArrayView2<T>) -> Array2<T> {
-        let dim = x.ncols();
+        let mut out = x.as_standard_layout().into_owned();
+        self.apply_in_place(&mut out);
+        out
+    }
+
+    /// Normalizes every row of a standard-layout `a` in place.
+    pub(crate) fn apply_in_place(&self, a: &mut Array2<T>) {
+        let dim = a.ncols();
         let d = T::from_usize(dim);
         let eps = T::from_f64(self.eps);
-        let x = x.as_standard_layout();
-        let mut out = Array2::<T>::zeros(x.dim());
         let w = self.weight.as_slice().expect("contiguous weight");
         let b = self.bias.as_slice().expect("contiguous bias");
-        for (xr, mut or) in x.rows().into_iter().zip(out.rows_mut()) {
-            let xs = xr.as_slice().expect("standard layout");
-            let os = or.as_slice_mut().expect("standard layout");
+        let flat = a.as_slice_mut().expect("standard layout");
+        for xs in flat.chunks_exact_mut(dim) {
             let mean = super::mssa::sum8(xs) / d;
             // Σ (x − mean)², eight independent lanes
             let mut acc = [T::zero(); 8];
@@ -104,11 +108,10 @@ impl<T: Float> LayerNorm<T> {
                 + rest)
                 / d;
             let inv = T::one() / (var + eps).sqrt();
-            for (((o, &v), &wk), &bk) in os.iter_mut().zip(xs).zip(w).zip(b) {
-                *o = (v - mean) * inv * wk + bk;
+            for ((v, &wk), &bk) in xs.iter_mut().zip(w).zip(b) {
+                *v = (*v - mean) * inv * wk + bk;
             }
         }
-        out
     }
 }
 

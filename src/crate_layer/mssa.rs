@@ -1,8 +1,9 @@
 //! Multi-head subspace self-attention: the compression step of CRATE.
 
-use ndarray::{Array1, Array2, ArrayView2, Axis};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis};
 use rand::Rng;
 
+use crate::pool::Scratch;
 use crate::{Error, Float, Precision, Result};
 
 /// How the concatenated head outputs `O = [SSA_1 … SSA_K]` (rows are tokens) become the
@@ -53,6 +54,7 @@ pub struct Mssa<T: Float> {
 }
 
 /// Sum with eight independent accumulators (vectorizes without reassociation flags).
+#[inline(always)]
 pub(crate) fn sum8<T: Float>(xs: &[T]) -> T {
     let mut acc = [T::zero(); 8];
     let chunks = xs.chunks_exact(8);
@@ -70,6 +72,7 @@ pub(crate) fn sum8<T: Float>(xs: &[T]) -> T {
 }
 
 /// Maximum with eight independent lanes.
+#[inline(always)]
 fn max8<T: Float>(xs: &[T]) -> T {
     let mut acc = [T::neg_infinity(); 8];
     let chunks = xs.chunks_exact(8);
@@ -88,15 +91,10 @@ fn max8<T: Float>(xs: &[T]) -> T {
     m
 }
 
-fn softmax_rows_in_place<T: Float>(a: &mut Array2<T>) {
-    for mut row in a.rows_mut() {
-        let Some(r) = row.as_slice_mut() else {
-            let max = row.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
-            row.mapv_inplace(|v| (v - max).exp());
-            let inv = T::one() / row.sum();
-            row.mapv_inplace(|v| v * inv);
-            continue;
-        };
+/// `softmax` of each row of length `n` of a contiguous row-major matrix.
+#[inline(always)]
+fn softmax_rows<T: Float>(a: &mut [T], n: usize) {
+    for r in a.chunks_exact_mut(n) {
         let max = max8(r);
         for v in r.iter_mut() {
             *v -= max;
@@ -105,6 +103,37 @@ fn softmax_rows_in_place<T: Float>(a: &mut Array2<T>) {
         let inv = T::one() / sum8(r);
         for v in r.iter_mut() {
             *v *= inv;
+        }
+    }
+}
+
+/// Runs [`softmax_rows`] compiled for the widest vector instructions the processor has
+/// (selected at run time; the portable build only assumes SSE2).
+struct SoftmaxRows<'a, T> {
+    a: &'a mut [T],
+    n: usize,
+}
+
+impl<T: Float> pulp::WithSimd for SoftmaxRows<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        softmax_rows(self.a, self.n)
+    }
+}
+
+/// Row-wise softmax of a square score matrix, in place.
+fn softmax_rows_in_place<T: Float>(a: &mut Array2<T>) {
+    let n = a.ncols();
+    match a.as_slice_mut() {
+        Some(flat) => pulp::Arch::new().dispatch(SoftmaxRows { a: flat, n }),
+        None => {
+            for mut row in a.rows_mut() {
+                let max = row.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
+                row.mapv_inplace(|v| (v - max).exp());
+                let inv = T::one() / row.sum();
+                row.mapv_inplace(|v| v * inv);
+            }
         }
     }
 }
@@ -288,8 +317,8 @@ impl<T: Float> Mssa<T> {
     }
 
     /// The projected tokens `W = Z [U_1 … U_K]` (m × heads·dim_head) of `x` (m × dim).
-    pub(crate) fn project(&self, x: ArrayView2<T>) -> Array2<T> {
-        let mut w = Array2::<T>::zeros((x.nrows(), self.qkv.nrows()));
+    pub(crate) fn project(&self, x: ArrayView2<T>) -> Scratch<T> {
+        let mut w = crate::pool::take::<T>(x.nrows(), self.qkv.nrows());
         T::gemm(T::one(), x, self.qkv.t(), false, w.view_mut(), true);
         w
     }
@@ -297,6 +326,15 @@ impl<T: Float> Mssa<T> {
     /// The update for `x` (b·n × dim, `b` sequences of `n` tokens), added to `x` by the
     /// block's residual.
     pub(crate) fn apply(&self, x: ArrayView2<T>, n: usize) -> Array2<T> {
+        let (_, o) = self.attend(x, n);
+        let mut y = x.as_standard_layout().into_owned();
+        self.finish(o.view(), n, None, &mut y);
+        y
+    }
+
+    /// The projected tokens `W` (b·n × heads·dim_head) of `x` and the concatenated head
+    /// outputs `O = [SSA_1 … SSA_K]` (same shape).
+    pub(crate) fn attend(&self, x: ArrayView2<T>, n: usize) -> (Scratch<T>, Scratch<T>) {
         let m = x.nrows();
         let b = m / n;
         let p = self.dim_head;
@@ -306,8 +344,8 @@ impl<T: Float> Mssa<T> {
         let heads = self.heads;
         let parallel_tasks = b * heads > 1;
         // one head of one sequence: O_k = softmax(s·W_k W_kᵀ) W_k, written in place into O
-        // `a` is an n × n scratch, reused across the heads a thread computes
-        let head = |a: &mut Array2<T>, wk: ArrayView2<T>, mut ok: ndarray::ArrayViewMut2<T>| {
+        // `a` is an n × n scratch, reused across the heads a task computes
+        let head = |a: &mut Array2<T>, wk: ArrayView2<T>, mut ok: ArrayViewMut2<T>| {
             crate::linalg::clear_upper_simd_state();
             // the full product: cheaper than mirroring a triangle element by element
             T::gemm(scale, wk, wk.t(), false, a.view_mut(), !parallel_tasks);
@@ -321,8 +359,8 @@ impl<T: Float> Mssa<T> {
                 !parallel_tasks,
             );
         };
-        let scratch = || Array2::<T>::zeros((n, n));
-        let seq = |a: &mut Array2<T>, s: usize, mut os: ndarray::ArrayViewMut2<T>| {
+        let scratch = || crate::pool::take::<T>(n, n);
+        let seq = |a: &mut Array2<T>, s: usize, mut os: ArrayViewMut2<T>| {
             for k in 0..heads {
                 let wk = crate::linalg::block(w.view(), s * n..(s + 1) * n, k * p..(k + 1) * p);
                 head(
@@ -332,28 +370,38 @@ impl<T: Float> Mssa<T> {
                 );
             }
         };
-        let mut o = Array2::<T>::zeros((m, inner));
+        let mut o = crate::pool::take::<T>(m, inner);
         #[cfg(feature = "parallel")]
         {
             use rayon::prelude::*;
+            // one contiguous group of heads (b = 1) or sequences (b > 1) per thread, so each
+            // thread allocates its n × n scratch once
+            let tasks = if b == 1 { heads } else { b };
+            let per = tasks.div_ceil(rayon::current_num_threads().max(1));
             if b == 1 {
                 // heads in parallel: disjoint column blocks of O
-                o.axis_chunks_iter_mut(Axis(1), p)
+                o.axis_chunks_iter_mut(Axis(1), per * p)
                     .into_par_iter()
                     .enumerate()
-                    .for_each_init(scratch, |a, (k, ok)| {
-                        head(
-                            a,
-                            crate::linalg::block(w.view(), 0..n, k * p..(k + 1) * p),
-                            ok,
-                        )
+                    .for_each(|(g, mut og)| {
+                        let mut a = scratch();
+                        for (j, ok) in og.axis_chunks_iter_mut(Axis(1), p).enumerate() {
+                            let k = g * per + j;
+                            let wk = crate::linalg::block(w.view(), 0..n, k * p..(k + 1) * p);
+                            head(&mut a, wk, ok);
+                        }
                     });
             } else {
                 // sequences in parallel: disjoint row blocks of O
-                o.axis_chunks_iter_mut(Axis(0), n)
+                o.axis_chunks_iter_mut(Axis(0), per * n)
                     .into_par_iter()
                     .enumerate()
-                    .for_each_init(scratch, |a, (s, os)| seq(a, s, os));
+                    .for_each(|(g, mut og)| {
+                        let mut a = scratch();
+                        for (j, os) in og.axis_chunks_iter_mut(Axis(0), n).enumerate() {
+                            seq(&mut a, g * per + j, os);
+                        }
+                    });
             }
         }
         #[cfg(not(feature = "parallel"))]
@@ -363,27 +411,64 @@ impl<T: Float> Mssa<T> {
                 seq(&mut a, s, os);
             }
         }
+        (w, o)
+    }
+
+    /// `y ← base + update(O)` for sequences of `n` tokens, where `y` holds the attention's input `h` on entry (the
+    /// white-box update reads it) and `base` is the residual (`None`: zero).
+    pub(crate) fn finish(
+        &self,
+        o: ArrayView2<T>,
+        n: usize,
+        base: Option<ArrayView2<T>>,
+        y: &mut Array2<T>,
+    ) {
         match &self.output {
-            Output::Identity => o,
+            Output::Identity => match base {
+                Some(x) => ndarray::Zip::from(&mut *y)
+                    .and(&x)
+                    .and(&o)
+                    .for_each(|y, &x, &o| *y = x + o),
+                None => y.assign(&o),
+            },
             Output::Linear { weight, bias } => {
-                let mut out = Array2::<T>::zeros((m, self.dim()));
-                T::gemm(T::one(), o.view(), weight.t(), false, out.view_mut(), true);
-                out += bias;
-                out
+                match base {
+                    Some(x) => {
+                        ndarray::Zip::from(y.rows_mut())
+                            .and(x.rows())
+                            .for_each(|mut yr, xr| {
+                                ndarray::Zip::from(&mut yr)
+                                    .and(&xr)
+                                    .and(bias)
+                                    .for_each(|y, &x, &b| *y = x + b)
+                            })
+                    }
+                    None => {
+                        for mut yr in y.rows_mut() {
+                            yr.assign(bias);
+                        }
+                    }
+                }
+                T::gemm(T::one(), o, weight.t(), true, y.view_mut(), true);
             }
             Output::Compression { kappa, eps_sq } => {
-                let beta = p as f64 / (n as f64 * eps_sq);
-                // κβ(β·O·[U]ᵀ − Z): O·[U_1..U_K]ᵀ is O·qkv
-                let mut out = x.mapv(|v| -v * T::from_f64(kappa * beta));
+                let beta = self.dim_head as f64 / (n as f64 * eps_sq);
+                let c = T::from_f64(kappa * beta);
+                // κβ(β·O·[U_1..U_K]ᵀ − h), O·[U_1..U_K]ᵀ being O·qkv; y holds h
+                match base {
+                    Some(x) => ndarray::Zip::from(&mut *y)
+                        .and(&x)
+                        .for_each(|y, &x| *y = x - c * *y),
+                    None => y.mapv_inplace(|h| -c * h),
+                }
                 T::gemm(
                     T::from_f64(kappa * beta * beta),
-                    o.view(),
+                    o,
                     self.qkv.view(),
                     true,
-                    out.view_mut(),
+                    y.view_mut(),
                     true,
                 );
-                out
             }
         }
     }
