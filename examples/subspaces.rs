@@ -5,10 +5,12 @@
 //! SVG plots, default `target/plots`)
 //!
 //! Data: 4 random 3-dimensional subspaces of R^32, noise 0.1, 100 training and 50 test samples
-//! per class on the unit sphere. The map W (32 × 32) is learned by gradient ascent on
-//! ΔR(normalize(X W)), ε² = 0.5. Printed: ΔR before and after, the smallest principal angle
-//! between every pair of class subspaces, and the test accuracy of the nearest-subspace
-//! classifier on the raw samples and on the learned features.
+//! per class on the unit sphere. The map W (32 × 12; 12 = Σ p_k is the dimension in which
+//! the MCR² optimum puts the classes on orthogonal subspaces) is learned by gradient ascent
+//! on ΔR(normalize(X W)), ε² = 1. Printed: ΔR of the features at the random initial map and
+//! after the fit, the smallest principal angle between every pair of class subspaces, and the
+//! test accuracy of the nearest-subspace classifier on the raw samples and on the learned
+//! features.
 
 mod common;
 
@@ -36,12 +38,12 @@ fn print_angles(name: &str, a: &Array2<f64>) {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let quick = common::quick();
     let (k, p, rank) = (4usize, 3usize, 3usize);
-    let mut rng = StdRng::seed_from_u64(5);
+    let mut rng = StdRng::seed_from_u64(0);
     let train =
         mixture_of_subspaces::<f64, _>(&SubspaceMixtureConfig::new(32, k, p, 100, 0.1), &mut rng)?;
     // test samples from the same subspaces: same seed for the bases, fresh samples after them
     let test = {
-        let mut r = StdRng::seed_from_u64(5);
+        let mut r = StdRng::seed_from_u64(0);
         let mut c = SubspaceMixtureConfig::new(32, k, p, 150, 0.1);
         c.samples = vec![150; k];
         let all = mixture_of_subspaces::<f64, _>(&c, &mut r)?;
@@ -51,20 +53,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             rows.iter().map(|&i| all.labels[i]).collect::<Vec<_>>(),
         )
     };
-    let eps = Precision::eps_sq(0.5)?;
+    let eps = Precision::eps_sq(1.0)?;
     let membership = Membership::hard(&train.labels, k)?;
 
-    let before = rate_reduction(&train.samples, &membership, eps)?;
     let raw = NearestSubspace::fit(&train.samples, &train.labels, k, rank, false)?;
     let raw_acc = raw.accuracy(&test.0, &test.1)?;
 
     let mut config = FitConfig::new(eps);
     config.step = 1.0;
-    config.max_iterations = if quick { 200 } else { 2000 };
+    config.max_iterations = if quick { 300 } else { 3000 };
     let bar = common::progress_bar(config.max_iterations)?;
-    let (map, report) = LinearMap::fit(&train.samples, &membership, 32, &config, &mut rng, |p| {
-        common::show_progress(&bar, p)
-    })?;
+    let (map, report) =
+        LinearMap::fit(&train.samples, &membership, k * p, &config, &mut rng, |p| {
+            common::show_progress(&bar, p)
+        })?;
     bar.finish_and_clear();
 
     let z = map.transform(&train.samples)?;
@@ -78,6 +80,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.iterations,
         if report.converged { " (converged)" } else { "" }
     );
+    // ΔR of the features normalize(X W) at the random initial W and after the fit (both in
+    // R^12, so comparable; ΔR grows with the dimension, so the raw samples' is not)
+    let before = report.history.first().ok_or("the fit ran no iteration")?;
     println!(
         "ΔR   {:.4} → {:.4}   (R {:.4} → {:.4}, Rc {:.4} → {:.4})",
         before.delta_r, after.delta_r, before.r, after.r, before.rc, after.rc

@@ -115,62 +115,136 @@ fn regularized_optimum_matches_closed_form_unequal_classes() {
     );
 }
 
-/// A linear map learned on 4 subspaces of dimension 3 in R^32 (noise 0.1, 100 per class):
-/// ΔR increases monotonically and the learned class subspaces move towards orthogonality.
-/// Measured (seed 5, ε² = 0.5, step 1, 2000 iterations, converged): the smallest pairwise
-/// principal angle between the rank-3 class subspaces goes from 45.3° to 77.7° (the rank-2
-/// ones end above 86°); the fixed point keeps a noise tail that ΔR's expansion term rewards,
-/// so this guards ≥ 75°.
-#[test]
-fn linear_map_separates_a_mixture_of_subspaces() {
-    let mut rng = StdRng::seed_from_u64(5);
+/// The smallest off-diagonal entry of a k × k angle matrix.
+fn min_angle(a: &Array2<f64>) -> f64 {
+    let mut m = 90.0f64;
+    for i in 0..a.nrows() {
+        for j in (i + 1)..a.ncols() {
+            m = m.min(a[(i, j)]);
+        }
+    }
+    m
+}
+
+/// `M⁻¹` of a small symmetric positive definite matrix by Gauss–Jordan elimination.
+fn inverse(m: &Array2<f64>) -> Array2<f64> {
+    let k = m.nrows();
+    let mut a = ndarray::concatenate![ndarray::Axis(1), m.view(), Array2::<f64>::eye(k).view()];
+    for c in 0..k {
+        let piv = a[(c, c)];
+        a.row_mut(c).mapv_inplace(|v| v / piv);
+        let pivot_row = a.row(c).to_owned();
+        for r in (0..k).filter(|&r| r != c) {
+            let f = a[(r, c)];
+            a.row_mut(r).scaled_add(-f, &pivot_row);
+        }
+    }
+    a.slice(ndarray::s![.., k..]).to_owned()
+}
+
+struct MapFit {
+    /// smallest pairwise angle between the rank-3 class subspaces of the learned features
+    angle: f64,
+    /// ΔR of the learned features and of the map that makes the true subspaces exactly
+    /// orthogonal (W* = B (BᵀB)⁻¹, B = [U_1 … U_4])
+    delta_r: f64,
+    delta_r_orthogonal: f64,
+    report: mcr2::fit::FitReport,
+    map: LinearMap<f64>,
+    data: mcr2::subspace::SubspaceMixture<f64>,
+}
+
+/// 4 subspaces of dimension 3 in R^32, noise 0.1, 100 per class; W is 32 × 12 (12 = Σ p_k,
+/// the dimension in which the MCR² optimum places the classes on orthogonal subspaces),
+/// ε² = 1, step 1.
+fn fit_map(seed: u64) -> MapFit {
+    let mut rng = StdRng::seed_from_u64(seed);
     let data =
         mixture_of_subspaces::<f64, _>(&SubspaceMixtureConfig::new(32, 4, 3, 100, 0.1), &mut rng)
             .unwrap();
     let m = Membership::hard(&data.labels, 4).unwrap();
-    let eps = Precision::eps_sq(0.5).unwrap();
+    let eps = Precision::eps_sq(1.0).unwrap();
     let mut config = FitConfig::new(eps);
     config.step = 1.0;
-    config.max_iterations = 2000;
-    let before = class_subspace_angles(&data.samples, &data.labels, 4, 3).unwrap();
-    let (map, report) = LinearMap::fit(&data.samples, &m, 32, &config, &mut rng, |_| {}).unwrap();
+    config.max_iterations = 3000;
+    let (map, report) = LinearMap::fit(&data.samples, &m, 12, &config, &mut rng, |_| {}).unwrap();
     let z = map.transform(&data.samples).unwrap();
-    let after = class_subspace_angles(&z, &data.labels, 4, 3).unwrap();
-    let min_angle = |a: &Array2<f64>| {
-        let mut m = 90.0f64;
-        for i in 0..4 {
-            for j in (i + 1)..4 {
-                m = m.min(a[(i, j)]);
-            }
-        }
-        m
-    };
-    let dr0 = report.history.first().unwrap().delta_r;
-    let dr1 = rate_reduction(&z, &m, eps).unwrap().delta_r;
-    let worst_drop = report
+    let angle = min_angle(&class_subspace_angles(&z, &data.labels, 4, 3).unwrap());
+    let b = ndarray::concatenate(
+        ndarray::Axis(1),
+        &data.bases.iter().map(|u| u.view()).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let orth = LinearMap::from_weights(b.dot(&inverse(&b.t().dot(&b)))).unwrap();
+    let z_orth = orth.transform(&data.samples).unwrap();
+    MapFit {
+        angle,
+        delta_r: rate_reduction(&z, &m, eps).unwrap().delta_r,
+        delta_r_orthogonal: rate_reduction(&z_orth, &m, eps).unwrap().delta_r,
+        report,
+        map,
+        data,
+    }
+}
+
+/// A linear map learned on 4 subspaces of dimension 3 in R^32 (noise 0.1, 100 per class):
+/// ΔR increases monotonically and the learned class subspaces end more than 80° apart.
+/// Measured (seed 0, converged after 724 iterations): the smallest pairwise principal angle
+/// between the rank-3 class subspaces goes from 58.8° to 82.7°.
+#[test]
+fn linear_map_separates_a_mixture_of_subspaces() {
+    let fit = fit_map(0);
+    let before =
+        min_angle(&class_subspace_angles(&fit.data.samples, &fit.data.labels, 4, 3).unwrap());
+    let dr0 = fit.report.history.first().unwrap().delta_r;
+    let worst_drop = fit
+        .report
         .history
         .windows(2)
         .map(|w| w[0].delta_r - w[1].delta_r)
         .fold(0.0f64, f64::max);
     println!(
-        "linear map: min pairwise angle {:.1}° → {:.1}°, ΔR {dr0:.4} → {dr1:.4}, largest decrease between iterations {worst_drop:.2e}",
-        min_angle(&before),
-        min_angle(&after)
+        "linear map: min pairwise angle {before:.1}° → {:.1}°, ΔR {dr0:.4} → {:.4} in {} iterations, largest decrease between iterations {worst_drop:.2e}",
+        fit.angle, fit.delta_r, fit.report.iterations
     );
-    assert!(min_angle(&after) > 75.0, "{after:?}");
-    assert!(worst_drop <= 1e-6, "ΔR decreased by {worst_drop:e}");
-    assert!(dr1 > dr0);
-    // nearest subspace on the learned features classifies held-out samples
+    assert!(fit.report.converged);
+    assert!(fit.angle > 80.0, "smallest angle {}", fit.angle);
+    assert!(worst_drop <= 1e-9, "ΔR decreased by {worst_drop:e}");
+    assert!(fit.delta_r > dr0);
+    // nearest subspace on the learned features classifies held-out samples (same seed: the
+    // same bases, which are drawn first; then fresh samples)
     let test = mixture_of_subspaces::<f64, _>(
         &SubspaceMixtureConfig::new(32, 4, 3, 50, 0.1),
-        &mut StdRng::seed_from_u64(5),
+        &mut StdRng::seed_from_u64(0),
     )
     .unwrap();
-    let ns = NearestSubspace::fit(&z, &data.labels, 4, 3, false).unwrap();
+    let z = fit.map.transform(&fit.data.samples).unwrap();
+    let ns = NearestSubspace::fit(&z, &fit.data.labels, 4, 3, false).unwrap();
     let acc = ns
-        .accuracy(&map.transform(&test.samples).unwrap(), &test.labels)
+        .accuracy(&fit.map.transform(&test.samples).unwrap(), &test.labels)
         .unwrap();
     assert!(acc > 0.9, "accuracy {acc}");
+}
+
+/// The same fit on ten draws. Measured: 7 of 10 end above 80°, the smallest at 77.3°. Where
+/// the angle stays below 80°, that is ΔR's own preference, not the optimizer's: on every draw
+/// the learned map has a larger ΔR than the map that makes the true subspaces exactly
+/// orthogonal (undoing their overlap amplifies the noise, which the compression term charges).
+#[test]
+fn linear_map_over_ten_draws() {
+    let fits: Vec<MapFit> = (0..10).map(fit_map).collect();
+    let angles: Vec<f64> = fits.iter().map(|f| f.angle).collect();
+    println!("smallest pairwise angles: {angles:.1?}");
+    for f in &fits {
+        println!(
+            "ΔR learned {:.4}, orthogonalizing map {:.4}",
+            f.delta_r, f.delta_r_orthogonal
+        );
+        assert!(f.report.converged);
+        assert!(f.delta_r > f.delta_r_orthogonal);
+    }
+    assert!(angles.iter().all(|&a| a > 75.0));
+    assert!(angles.iter().filter(|&&a| a > 80.0).count() >= 6);
 }
 
 /// Features ascended on the sphere: rows stay unit norm and ΔR increases monotonically.
