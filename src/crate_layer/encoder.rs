@@ -1,6 +1,6 @@
 //! A stack of CRATE layers, with the per-layer measurements the CRATE authors plot.
 
-use ndarray::{Array2, Array3, ArrayRef3};
+use ndarray::{Array2, Array3, ArrayRef3, ArrayView2};
 use rand::Rng;
 
 use super::block::{CrateBlock, CrateBlockConfig, check3};
@@ -117,35 +117,10 @@ impl<T: Float> CrateEncoder<T> {
         let (b, n, d) = x.dim();
         let mut z = check3(x)?.into_owned();
         self.blocks[0].check_input(d, n)?;
-        let eps = Precision::eps_sq(Self::MEASURE_EPS_SQ)?;
         let mut diags = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
             let [h, _, _, _, out] = block.apply_trace(z.view(), n);
-            let w = block.mssa.project(h.view());
-            let p = block.mssa.dim_head;
-            let mut compression = T::zero();
-            for img in 0..b {
-                for head in 0..block.mssa.heads {
-                    let mut wk: Array2<T> = crate::linalg::block(
-                        w.view(),
-                        img * n..(img + 1) * n,
-                        head * p..(head + 1) * p,
-                    )
-                    .to_owned();
-                    for mut row in wk.rows_mut() {
-                        let norm = row.dot(&row).sqrt();
-                        if norm > T::zero() {
-                            row.mapv_inplace(|v| v / norm);
-                        }
-                    }
-                    compression += crate::coding_rate(&wk, eps)?;
-                }
-            }
-            let zeros = out.iter().filter(|v| **v == T::zero()).count();
-            diags.push(LayerDiagnostics {
-                compression: compression / T::from_usize(b),
-                sparsity: T::from_usize(zeros) / T::from_usize(out.len()),
-            });
+            diags.push(measure(block, h.view(), out.view(), n)?);
             z = out;
         }
         Ok((
@@ -153,4 +128,38 @@ impl<T: Float> CrateEncoder<T> {
             diags,
         ))
     }
+}
+
+/// The CRATE authors' two measures of one layer on b sequences of `n` tokens: `h` is the
+/// layer's LayerNormed input (b·n × dim), `out` its output.
+pub(crate) fn measure<T: Float>(
+    block: &CrateBlock<T>,
+    h: ArrayView2<T>,
+    out: ArrayView2<T>,
+    n: usize,
+) -> Result<LayerDiagnostics<T>> {
+    let b = h.nrows() / n;
+    let eps = Precision::eps_sq(CrateEncoder::<T>::MEASURE_EPS_SQ)?;
+    let w = block.mssa.project(h);
+    let p = block.mssa.dim_head;
+    let mut compression = T::zero();
+    for img in 0..b {
+        for head in 0..block.mssa.heads {
+            let mut wk: Array2<T> =
+                crate::linalg::block(w.view(), img * n..(img + 1) * n, head * p..(head + 1) * p)
+                    .to_owned();
+            for mut row in wk.rows_mut() {
+                let norm = row.dot(&row).sqrt();
+                if norm > T::zero() {
+                    row.mapv_inplace(|v| v / norm);
+                }
+            }
+            compression += crate::coding_rate(&wk, eps)?;
+        }
+    }
+    let zeros = out.iter().filter(|v| **v == T::zero()).count();
+    Ok(LayerDiagnostics {
+        compression: compression / T::from_usize(b),
+        sparsity: T::from_usize(zeros) / T::from_usize(out.len()),
+    })
 }

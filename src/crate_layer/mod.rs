@@ -22,6 +22,7 @@ mod block;
 mod encoder;
 mod ista;
 mod layer_norm;
+mod model;
 mod mssa;
 mod weights;
 
@@ -29,6 +30,7 @@ pub use block::{BlockTrace, CrateBlock, CrateBlockConfig};
 pub use encoder::{CrateEncoder, CrateEncoderConfig, LayerDiagnostics};
 pub use ista::Ista;
 pub use layer_norm::LayerNorm;
+pub use model::{Crate, CrateConfig, Inspection, LayerInspection, Pooling, top_k};
 pub use mssa::Mssa;
 
 use ndarray::{Array2, ArrayRef2};

@@ -414,6 +414,29 @@ impl<T: Float> Mssa<T> {
         (w, o)
     }
 
+    /// The attention maps `softmax(s·W_k W_kᵀ)` of `x` (b·n × dim, sequences of `n` tokens),
+    /// as b × heads × n × n: entry (s, k, i, j) is how much token i attends to token j in head
+    /// k of sequence s (rows sum to 1).
+    pub(crate) fn attention_maps(&self, x: ArrayView2<T>, n: usize) -> ndarray::Array4<T> {
+        let b = x.nrows() / n;
+        let p = self.dim_head;
+        let w = self.project(x);
+        let scale = T::from_f64(self.scale);
+        let mut maps = ndarray::Array4::<T>::zeros((b, self.heads, n, n));
+        let mut a = Array2::<T>::zeros((n, n));
+        for s in 0..b {
+            for k in 0..self.heads {
+                let wk = crate::linalg::block(w.view(), s * n..(s + 1) * n, k * p..(k + 1) * p);
+                T::gemm(scale, wk, wk.t(), false, a.view_mut(), true);
+                softmax_rows_in_place(&mut a);
+                maps.index_axis_mut(Axis(0), s)
+                    .index_axis_mut(Axis(0), k)
+                    .assign(&a);
+            }
+        }
+        maps
+    }
+
     /// `y ← base + update(O)` for sequences of `n` tokens, where `y` holds the attention's input `h` on entry (the
     /// white-box update reads it) and `base` is the residual (`None`: zero).
     pub(crate) fn finish(

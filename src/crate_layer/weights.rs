@@ -5,7 +5,7 @@
 //! `0.fn.to_out.0.weight` (dim × heads·dim_head) and `0.fn.to_out.0.bias` (dim) unless
 //! heads = 1 and dim_head = dim, `1.norm.weight`, `1.norm.bias` (dim), `1.fn.weight`
 //! (dim × dim, the ISTA dictionary D). Tensors may be stored as F32 or F64 (converted to the
-//! model's float type); any other dtype is an error.
+//! model's float type; BF16 and F16 too, converted exactly); any other dtype is an error.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -18,18 +18,22 @@ use super::{
 };
 use crate::{Error, Float, Result};
 
-fn invalid(name: &str, reason: impl Into<String>) -> Error {
+pub(crate) fn invalid(name: &str, reason: impl Into<String>) -> Error {
     Error::InvalidWeights {
         name: name.to_string(),
         reason: reason.into(),
     }
 }
 
-fn parse(bytes: &[u8]) -> Result<SafeTensors<'_>> {
+pub(crate) fn parse(bytes: &[u8]) -> Result<SafeTensors<'_>> {
     SafeTensors::deserialize(bytes).map_err(|e| Error::MalformedFile(e.to_string()))
 }
 
-fn tensor<T: Float>(st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result<ArrayD<T>> {
+pub(crate) fn tensor<T: Float>(
+    st: &SafeTensors<'_>,
+    name: &str,
+    shape: &[usize],
+) -> Result<ArrayD<T>> {
     let t = st.tensor(name).map_err(|_| invalid(name, "missing"))?;
     if t.shape() != shape {
         return Err(invalid(
@@ -51,10 +55,18 @@ fn tensor<T: Float>(st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result
                 ]))
             })
             .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|b| T::from_f64(bf16_to_f32(u16::from_le_bytes([b[0], b[1]])) as f64))
+            .collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|b| T::from_f64(f16_to_f32(u16::from_le_bytes([b[0], b[1]])) as f64))
+            .collect(),
         other => {
             return Err(invalid(
                 name,
-                format!("dtype {other:?}, expected F32 or F64"),
+                format!("dtype {other:?}, expected F32, F64, BF16 or F16"),
             ));
         }
     };
@@ -69,17 +81,51 @@ fn tensor<T: Float>(st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result
     Ok(a)
 }
 
-fn vector<T: Float>(st: &SafeTensors<'_>, name: &str, n: usize) -> Result<Array1<T>> {
+/// bfloat16 → f32: the upper half of an f32 (exact).
+pub(crate) fn bf16_to_f32(h: u16) -> f32 {
+    f32::from_bits(u32::from(h) << 16)
+}
+
+/// IEEE 754 binary16 → f32 (exact): sign, 5 exponent bits (bias 15), 10 fraction bits.
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0f32 } else { 1.0 };
+    let exp = i32::from((h >> 10) & 0x1f);
+    let frac = f32::from(h & 0x3ff);
+    match exp {
+        // subnormal: frac · 2^-24
+        0 => sign * frac * (2.0f32).powi(-24),
+        0x1f if frac == 0.0 => sign * f32::INFINITY,
+        0x1f => f32::NAN,
+        _ => sign * (1.0 + frac / 1024.0) * (2.0f32).powi(exp - 15),
+    }
+}
+
+pub(crate) fn vector<T: Float>(st: &SafeTensors<'_>, name: &str, n: usize) -> Result<Array1<T>> {
     Ok(tensor(st, name, &[n])?.into_dimensionality().expect("1-D"))
 }
 
-fn matrix<T: Float>(st: &SafeTensors<'_>, name: &str, r: usize, c: usize) -> Result<Array2<T>> {
+pub(crate) fn matrix<T: Float>(
+    st: &SafeTensors<'_>,
+    name: &str,
+    r: usize,
+    c: usize,
+) -> Result<Array2<T>> {
     Ok(tensor(st, name, &[r, c])?
         .into_dimensionality()
         .expect("2-D"))
 }
 
-fn block_from<T: Float>(
+/// The tensor names of one block (relative to its prefix).
+pub(crate) fn block_names(c: &CrateBlockConfig) -> Vec<&'static str> {
+    let mut names = vec!["0.norm.weight", "0.norm.bias", "0.fn.qkv.weight"];
+    if c.project_out() {
+        names.extend(["0.fn.to_out.0.weight", "0.fn.to_out.0.bias"]);
+    }
+    names.extend(["1.norm.weight", "1.norm.bias", "1.fn.weight"]);
+    names
+}
+
+pub(crate) fn block_from<T: Float>(
     st: &SafeTensors<'_>,
     c: &CrateBlockConfig,
     prefix: &str,
@@ -116,7 +162,7 @@ fn block_from<T: Float>(
 }
 
 /// A tensor to write: the model's values in its own float type.
-struct Out {
+pub(crate) struct Out {
     dtype: Dtype,
     shape: Vec<usize>,
     bytes: Vec<u8>,
@@ -137,7 +183,7 @@ impl View for &Out {
     }
 }
 
-fn out<'a, T: Float>(shape: &[usize], values: impl Iterator<Item = &'a T>) -> Out {
+pub(crate) fn out<'a, T: Float>(shape: &[usize], values: impl Iterator<Item = &'a T>) -> Out {
     let (dtype, bytes) = if T::NAME == "f32" {
         (
             Dtype::F32,
@@ -158,7 +204,7 @@ fn out<'a, T: Float>(shape: &[usize], values: impl Iterator<Item = &'a T>) -> Ou
     }
 }
 
-fn block_tensors<T: Float>(
+pub(crate) fn block_tensors<T: Float>(
     b: &CrateBlock<T>,
     prefix: &str,
     map: &mut HashMap<String, Out>,
@@ -197,7 +243,7 @@ fn block_tensors<T: Float>(
     Ok(())
 }
 
-fn serialize(map: HashMap<String, Out>) -> Result<Vec<u8>> {
+pub(crate) fn serialize(map: HashMap<String, Out>) -> Result<Vec<u8>> {
     safetensors::serialize(map.iter().map(|(k, v)| (k.clone(), v)), None)
         .map_err(|e| Error::MalformedFile(e.to_string()))
 }
@@ -252,5 +298,34 @@ impl<T: Float> CrateEncoder<T> {
             block_tensors(b, &format!("{prefix}{l}."), &mut map)?;
         }
         serialize(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{bf16_to_f32, f16_to_f32};
+
+    #[test]
+    fn half_precision_conversions() {
+        for (bits, want) in [
+            (0x0000u16, 0.0f32),
+            (0x3c00, 1.0),
+            (0xc000, -2.0),
+            (0x3555, 0.333_251_95),
+            (0x7bff, 65504.0),
+            (0x0400, 6.103_515_6e-5),
+            (0x0001, 5.960_464_5e-8),
+            (0x03ff, 6.097_555e-5),
+            (0x7c00, f32::INFINITY),
+            (0xfc00, f32::NEG_INFINITY),
+        ] {
+            assert_eq!(f16_to_f32(bits), want, "{bits:#06x}");
+        }
+        assert!(f16_to_f32(0x7e00).is_nan());
+        assert_eq!(f16_to_f32(0x8000).to_bits(), (-0.0f32).to_bits());
+        for (bits, want) in [(0x3f80u16, 1.0f32), (0xc040, -3.0), (0x0000, 0.0)] {
+            assert_eq!(bf16_to_f32(bits), want);
+        }
+        assert!(bf16_to_f32(0x7fc0).is_nan());
     }
 }

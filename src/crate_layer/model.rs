@@ -1,0 +1,575 @@
+//! The whole CRATE image classifier, as the reference `CRATE` module runs it.
+
+use std::collections::{BTreeSet, HashMap};
+
+use ndarray::{Array1, Array2, Array3, Array4, ArrayRef2, ArrayRef4, ArrayView2, Axis};
+use rand::Rng;
+use rand_distr::StandardNormal;
+
+use super::encoder::{CrateEncoder, CrateEncoderConfig, LayerDiagnostics, measure};
+use super::weights::{
+    block_from, block_names, block_tensors, invalid, matrix, out, parse, serialize, tensor, vector,
+};
+use super::{CrateBlock, CrateBlockConfig, LayerNorm};
+use crate::{Error, Float, Result};
+
+/// How the encoder's tokens become one vector per image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Pooling {
+    /// The class token (token 0), the reference default `pool='cls'`.
+    #[default]
+    Cls,
+    /// The mean over all tokens, class token included (`pool='mean'`).
+    Mean,
+}
+
+/// Sizes of a CRATE classifier. The reference configurations are [`tiny`](Self::tiny),
+/// [`small`](Self::small), [`base`](Self::base) and [`large`](Self::large) (224 × 224 RGB
+/// images, patches of 16, 1000 classes); [`new`](Self::new) makes custom ones.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct CrateConfig {
+    /// Side of the (square) images the position embedding is sized for. Smaller images whose
+    /// sides are multiples of the patch also run: like the reference, they use the first
+    /// `1 + patches` rows of the position embedding.
+    pub image_size: usize,
+    /// Side of a square patch.
+    pub patch_size: usize,
+    /// Image channels (3 for RGB).
+    pub channels: usize,
+    /// Number of classes of the head.
+    pub num_classes: usize,
+    /// Depth and layer sizes of the encoder.
+    pub encoder: CrateEncoderConfig,
+    /// Pooling before the head.
+    pub pooling: Pooling,
+}
+
+impl CrateConfig {
+    /// A custom configuration: RGB images, class-token pooling, the reference constants
+    /// (ISTA η = λ = 0.1, LayerNorm ε = 1e-5).
+    pub fn new(
+        image_size: usize,
+        patch_size: usize,
+        num_classes: usize,
+        dim: usize,
+        depth: usize,
+        heads: usize,
+        dim_head: usize,
+    ) -> Self {
+        Self {
+            image_size,
+            patch_size,
+            channels: 3,
+            num_classes,
+            encoder: CrateEncoderConfig {
+                depth,
+                block: CrateBlockConfig::new(dim, heads, dim_head),
+            },
+            pooling: Pooling::Cls,
+        }
+    }
+
+    /// CRATE-T: dim 384, depth 12, 6 heads of 64 (6,090,856 parameters).
+    pub fn tiny() -> Self {
+        Self::new(224, 16, 1000, 384, 12, 6, 64)
+    }
+
+    /// CRATE-S: dim 576, depth 12, 12 heads of 48 (13,116,328 parameters).
+    pub fn small() -> Self {
+        Self::new(224, 16, 1000, 576, 12, 12, 48)
+    }
+
+    /// CRATE-B: dim 768, depth 12, 12 heads of 64 (22,796,008 parameters).
+    pub fn base() -> Self {
+        Self::new(224, 16, 1000, 768, 12, 12, 64)
+    }
+
+    /// CRATE-L: dim 1024, depth 24, 16 heads of 64 (77,641,192 parameters).
+    pub fn large() -> Self {
+        Self::new(224, 16, 1000, 1024, 24, 16, 64)
+    }
+
+    /// Token dimension.
+    pub fn dim(&self) -> usize {
+        self.encoder.block.dim
+    }
+
+    /// Patches of a full-size image: (image_size / patch_size)².
+    pub fn num_patches(&self) -> usize {
+        let side = self.image_size / self.patch_size.max(1);
+        side * side
+    }
+
+    /// Length of a flattened patch: patch_size² · channels.
+    pub fn patch_dim(&self) -> usize {
+        self.patch_size * self.patch_size * self.channels
+    }
+
+    /// Number of parameters: patch embedding `2·P + dim·P + dim + 2·dim` (P = patch_dim),
+    /// class token `dim`, position embedding `(patches + 1)·dim`, per layer
+    /// `4·dim + inner·dim + (dim·inner + dim) + dim²` (inner = heads·dim_head; the output
+    /// projection is absent when heads = 1 and dim_head = dim), head `2·dim + classes·dim +
+    /// classes`.
+    pub fn parameter_count(&self) -> usize {
+        let (d, p, c) = (self.dim(), self.patch_dim(), self.num_classes);
+        let b = &self.encoder.block;
+        let inner = b.heads * b.dim_head;
+        let out = if b.project_out() { d * inner + d } else { 0 };
+        let layer = 4 * d + inner * d + out + d * d;
+        (2 * p + d * p + 3 * d)
+            + d
+            + (self.num_patches() + 1) * d
+            + self.encoder.depth * layer
+            + (2 * d + c * d + c)
+    }
+
+    /// Errors unless every size is ≥ 1, the patch divides the image side, and the encoder
+    /// configuration is valid.
+    pub fn check(&self) -> Result<()> {
+        let bad = |name: &'static str, value: usize, reason: &'static str| {
+            Err(Error::InvalidParameter {
+                name,
+                value: value.to_string(),
+                reason,
+            })
+        };
+        if self.patch_size == 0 {
+            return bad("patch_size", 0, "must be ≥ 1");
+        }
+        if self.image_size == 0 || self.image_size % self.patch_size != 0 {
+            return bad(
+                "image_size",
+                self.image_size,
+                "must be a positive multiple of patch_size",
+            );
+        }
+        if self.channels == 0 {
+            return bad("channels", 0, "must be ≥ 1");
+        }
+        if self.num_classes == 0 {
+            return bad("num_classes", 0, "must be ≥ 1");
+        }
+        self.encoder.check()
+    }
+}
+
+/// A CRATE image classifier (tokens are rows, images are b × channels × height × width):
+///
+/// 1. patch embedding: `b c (h p1) (w p2) → b (h w) (p1 p2 c)`, LayerNorm, Linear, LayerNorm;
+/// 2. the class token is prepended and the position embedding added;
+/// 3. the encoder of CRATE layers ([`CrateEncoder`]);
+/// 4. pooling ([`Pooling`]), then the head: LayerNorm and Linear to the class logits.
+///
+/// Weights load from and save to safetensors files under the reference state_dict names
+/// ([`from_safetensors`](Self::from_safetensors)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Crate<T: Float> {
+    config: CrateConfig,
+    patch_norm: LayerNorm<T>,
+    /// dim × patch_dim
+    patch_weight: Array2<T>,
+    patch_bias: Array1<T>,
+    embed_norm: LayerNorm<T>,
+    cls_token: Array1<T>,
+    /// (patches + 1) × dim
+    pos_embedding: Array2<T>,
+    encoder: CrateEncoder<T>,
+    head_norm: LayerNorm<T>,
+    /// classes × dim
+    head_weight: Array2<T>,
+    head_bias: Array1<T>,
+}
+
+/// One layer of an [`Crate::inspect`] pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerInspection<T> {
+    /// The layer's output tokens, b × (patches + 1) × dim (token 0 is the class token).
+    pub tokens: Array3<T>,
+    /// The layer's attention maps, b × heads × (patches + 1) × (patches + 1): entry
+    /// (image, head, i, j) is the weight token i gives token j (rows sum to 1). Row 0 over
+    /// columns 1.. is the class token's attention over the patches, the map the CRATE
+    /// authors show as a picture.
+    pub attention: Array4<T>,
+    /// Compression of the layer's input and sparsity of its output.
+    pub diagnostics: LayerDiagnostics<T>,
+}
+
+/// Everything a forward pass computed, layer by layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inspection<T> {
+    /// The embedded tokens entering the first layer, b × (patches + 1) × dim.
+    pub embedded: Array3<T>,
+    /// One entry per layer.
+    pub layers: Vec<LayerInspection<T>>,
+    /// The class logits, b × classes.
+    pub logits: Array2<T>,
+}
+
+/// The `k` largest entries of each row of `logits` (b × classes) as (class, logit), largest
+/// first (ties: smaller class index first).
+pub fn top_k<T: Float>(logits: &ArrayRef2<T>, k: usize) -> Result<Vec<Vec<(usize, T)>>> {
+    crate::validate::matrix("logits", logits)?;
+    if k == 0 || k > logits.ncols() {
+        return Err(Error::InvalidParameter {
+            name: "k",
+            value: k.to_string(),
+            reason: "must be between 1 and the number of classes",
+        });
+    }
+    Ok(logits
+        .rows()
+        .into_iter()
+        .map(|row| {
+            let mut idx: Vec<usize> = (0..row.len()).collect();
+            idx.sort_by(|&a, &b| row[b].partial_cmp(&row[a]).expect("finite").then(a.cmp(&b)));
+            idx.into_iter().take(k).map(|i| (i, row[i])).collect()
+        })
+        .collect())
+}
+
+/// The reference state_dict names of the non-encoder tensors.
+const PATCH_NORM: [&str; 2] = ["to_patch_embedding.1.weight", "to_patch_embedding.1.bias"];
+const PATCH_LINEAR: [&str; 2] = ["to_patch_embedding.2.weight", "to_patch_embedding.2.bias"];
+const EMBED_NORM: [&str; 2] = ["to_patch_embedding.3.weight", "to_patch_embedding.3.bias"];
+const CLS_TOKEN: &str = "cls_token";
+const POS_EMBEDDING: &str = "pos_embedding";
+const HEAD_NORM: [&str; 2] = ["mlp_head.0.weight", "mlp_head.0.bias"];
+const HEAD_LINEAR: [&str; 2] = ["mlp_head.1.weight", "mlp_head.1.bias"];
+const LAYERS: &str = "transformer.layers.";
+
+impl<T: Float> Crate<T> {
+    /// A model with the reference initialization: class token and position embedding
+    /// N(0, 1), every Linear U(±1/√fan_in) (weights and biases), LayerNorms weight 1 and
+    /// bias 0, the encoder as [`CrateEncoder::new`].
+    pub fn new<R: Rng + ?Sized>(config: &CrateConfig, rng: &mut R) -> Result<Self> {
+        config.check()?;
+        let (d, p, c) = (config.dim(), config.patch_dim(), config.num_classes);
+        let eps = config.encoder.block.ln_eps;
+        let mut uniform = |rows: usize, cols: usize, fan_in: usize| {
+            let b = 1.0 / (fan_in as f64).sqrt();
+            Array2::from_shape_simple_fn((rows, cols), || T::from_f64(rng.random_range(-b..b)))
+        };
+        let patch_weight = uniform(d, p, p);
+        let patch_bias = uniform(1, d, p).remove_axis(Axis(0));
+        let head_weight = uniform(c, d, d);
+        let head_bias = uniform(1, c, d).remove_axis(Axis(0));
+        let mut gauss = |rows: usize, cols: usize| {
+            Array2::from_shape_simple_fn((rows, cols), || {
+                T::from_f64(rng.sample::<f64, _>(StandardNormal))
+            })
+        };
+        let cls_token = gauss(1, d).remove_axis(Axis(0));
+        let pos_embedding = gauss(config.num_patches() + 1, d);
+        let encoder = CrateEncoder::new(&config.encoder, rng)?;
+        Ok(Self {
+            config: *config,
+            patch_norm: LayerNorm::new(p, eps)?,
+            patch_weight,
+            patch_bias,
+            embed_norm: LayerNorm::new(d, eps)?,
+            cls_token,
+            pos_embedding,
+            encoder,
+            head_norm: LayerNorm::new(d, eps)?,
+            head_weight,
+            head_bias,
+        })
+    }
+
+    /// Every tensor name a checkpoint of this configuration holds.
+    pub fn tensor_names(config: &CrateConfig) -> Vec<String> {
+        let mut names: Vec<String> = [
+            &PATCH_NORM[..],
+            &PATCH_LINEAR,
+            &EMBED_NORM,
+            &[CLS_TOKEN, POS_EMBEDDING],
+            &HEAD_NORM,
+            &HEAD_LINEAR,
+        ]
+        .concat()
+        .into_iter()
+        .map(String::from)
+        .collect();
+        for l in 0..config.encoder.depth {
+            for n in block_names(&config.encoder.block) {
+                names.push(format!("{LAYERS}{l}.{n}"));
+            }
+        }
+        names
+    }
+
+    /// Loads a checkpoint saved under the reference state_dict names (`to_patch_embedding.*`,
+    /// `cls_token`, `pos_embedding`, `transformer.layers.{l}.{0,1}.*`, `mlp_head.*`). Every
+    /// name of [`tensor_names`](Self::tensor_names) must be present with its exact shape,
+    /// and no other may be; tensors may be F32, F64, BF16 or F16 (converted to `T`).
+    /// A file that is not valid safetensors (for instance truncated) is
+    /// [`Error::MalformedFile`]; a missing, extra, misshapen, non-finite or wrongly typed
+    /// tensor is [`Error::InvalidWeights`] naming it.
+    pub fn from_safetensors(bytes: &[u8], config: &CrateConfig) -> Result<Self> {
+        config.check()?;
+        let st = parse(bytes)?;
+        let expected: BTreeSet<String> = Self::tensor_names(config).into_iter().collect();
+        let mut found: Vec<String> = st.names().into_iter().map(String::from).collect();
+        found.sort();
+        if let Some(extra) = found.iter().find(|n| !expected.contains(*n)) {
+            return Err(invalid(extra, "unexpected tensor for this configuration"));
+        }
+        let (d, p, c) = (config.dim(), config.patch_dim(), config.num_classes);
+        let eps = config.encoder.block.ln_eps;
+        let norm = |names: [&str; 2], n: usize| -> Result<LayerNorm<T>> {
+            LayerNorm::from_parts(vector(&st, names[0], n)?, vector(&st, names[1], n)?, eps)
+        };
+        let patch_norm = norm(PATCH_NORM, p)?;
+        let patch_weight = matrix(&st, PATCH_LINEAR[0], d, p)?;
+        let patch_bias = vector(&st, PATCH_LINEAR[1], d)?;
+        let embed_norm = norm(EMBED_NORM, d)?;
+        let cls_token = tensor::<T>(&st, CLS_TOKEN, &[1, 1, d])?
+            .into_shape_with_order(d)
+            .map_err(|e| invalid(CLS_TOKEN, e.to_string()))?;
+        let tokens = config.num_patches() + 1;
+        let pos_embedding = tensor::<T>(&st, POS_EMBEDDING, &[1, tokens, d])?
+            .into_shape_with_order((tokens, d))
+            .map_err(|e| invalid(POS_EMBEDDING, e.to_string()))?;
+        let blocks = (0..config.encoder.depth)
+            .map(|l| block_from(&st, &config.encoder.block, &format!("{LAYERS}{l}.")))
+            .collect::<Result<Vec<CrateBlock<T>>>>()?;
+        let head_norm = norm(HEAD_NORM, d)?;
+        let head_weight = matrix(&st, HEAD_LINEAR[0], c, d)?;
+        let head_bias = vector(&st, HEAD_LINEAR[1], c)?;
+        Ok(Self {
+            config: *config,
+            patch_norm,
+            patch_weight,
+            patch_bias,
+            embed_norm,
+            cls_token,
+            pos_embedding,
+            encoder: CrateEncoder::from_blocks(blocks)?,
+            head_norm,
+            head_weight,
+            head_bias,
+        })
+    }
+
+    /// Writes every tensor (in `T`'s dtype) under the reference names, as safetensors bytes.
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        let mut map = HashMap::new();
+        let mut put = |name: &str, shape: &[usize], values: Vec<&T>| {
+            map.insert(name.to_string(), out::<T>(shape, values.into_iter()));
+        };
+        for (names, ln) in [
+            (PATCH_NORM, &self.patch_norm),
+            (EMBED_NORM, &self.embed_norm),
+            (HEAD_NORM, &self.head_norm),
+        ] {
+            put(names[0], &[ln.dim()], ln.weight().iter().collect());
+            put(names[1], &[ln.dim()], ln.bias().iter().collect());
+        }
+        for (names, w, b) in [
+            (PATCH_LINEAR, &self.patch_weight, &self.patch_bias),
+            (HEAD_LINEAR, &self.head_weight, &self.head_bias),
+        ] {
+            put(names[0], w.shape(), w.iter().collect());
+            put(names[1], b.shape(), b.iter().collect());
+        }
+        let d = self.config.dim();
+        put(CLS_TOKEN, &[1, 1, d], self.cls_token.iter().collect());
+        put(
+            POS_EMBEDDING,
+            &[1, self.pos_embedding.nrows(), d],
+            self.pos_embedding.iter().collect(),
+        );
+        for (l, b) in self.encoder.blocks().iter().enumerate() {
+            block_tensors(b, &format!("{LAYERS}{l}."), &mut map)?;
+        }
+        serialize(map)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CrateConfig {
+        &self.config
+    }
+
+    /// The encoder.
+    pub fn encoder(&self) -> &CrateEncoder<T> {
+        &self.encoder
+    }
+
+    /// Number of parameters (equal to the configuration's count).
+    pub fn parameter_count(&self) -> usize {
+        self.config.parameter_count()
+    }
+
+    /// Checks a batch of images and returns the embedded tokens (b·(patches + 1) × dim) and
+    /// the number of tokens per image.
+    fn embed(&self, images: &ArrayRef4<T>) -> Result<(Array2<T>, usize)> {
+        let (b, c, h, w) = images.dim();
+        let ps = self.config.patch_size;
+        if b == 0 || h == 0 || w == 0 {
+            return Err(Error::Empty {
+                what: "images",
+                rows: b,
+                cols: c * h * w,
+            });
+        }
+        if c != self.config.channels {
+            return Err(Error::ShapeMismatch {
+                what: "images",
+                expected: format!("{} channels", self.config.channels),
+                got: format!("{c} channels"),
+            });
+        }
+        if h % ps != 0 || w % ps != 0 {
+            return Err(Error::ShapeMismatch {
+                what: "images",
+                expected: format!("height and width multiples of the patch size {ps}"),
+                got: format!("{h} × {w}"),
+            });
+        }
+        let patches = (h / ps) * (w / ps);
+        if patches > self.config.num_patches() {
+            return Err(Error::ShapeMismatch {
+                what: "images",
+                expected: format!(
+                    "at most {} patches (the position embedding's size, {0} × {0} images)",
+                    self.config.num_patches(),
+                ),
+                got: format!("{patches} patches ({h} × {w})"),
+            });
+        }
+        if let Some(pos) = images.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "images",
+                row: pos / (c * h * w),
+                col: pos % (c * h * w),
+            });
+        }
+        // b c (h p1) (w p2) → b (h w) (p1 p2 c): the channel runs fastest
+        let pd = self.config.patch_dim();
+        let gw = w / ps;
+        let mut x = crate::pool::take::<T>(b * patches, pd);
+        for (r, mut row) in x.rows_mut().into_iter().enumerate() {
+            let (img, pi) = (r / patches, r % patches);
+            let (hi, wi) = (pi / gw, pi % gw);
+            let row = row.as_slice_mut().expect("standard layout");
+            for p1 in 0..ps {
+                for p2 in 0..ps {
+                    for ch in 0..c {
+                        row[(p1 * ps + p2) * c + ch] =
+                            images[(img, ch, hi * ps + p1, wi * ps + p2)];
+                    }
+                }
+            }
+        }
+        self.patch_norm.apply_in_place(&mut x);
+        let n = patches + 1;
+        let d = self.config.dim();
+        // tokens: row 0 of each image is the class token, rows 1.. the embedded patches
+        let mut emb = crate::pool::take::<T>(b * patches, d);
+        for mut r in emb.rows_mut() {
+            r.assign(&self.patch_bias);
+        }
+        T::gemm(
+            T::one(),
+            x.view(),
+            self.patch_weight.t(),
+            true,
+            emb.view_mut(),
+            true,
+        );
+        drop(x);
+        self.embed_norm.apply_in_place(&mut emb);
+        let mut tokens = Array2::<T>::zeros((b * n, d));
+        for img in 0..b {
+            for t in 0..n {
+                let mut row = tokens.row_mut(img * n + t);
+                if t == 0 {
+                    row.assign(&self.cls_token);
+                } else {
+                    row.assign(&emb.row(img * patches + t - 1));
+                }
+                row += &self.pos_embedding.row(t);
+            }
+        }
+        Ok((tokens, n))
+    }
+
+    /// Pooling and head on the encoder's output (b·n × dim).
+    fn head(&self, z: ArrayView2<T>, n: usize) -> Array2<T> {
+        let b = z.nrows() / n;
+        let d = self.config.dim();
+        let mut pooled = Array2::<T>::zeros((b, d));
+        for (img, mut row) in pooled.rows_mut().into_iter().enumerate() {
+            match self.config.pooling {
+                Pooling::Cls => row.assign(&z.row(img * n)),
+                Pooling::Mean => {
+                    for t in 0..n {
+                        row += &z.row(img * n + t);
+                    }
+                    row.mapv_inplace(|v| v / T::from_usize(n));
+                }
+            }
+        }
+        self.head_norm.apply_in_place(&mut pooled);
+        let mut logits = Array2::<T>::zeros((b, self.config.num_classes));
+        for mut r in logits.rows_mut() {
+            r.assign(&self.head_bias);
+        }
+        T::gemm(
+            T::one(),
+            pooled.view(),
+            self.head_weight.t(),
+            true,
+            logits.view_mut(),
+            true,
+        );
+        logits
+    }
+
+    /// Class logits (b × classes) of a batch of images (b × channels × height × width; height
+    /// and width multiples of the patch size, at most the configured number of patches).
+    pub fn forward(&self, images: &ArrayRef4<T>) -> Result<Array2<T>> {
+        let (tokens, n) = self.embed(images)?;
+        let mut z = tokens;
+        for block in self.encoder.blocks() {
+            z = block.apply(z.view(), n);
+        }
+        Ok(self.head(z.view(), n))
+    }
+
+    /// The `k` most likely classes of each image, as (class, logit), best first.
+    pub fn top_k(&self, images: &ArrayRef4<T>, k: usize) -> Result<Vec<Vec<(usize, T)>>> {
+        top_k(&self.forward(images)?, k)
+    }
+
+    /// A forward pass that keeps every layer's tokens, attention maps and diagnostics (the
+    /// compression and sparsity measures of [`CrateEncoder::forward_with_diagnostics`]).
+    pub fn inspect(&self, images: &ArrayRef4<T>) -> Result<Inspection<T>> {
+        let (tokens, n) = self.embed(images)?;
+        let b = tokens.nrows() / n;
+        let d = self.config.dim();
+        let shape = |a: Array2<T>| a.into_shape_with_order((b, n, d)).expect("rows are b·n");
+        let embedded = shape(tokens.clone());
+        let mut z = tokens;
+        let mut layers = Vec::with_capacity(self.encoder.blocks().len());
+        for block in self.encoder.blocks() {
+            let [h, _, _, _, out] = block.apply_trace(z.view(), n);
+            let attention = block.mssa.attention_maps(h.view(), n);
+            let diagnostics = measure(block, h.view(), out.view(), n)?;
+            z = out;
+            layers.push(LayerInspection {
+                tokens: shape(z.clone()),
+                attention,
+                diagnostics,
+            });
+        }
+        let logits = self.head(z.view(), n);
+        Ok(Inspection {
+            embedded,
+            layers,
+            logits,
+        })
+    }
+}
