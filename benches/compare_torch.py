@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Side-by-side timing against a PyTorch CPU baseline.
 
-    python3 benches/compare_torch.py --torch-bench PATH/TO/bench_torch.py [--what rate|crate] [--threads 2]
+    python3 benches/compare_torch.py --torch-bench PATH/TO/bench_torch.py [--what rate|crate|model] [--threads 2]
 
 `--what rate` (default): ΔR value and value+gradient. Runs, one after the other on the same
 machine, the PyTorch baseline script (all its ΔR variants: primal Cholesky, primal
@@ -10,6 +10,9 @@ dtype the table shows the best (lowest median) PyTorch variant, our median and t
 
 `--what crate`: CRATE block forward (CRATE-T and CRATE-S blocks, batch 1 and 32), the
 baseline's block rows against the criterion bench `crate_layer`.
+
+`--what model`: the whole CRATE-T classifier on 8 images of 224 × 224, the baseline's
+full-model rows against the `crate_model_*` groups of the criterion bench `crate_layer`.
 
 Both sides use the same thread count (torch.set_num_threads, RAYON_NUM_THREADS) and our side
 the `parallel` feature. Needs `pip install torch numpy safetensors`.
@@ -28,7 +31,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_torch(script, threads, reps, what):
     out = os.path.join(tempfile.mkdtemp(), "torch.md")
-    extra = ["--only", "mcr2"] if what == "rate" else ["--only", "crate", "--select", r"block.*\|forward$"]
+    extra = {
+        "rate": ["--only", "mcr2"],
+        "crate": ["--only", "crate", "--select", r"block.*\|forward$"],
+        "model": ["--only", "crate", "--select", r"full model.*\|forward$"],
+    }[what]
     subprocess.run([sys.executable, script, *extra, "--threads", str(threads), "--reps", str(reps),
                     "--out", out], check=True)
     with open(os.path.splitext(out)[0] + ".json") as fh:
@@ -37,8 +44,12 @@ def run_torch(script, threads, reps, what):
 
 def run_ours(threads, what):
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
-    bench, prefix = ("rate", "delta_r_") if what == "rate" else ("crate_layer", "crate_block_")
-    subprocess.run(["cargo", "bench", "--features", "parallel", "--bench", bench, "--", "--noplot"],
+    bench, prefix = {
+        "rate": ("rate", "delta_r_"),
+        "crate": ("crate_layer", "crate_block_"),
+        "model": ("crate_layer", "crate_model_"),
+    }[what]
+    subprocess.run(["cargo", "bench", "--features", "parallel", "--bench", bench, "--", "--noplot", prefix],
                    cwd=ROOT, env=env, check=True)
     rows = {}
     for path in glob.glob(os.path.join(ROOT, "target", "criterion", prefix + "*", "*", "*", "new", "benchmark.json")):
@@ -56,7 +67,7 @@ def main():
     ap.add_argument("--torch-bench", required=True, help="path to the PyTorch baseline script bench_torch.py")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--what", choices=["rate", "crate"], default="rate")
+    ap.add_argument("--what", choices=["rate", "crate", "model"], default="rate")
     args = ap.parse_args()
     torch = run_torch(args.torch_bench, args.threads, args.reps, args.what)
     ours = run_ours(args.threads, args.what)
@@ -66,6 +77,8 @@ def main():
             kind, variant = r["variant"].split(": ", 1)
         elif args.what == "crate" and r["group"] == "CRATE" and " block " in r["case"]:
             kind, variant = r["variant"], "official block semantics"
+        elif args.what == "model" and r["group"] == "CRATE" and " full model " in r["case"]:
+            kind, variant = r["variant"], "official model semantics"
         else:
             continue
         case = r["case"].replace(" block ", " ")

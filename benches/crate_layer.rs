@@ -1,13 +1,14 @@
 //! CRATE block forward at the sizes of the PyTorch baseline: CRATE-T (dim 384, 6 heads × 64)
-//! and CRATE-S (dim 576, 12 heads × 48), 197 tokens, batch 1 and 32, f32 and f64.
+//! and CRATE-S (dim 576, 12 heads × 48), 197 tokens, batch 1 and 32, f32 and f64; and the
+//! whole CRATE-T classifier on 8 images of 224 × 224.
 //!
 //! `cargo bench --features parallel --bench crate_layer` (2 threads on a 2-core machine; set
 //! `RAYON_NUM_THREADS` to choose).
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use mcr2::Float;
-use mcr2::crate_layer::{CrateBlock, CrateBlockConfig};
-use ndarray::Array3;
+use mcr2::crate_layer::{Crate, CrateBlock, CrateBlockConfig, CrateConfig};
+use ndarray::{Array3, Array4};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
 use std::hint::black_box;
@@ -41,9 +42,32 @@ fn bench_dtype<T: Float>(c: &mut Criterion, dtype: &str) {
     group.finish();
 }
 
+/// The whole CRATE-T classifier (seeded reference initialization) on 8 images of 224 × 224.
+fn bench_model<T: Float>(c: &mut Criterion, dtype: &str) {
+    let mut group = c.benchmark_group(format!("crate_model_{dtype}"));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(5));
+    let config = CrateConfig::tiny();
+    let mut rng = StdRng::seed_from_u64(3);
+    let model = Crate::<T>::new(&config, &mut rng).unwrap();
+    let b = 8;
+    let images = Array4::<T>::from_shape_simple_fn((b, 3, 224, 224), || {
+        T::from_f64(rng.sample(StandardNormal))
+    });
+    let id = format!("CRATE-T full model 224x224 B={b} (6.09M params)");
+    group.bench_function(BenchmarkId::new("forward", &id), |bench| {
+        bench.iter(|| black_box(model.forward(black_box(&images)).unwrap()))
+    });
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     bench_dtype::<f32>(c, "f32");
     bench_dtype::<f64>(c, "f64");
+    bench_model::<f32>(c, "f32");
+    bench_model::<f64>(c, "f64");
 }
 
 criterion_group!(crate_layer, benches);
