@@ -67,6 +67,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod coding;
 pub mod crate_layer;
 mod error;
 pub mod fit;
