@@ -77,6 +77,7 @@ mod membership;
 mod pool;
 mod precision;
 pub mod rate;
+pub mod redunet;
 pub mod subspace;
 mod validate;
 

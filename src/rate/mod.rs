@@ -11,7 +11,7 @@
 //! Sylvester's identity `det(I + A B) = det(I + B A)`); with hard labels the per-class Gram
 //! matrices are formed once and their sum is the total Gram matrix.
 
-mod engine;
+pub(crate) mod engine;
 mod reference;
 mod stats;
 
