@@ -79,6 +79,7 @@ mod precision;
 pub mod rate;
 pub mod redunet;
 pub mod subspace;
+pub mod tost;
 mod validate;
 
 pub use error::{Error, Result};

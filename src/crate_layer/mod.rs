@@ -24,7 +24,7 @@ mod ista;
 mod layer_norm;
 mod model;
 mod mssa;
-mod weights;
+pub(crate) mod weights;
 
 pub use block::{BlockTrace, CrateBlock, CrateBlockConfig};
 pub use encoder::{CrateEncoder, CrateEncoderConfig, LayerDiagnostics};
