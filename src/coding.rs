@@ -581,7 +581,6 @@ fn hungarian(cost: &[Vec<i64>]) -> i64 {
 /// One class of a [`Micl`] classifier: its count, mean, the eigendecomposition of its
 /// scatter (the factor every test sample's rank-one update uses) and its coding length.
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct ClassCode {
     count: usize,
     mean: Array1<f64>,
@@ -602,7 +601,6 @@ struct ClassCode {
 /// `logdet(I + c'S') = Σ_i ln(1 + c'λ_i) + ln(1 + c'(m_j/m') Σ_i (Qᵀv)_i² / (1 + c'λ_i))`:
 /// O(n²) per sample and class, no factorization. (Zero-mean coding: v = x and S' = S_j + x xᵀ.)
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Micl {
     coder: Coder,
     classes: Vec<ClassCode>,
@@ -740,8 +738,6 @@ impl Micl {
 
     /// Fraction of rows of `x` predicted as `labels`.
     pub fn accuracy<T: Float>(&self, x: &ArrayRef2<T>, labels: &[usize]) -> Result<f64> {
-        check_labels(labels, x.nrows())?;
-        let pred = self.predict(x)?;
-        Ok(pred.iter().zip(labels).filter(|(p, l)| p == l).count() as f64 / labels.len() as f64)
+        crate::subspace::accuracy_of(x.nrows(), labels, || self.predict(x))
     }
 }

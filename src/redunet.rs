@@ -71,14 +71,6 @@ impl ReduNetConfig {
 
 /// One ReduNet layer: its operators E, C_j and weights γ_j (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(
-    feature = "serde",
-    serde(bound(
-        serialize = "T: Float + serde::Serialize",
-        deserialize = "T: Float + serde::Deserialize<'de>"
-    ))
-)]
 pub struct ReduLayer<T: Float> {
     e: Array2<T>,
     c: Vec<Array2<T>>,
@@ -188,14 +180,6 @@ impl<T: Float> ReduLayer<T> {
 
 /// A ReduNet built layer by layer from training data ([`ReduNet::fit`]).
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(
-    feature = "serde",
-    serde(bound(
-        serialize = "T: Float + serde::Serialize",
-        deserialize = "T: Float + serde::Deserialize<'de>"
-    ))
-)]
 pub struct ReduNet<T: Float> {
     config: ReduNetConfig,
     dim: usize,
@@ -435,15 +419,7 @@ impl<T: Float> ReduNet<T> {
 
     /// Fraction of rows of `x` predicted as `labels`.
     pub fn accuracy(&self, x: &ArrayRef2<T>, labels: &[usize]) -> Result<f64> {
-        if labels.len() != x.nrows() {
-            return Err(Error::ShapeMismatch {
-                what: "labels",
-                expected: format!("{} labels", x.nrows()),
-                got: format!("{}", labels.len()),
-            });
-        }
-        let pred = self.predict(x)?;
-        Ok(pred.iter().zip(labels).filter(|(p, l)| p == l).count() as f64 / labels.len() as f64)
+        crate::subspace::accuracy_of(x.nrows(), labels, || self.predict(x))
     }
 }
 

@@ -315,16 +315,25 @@ impl<T: Float> NearestSubspace<T> {
 
     /// Fraction of rows of `x` predicted as `labels`.
     pub fn accuracy(&self, x: &ArrayRef2<T>, labels: &[usize]) -> Result<f64> {
-        if labels.len() != x.nrows() {
-            return Err(Error::ShapeMismatch {
-                what: "labels",
-                expected: format!("{} labels", x.nrows()),
-                got: format!("{}", labels.len()),
-            });
-        }
-        let pred = self.predict(x)?;
-        Ok(pred.iter().zip(labels).filter(|(p, l)| p == l).count() as f64 / labels.len() as f64)
+        accuracy_of(x.nrows(), labels, || self.predict(x))
     }
+}
+
+/// The fraction of `rows` predictions equal to `labels` (which must have `rows` entries).
+pub(crate) fn accuracy_of(
+    rows: usize,
+    labels: &[usize],
+    predict: impl FnOnce() -> Result<Vec<usize>>,
+) -> Result<f64> {
+    if labels.len() != rows {
+        return Err(Error::ShapeMismatch {
+            what: "labels",
+            expected: format!("{rows} labels"),
+            got: format!("{}", labels.len()),
+        });
+    }
+    let pred = predict()?;
+    Ok(pred.iter().zip(labels).filter(|(p, l)| p == l).count() as f64 / rows.max(1) as f64)
 }
 
 /// How orthogonal the class subspaces of a feature matrix are: for every pair of classes the

@@ -154,14 +154,6 @@ fn per_sequence<T: Float>(
 
 /// Token-statistics self-attention, the reference `AttentionTSSA` (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(
-    feature = "serde",
-    serde(bound(
-        serialize = "T: Float + serde::Serialize",
-        deserialize = "T: Float + serde::Deserialize<'de>"
-    ))
-)]
 pub struct Tssa<T: Float> {
     heads: usize,
     /// dim × dim
@@ -405,14 +397,6 @@ fn softmax_in_place<T: Float>(v: &mut [T]) {
 /// Running sums make it O(n·dim); weights `c_attn.weight`, `c_attn.bias`, `temp`,
 /// `denom_bias`, `c_proj.weight`, `c_proj.bias`.
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(
-    feature = "serde",
-    serde(bound(
-        serialize = "T: Float + serde::Serialize",
-        deserialize = "T: Float + serde::Deserialize<'de>"
-    ))
-)]
 pub struct CausalTssa<T: Float> {
     inner: Tssa<T>,
     /// heads × block_size
