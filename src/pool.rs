@@ -6,8 +6,9 @@
 //! quarter of a CRATE-S block's time. Temporaries taken from this cache go back to the
 //! calling thread's cache when dropped and are reused by the next pass.
 //!
-//! Each thread keeps at most [`KEEP`] buffers of at most [`MAX_ELEMS`] elements; larger
-//! requests are plain allocations that are never kept.
+//! Each thread keeps, per scalar type, at most [`KEEP`] buffers of at most [`MAX_BYTES`]
+//! bytes each and [`TOTAL_BYTES`] together (the largest are kept); larger requests are plain
+//! allocations that are never kept.
 
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
@@ -19,8 +20,14 @@ use crate::Float;
 
 /// Buffers kept per thread and type.
 pub(crate) const KEEP: usize = 8;
-/// Largest buffer kept (elements): 16 Mi, 64 MiB in f32.
-pub(crate) const MAX_ELEMS: usize = 1 << 24;
+/// Largest buffer kept: 64 MiB.
+pub(crate) const MAX_BYTES: usize = 64 << 20;
+/// Most kept per thread and type: 192 MiB.
+pub(crate) const TOTAL_BYTES: usize = 192 << 20;
+
+fn max_elems<T>() -> usize {
+    MAX_BYTES / std::mem::size_of::<T>()
+}
 
 /// Kept buffers of one thread.
 pub type Pool<T> = RefCell<Vec<Vec<T>>>;
@@ -56,7 +63,7 @@ pub(crate) struct Scratch<T: Float> {
 /// Takes a rows × cols scratch matrix (see [`Scratch`]).
 pub(crate) fn take<T: Float>(rows: usize, cols: usize) -> Scratch<T> {
     let len = rows * cols;
-    let reused = if len <= MAX_ELEMS {
+    let reused = if len <= max_elems::<T>() {
         T::pool()
             .try_with(|p| {
                 let mut p = p.borrow_mut();
@@ -98,14 +105,15 @@ impl<T: Float> Drop for Scratch<T> {
     fn drop(&mut self) {
         let Some(a) = self.a.take() else { return };
         let (v, _) = a.into_raw_vec_and_offset();
-        if v.capacity() > MAX_ELEMS {
+        if v.capacity() > max_elems::<T>() {
             return;
         }
         // a thread being torn down no longer has a pool: the buffer is simply freed
         let _ = T::pool().try_with(|p| {
             let mut p = p.borrow_mut();
             p.push(v);
-            if p.len() > KEEP {
+            let limit = TOTAL_BYTES / std::mem::size_of::<T>();
+            while p.len() > KEEP || p.iter().map(Vec::capacity).sum::<usize>() > limit {
                 // drop the smallest
                 let i = (0..p.len())
                     .min_by_key(|&i| p[i].capacity())
@@ -137,5 +145,14 @@ mod tests {
         // the largest were kept
         let smallest = f32::pool().with(|p| p.borrow().iter().map(Vec::capacity).min());
         assert_eq!(smallest, Some(4 * 5));
+        // a buffer above the per-buffer limit is not kept; the total stays bounded
+        drop(take::<f64>(MAX_BYTES / 8 + 1, 1));
+        let big = f64::pool().with(|p| p.borrow().iter().map(Vec::capacity).max());
+        assert!(big.unwrap_or(0) <= MAX_BYTES / 8);
+        let many: Vec<_> = (0..4).map(|_| take::<f64>(MAX_BYTES / 8, 1)).collect();
+        drop(many);
+        let total: usize = f64::pool().with(|p| p.borrow().iter().map(Vec::capacity).sum());
+        assert!(total * 8 <= TOTAL_BYTES, "{total}");
+        assert_eq!(total * 8, 3 * MAX_BYTES);
     }
 }
