@@ -48,7 +48,13 @@
 //!   reference training loss ([`ReferenceLoss`]).
 //! * [`crate_layer`]: CRATE layers — multi-head subspace self-attention as a gradient step on
 //!   compression, then an ISTA sparsification step — built from reference weights or, white
-//!   box, from subspace bases and a dictionary.
+//!   box, from subspace bases and a dictionary; and the whole CRATE image classifier
+//!   ([`crate_layer::Crate`]) with reference checkpoints.
+//! * [`tost`]: token-statistics self-attention (ToST), linear in the number of tokens; its
+//!   causal variant, its variational book form, and ToST blocks.
+//! * [`redunet`]: ReduNet, layers computed in closed form from the training data.
+//! * [`coding`]: lossy coding lengths, segmentation by agglomerative lossy compression (ALC)
+//!   and classification by minimum incremental coding length (MICL).
 //! * [`subspace`]: mixtures of subspaces (synthetic data), per-class subspace fits, principal
 //!   angles, the nearest-subspace classifier.
 //! * [`fit`]: MCR² representation learning by gradient ascent (features on the sphere, the
