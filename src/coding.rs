@@ -488,6 +488,7 @@ pub fn alc<T: Float>(
 
 /// The fraction of samples misassigned under the best one-to-one matching of predicted
 /// groups to true classes (Hungarian algorithm); samples of unmatched groups count as errors.
+/// Cost O(g³) time and O(g²) memory for g = the larger of the numbers of groups and classes.
 pub fn segmentation_error(predicted: &[usize], truth: &[usize]) -> Result<f64> {
     check_labels(predicted, truth.len())?;
     if truth.is_empty() {
