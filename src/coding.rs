@@ -619,33 +619,11 @@ impl Micl {
         coder: Coder,
     ) -> Result<Self> {
         crate::validate::matrix("samples", x)?;
-        check_labels(labels, x.nrows())?;
-        if classes == 0 {
-            return Err(Error::InvalidParameter {
-                name: "classes",
-                value: "0".into(),
-                reason: "must be ≥ 1",
-            });
-        }
-        if let Some((i, &l)) = labels.iter().enumerate().find(|(_, l)| **l >= classes) {
-            return Err(Error::LabelOutOfRange {
-                index: i,
-                label: l,
-                classes,
-            });
-        }
+        let members = crate::subspace::class_members(labels, classes, x.nrows())?;
         let x = x.mapv(|v| v.as_f64());
         let n = x.ncols();
         let mut codes = Vec::with_capacity(classes);
-        for j in 0..classes {
-            let members: Vec<usize> = crate::subspace::rows_of_class(labels, j);
-            if members.is_empty() {
-                return Err(Error::InvalidParameter {
-                    name: "labels",
-                    value: format!("class {j}"),
-                    reason: "every class needs at least one training sample",
-                });
-            }
+        for members in members {
             let g = coder.group(&x, members);
             let scatter = g
                 .scatter

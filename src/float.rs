@@ -51,6 +51,19 @@ pub trait Float:
     fn exp_in_place(xs: &mut [Self]);
 }
 
+/// `softmax` of a short slice in place (max-shifted).
+pub(crate) fn softmax_in_place<T: Float>(v: &mut [T]) {
+    let max = v.iter().fold(T::neg_infinity(), |m, &x| m.max(x));
+    let mut sum = T::zero();
+    for x in v.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    for x in v.iter_mut() {
+        *x /= sum;
+    }
+}
+
 // exp(x) = 2^k · e^r with k = round(x / ln 2) found by the add-a-magic-number trick (no
 // floor instruction needed), r = x − k ln 2 in two parts (Cody–Waite), |r| ≤ ln 2 / 2, and a
 // Taylor polynomial of e^r whose truncation error is below the type's rounding error.

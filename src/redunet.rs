@@ -151,19 +151,12 @@ impl<T: Float> ReduLayer<T> {
         let floor = T::from_f64(1e-8);
         for i in 0..b {
             // π̂ = softmax(−λ ‖C_j z‖), stabilized by the largest logit
-            let logits: Vec<T> = comps
-                .iter()
-                .map(|c| {
-                    let r = c.row(i);
-                    -lambda * r.dot(&r).sqrt().max(floor)
-                })
-                .collect();
-            let max = logits.iter().fold(T::neg_infinity(), |a, &v| a.max(v));
-            let ex: Vec<T> = logits.iter().map(|&l| (l - max).exp()).collect();
-            let sum: T = ex.iter().copied().sum();
-            for j in 0..k {
-                pi[(i, j)] = ex[j] / sum;
+            let mut pr = pi.row_mut(i);
+            for (p, c) in pr.iter_mut().zip(&comps) {
+                let r = c.row(i);
+                *p = -lambda * r.dot(&r).sqrt().max(floor);
             }
+            crate::float::softmax_in_place(pr.as_slice_mut().expect("rows of π̂ are contiguous"));
             let mut row = z.row_mut(i);
             for t in 0..d {
                 let mut clus = T::zero();
@@ -225,42 +218,6 @@ fn to_sphere<T: Float>(x: &ArrayRef2<T>) -> Result<Array2<T>> {
     Ok(z)
 }
 
-fn class_rows(labels: &[usize], classes: usize, rows: usize) -> Result<Vec<Vec<usize>>> {
-    if labels.len() != rows {
-        return Err(Error::ShapeMismatch {
-            what: "labels",
-            expected: format!("{rows} labels (one per sample)"),
-            got: format!("{}", labels.len()),
-        });
-    }
-    if classes == 0 {
-        return Err(Error::InvalidParameter {
-            name: "classes",
-            value: "0".into(),
-            reason: "must be ≥ 1",
-        });
-    }
-    let mut out = vec![Vec::new(); classes];
-    for (i, &l) in labels.iter().enumerate() {
-        if l >= classes {
-            return Err(Error::LabelOutOfRange {
-                index: i,
-                label: l,
-                classes,
-            });
-        }
-        out[l].push(i);
-    }
-    if let Some(j) = out.iter().position(Vec::is_empty) {
-        return Err(Error::InvalidParameter {
-            name: "labels",
-            value: format!("class {j}"),
-            reason: "every class needs at least one training sample",
-        });
-    }
-    Ok(out)
-}
-
 impl<T: Float> ReduNet<T> {
     /// Builds the network from training samples `x` (m × d, projected to the unit sphere
     /// first) with labels in 0..classes: for each layer, the operators are computed from the
@@ -279,7 +236,7 @@ impl<T: Float> ReduNet<T> {
     ) -> Result<(Self, Array2<T>)> {
         config.check()?;
         crate::validate::matrix("samples", x)?;
-        let rows = class_rows(labels, classes, x.nrows())?;
+        let rows = crate::subspace::class_members(labels, classes, x.nrows())?;
         let membership = Membership::hard(labels, classes)?;
         let mut z = to_sphere(x)?;
         let eps_sq = config.eps.get_eps_sq();
@@ -343,7 +300,7 @@ impl<T: Float> ReduNet<T> {
             });
         }
         crate::validate::matrix_with_cols("samples", x, self.dim)?;
-        let rows = class_rows(labels, self.classes(), x.nrows())?;
+        let rows = crate::subspace::class_members(labels, self.classes(), x.nrows())?;
         let mut z = to_sphere(x)?;
         let t = T::from_f64(tau);
         for layer in &mut self.layers {
@@ -430,7 +387,7 @@ pub fn class_means<T: Float>(
     classes: usize,
 ) -> Result<Array2<T>> {
     crate::validate::matrix("features", z)?;
-    let rows = class_rows(labels, classes, z.nrows())?;
+    let rows = crate::subspace::class_members(labels, classes, z.nrows())?;
     let mut out = Array2::<T>::zeros((classes, z.ncols()));
     for (j, members) in rows.iter().enumerate() {
         let mut mean = Array1::<T>::zeros(z.ncols());

@@ -25,8 +25,8 @@ use ndarray::{Array1, Array2, Array3, ArrayRef2, ArrayRef3, ArrayView2, Axis};
 use rand::Rng;
 use rand_distr::StandardNormal;
 
-use crate::crate_layer::LayerNorm;
-use crate::crate_layer::weights::{invalid, matrix, out, parse, serialize, tensor, vector};
+use crate::crate_layer::weights::{matrix, out, parse, reshaped, serialize, vector};
+use crate::crate_layer::{LayerNorm, linear};
 use crate::{Error, Float, Precision, Result};
 
 const NORM_FLOOR: f64 = 1e-12;
@@ -77,18 +77,6 @@ fn check_linear<T: Float>(
     Ok(())
 }
 
-/// `y ← x Wᵀ (+ b)` for rows x.
-fn linear<T: Float>(x: ArrayView2<T>, w: &Array2<T>, b: Option<&Array1<T>>) -> Array2<T> {
-    let mut y = Array2::<T>::zeros((x.nrows(), w.nrows()));
-    if let Some(b) = b {
-        for mut r in y.rows_mut() {
-            r.assign(b);
-        }
-    }
-    T::gemm(T::one(), x, w.t(), true, y.view_mut(), true);
-    y
-}
-
 /// Truncated-normal-like initialization of the reference (timm `trunc_normal_(std=0.02)`,
 /// whose cut at ±2 is 100 standard deviations away: a normal with σ = 0.02).
 fn normal<T: Float, R: Rng + ?Sized>(rows: usize, cols: usize, rng: &mut R) -> Array2<T> {
@@ -98,26 +86,13 @@ fn normal<T: Float, R: Rng + ?Sized>(rows: usize, cols: usize, rng: &mut R) -> A
 }
 
 fn check3<T: Float>(x: &ArrayRef3<T>, dim: usize) -> Result<()> {
-    let (b, n, d) = x.dim();
-    if b == 0 || n == 0 || d == 0 {
-        return Err(Error::Empty {
-            what: "token batch",
-            rows: b * n,
-            cols: d,
-        });
-    }
+    crate::crate_layer::check3(x)?;
+    let d = x.dim().2;
     if d != dim {
         return Err(Error::ShapeMismatch {
             what: "tokens",
             expected: format!("{dim} features"),
             got: format!("{d} features"),
-        });
-    }
-    if let Some(pos) = x.iter().position(|v| !v.is_finite()) {
-        return Err(Error::NonFinite {
-            what: "token batch",
-            row: pos / d,
-            col: pos % d,
         });
     }
     Ok(())
@@ -275,7 +250,7 @@ impl<T: Float> Tssa<T> {
                 }
                 pr[k] = self.temp[k] * e;
             }
-            softmax_in_place(pr.as_slice_mut().expect("standard layout"));
+            crate::float::softmax_in_place(pr.as_slice_mut().expect("standard layout"));
         }
         // Π-weighted second moments per coordinate and the gains
         let mut mass = Array1::<T>::zeros(h);
@@ -319,72 +294,96 @@ impl<T: Float> Tssa<T> {
     ) -> Result<Self> {
         check_heads(dim, heads)?;
         let st = parse(bytes)?;
-        Self::read(&st, dim, heads, qkv_bias, prefix)
+        Self::read(&st, &REFERENCE_NAMES, dim, heads, qkv_bias, prefix)
     }
 
     fn read(
         st: &safetensors::SafeTensors<'_>,
+        names: &Projections,
         dim: usize,
         heads: usize,
         qkv_bias: bool,
         prefix: &str,
     ) -> Result<Self> {
-        let n = |s: &str| format!("{prefix}{s}");
-        let temp_name = n("temp");
-        let temp = tensor::<T>(st, &temp_name, &[heads, 1])?
-            .into_shape_with_order(heads)
-            .map_err(|e| invalid(&temp_name, e.to_string()))?;
+        let (input, output) = (
+            format!("{prefix}{}.", names.input),
+            format!("{prefix}{}.", names.output),
+        );
         Self::from_weights(
             heads,
-            matrix(st, &n("qkv.weight"), dim, dim)?,
+            matrix(st, &format!("{input}weight"), dim, dim)?,
             if qkv_bias {
-                Some(vector(st, &n("qkv.bias"), dim)?)
+                Some(vector(st, &format!("{input}bias"), dim)?)
             } else {
                 None
             },
-            temp,
-            matrix(st, &n("to_out.0.weight"), dim, dim)?,
-            vector(st, &n("to_out.0.bias"), dim)?,
+            reshaped(st, &format!("{prefix}temp"), &[heads, 1], heads)?,
+            matrix(st, &format!("{output}weight"), dim, dim)?,
+            vector(st, &format!("{output}bias"), dim)?,
         )
     }
 
-    fn write(&self, prefix: &str, map: &mut HashMap<String, crate::crate_layer::weights::Out>) {
-        let mut put = |name: &str, shape: &[usize], values: Vec<&T>| {
+    fn write(
+        &self,
+        names: &Projections,
+        prefix: &str,
+        map: &mut HashMap<String, crate::crate_layer::weights::Out>,
+    ) {
+        let mut put = |name: String, shape: &[usize], values: Vec<&T>| {
             map.insert(
                 format!("{prefix}{name}"),
                 out::<T>(shape, values.into_iter()),
             );
         };
         let d = self.dim();
-        put("qkv.weight", &[d, d], self.qkv_weight.iter().collect());
+        let (input, output) = (names.input, names.output);
+        put(
+            format!("{input}.weight"),
+            &[d, d],
+            self.qkv_weight.iter().collect(),
+        );
         if let Some(b) = &self.qkv_bias {
-            put("qkv.bias", &[d], b.iter().collect());
+            put(format!("{input}.bias"), &[d], b.iter().collect());
         }
-        put("temp", &[self.heads, 1], self.temp.iter().collect());
-        put("to_out.0.weight", &[d, d], self.out_weight.iter().collect());
-        put("to_out.0.bias", &[d], self.out_bias.iter().collect());
+        put("temp".into(), &[self.heads, 1], self.temp.iter().collect());
+        put(
+            format!("{output}.weight"),
+            &[d, d],
+            self.out_weight.iter().collect(),
+        );
+        put(
+            format!("{output}.bias"),
+            &[d],
+            self.out_bias.iter().collect(),
+        );
     }
 
     /// Writes the tensors under the reference names (in `T`'s dtype).
     pub fn to_safetensors(&self, prefix: &str) -> Result<Vec<u8>> {
         let mut map = HashMap::new();
-        self.write(prefix, &mut map);
+        self.write(&REFERENCE_NAMES, prefix, &mut map);
         serialize(map)
     }
 }
 
-/// `softmax` of a short slice in place (max-shifted).
-fn softmax_in_place<T: Float>(v: &mut [T]) {
-    let max = v.iter().fold(T::neg_infinity(), |m, &x| m.max(x));
-    let mut sum = T::zero();
-    for x in v.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
-    }
-    for x in v.iter_mut() {
-        *x /= sum;
-    }
+/// The names of TSSA's input and output projections, under which `.weight` and `.bias` are
+/// stored.
+struct Projections {
+    input: &'static str,
+    output: &'static str,
 }
+
+/// `AttentionTSSA`: `qkv`, `to_out.0`.
+const REFERENCE_NAMES: Projections = Projections {
+    input: "qkv",
+    output: "to_out.0",
+};
+
+/// `CausalSelfAttention_TSSA`: `c_attn`, `c_proj`.
+const CAUSAL_NAMES: Projections = Projections {
+    input: "c_attn",
+    output: "c_proj",
+};
 
 /// The causal TSSA of the reference language model (`CausalSelfAttention_TSSA`): token i only
 /// sees tokens 0..=i. With `S_ic = Σ_{i'≤i} W_i'c²`:
@@ -489,7 +488,7 @@ impl<T: Float> CausalTssa<T> {
                 }
                 *pk = t.temp[k] * e;
             }
-            softmax_in_place(&mut pi);
+            crate::float::softmax_in_place(&mut pi);
             for k in 0..h {
                 mass[k] += pi[k];
                 for c in k * p..(k + 1) * p {
@@ -514,22 +513,12 @@ impl<T: Float> CausalTssa<T> {
     ) -> Result<Self> {
         check_heads(dim, heads)?;
         let st = parse(bytes)?;
-        let n = |s: &str| format!("{prefix}{s}");
-        let temp_name = n("temp");
-        let temp = tensor::<T>(&st, &temp_name, &[heads, 1])?
-            .into_shape_with_order(heads)
-            .map_err(|e| invalid(&temp_name, e.to_string()))?;
-        let db_name = n("denom_bias");
-        let denom = tensor::<T>(&st, &db_name, &[heads, block_size, 1])?
-            .into_shape_with_order((heads, block_size))
-            .map_err(|e| invalid(&db_name, e.to_string()))?;
-        let inner = Tssa::from_weights(
-            heads,
-            matrix(&st, &n("c_attn.weight"), dim, dim)?,
-            Some(vector(&st, &n("c_attn.bias"), dim)?),
-            temp,
-            matrix(&st, &n("c_proj.weight"), dim, dim)?,
-            vector(&st, &n("c_proj.bias"), dim)?,
+        let inner = Tssa::read(&st, &CAUSAL_NAMES, dim, heads, true, prefix)?;
+        let denom = reshaped(
+            &st,
+            &format!("{prefix}denom_bias"),
+            &[heads, block_size, 1],
+            (heads, block_size),
         )?;
         Self::new(inner, denom)
     }
@@ -538,28 +527,19 @@ impl<T: Float> CausalTssa<T> {
     pub fn to_safetensors(&self, prefix: &str) -> Result<Vec<u8>> {
         let t = &self.inner;
         let mut map = HashMap::new();
-        let mut put = |name: &str, shape: &[usize], values: Vec<&T>| {
+        t.write(&CAUSAL_NAMES, prefix, &mut map);
+        // the reference's `c_attn` always has a bias: a projection without one stores zeros
+        if t.qkv_bias.is_none() {
+            let zero = Array1::<T>::zeros(t.dim());
             map.insert(
-                format!("{prefix}{name}"),
-                out::<T>(shape, values.into_iter()),
+                format!("{prefix}c_attn.bias"),
+                out::<T>(&[t.dim()], zero.iter()),
             );
-        };
-        let d = t.dim();
-        put("c_attn.weight", &[d, d], t.qkv_weight.iter().collect());
-        let zero = Array1::<T>::zeros(d);
-        put(
-            "c_attn.bias",
-            &[d],
-            t.qkv_bias.as_ref().unwrap_or(&zero).iter().collect(),
+        }
+        map.insert(
+            format!("{prefix}denom_bias"),
+            out::<T>(&[t.heads, self.block_size(), 1], self.denom_bias.iter()),
         );
-        put("temp", &[t.heads, 1], t.temp.iter().collect());
-        put(
-            "denom_bias",
-            &[t.heads, self.block_size(), 1],
-            self.denom_bias.iter().collect(),
-        );
-        put("c_proj.weight", &[d, d], t.out_weight.iter().collect());
-        put("c_proj.bias", &[d], t.out_bias.iter().collect());
         serialize(map)
     }
 }
@@ -642,7 +622,7 @@ impl<T: Float> VariationalCompression<T> {
             }
         }
         for mut r in pi.rows_mut() {
-            softmax_in_place(r.as_slice_mut().expect("standard layout"));
+            crate::float::softmax_in_place(r.as_slice_mut().expect("standard layout"));
         }
         Ok(pi)
     }
@@ -871,7 +851,14 @@ impl<T: Float> ToStBlock<T> {
         };
         let block = Self {
             norm1: norm("norm1.weight", "norm1.bias")?,
-            attn: Tssa::read(st, d, config.heads, config.qkv_bias, &n("attn."))?,
+            attn: Tssa::read(
+                st,
+                &REFERENCE_NAMES,
+                d,
+                config.heads,
+                config.qkv_bias,
+                &n("attn."),
+            )?,
             gamma1: vector(st, &n("gamma1"), d)?,
             norm2: norm("norm2.weight", "norm2.bias")?,
             fc1_weight: matrix(st, &n("mlp.fc1.weight"), hidden, d)?,
@@ -884,7 +871,8 @@ impl<T: Float> ToStBlock<T> {
     }
 
     fn write(&self, prefix: &str, map: &mut HashMap<String, crate::crate_layer::weights::Out>) {
-        self.attn.write(&format!("{prefix}attn."), map);
+        self.attn
+            .write(&REFERENCE_NAMES, &format!("{prefix}attn."), map);
         let mut put = |name: &str, shape: &[usize], values: Vec<&T>| {
             map.insert(
                 format!("{prefix}{name}"),

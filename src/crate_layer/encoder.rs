@@ -120,7 +120,8 @@ impl<T: Float> CrateEncoder<T> {
         let mut diags = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
             let [h, _, _, _, out] = block.apply_trace(z.view(), n);
-            diags.push(measure(block, h.view(), out.view(), n)?);
+            let w = block.mssa.project(h.view());
+            diags.push(measure(block, w.view(), out.view(), n)?);
             z = out;
         }
         Ok((
@@ -130,17 +131,17 @@ impl<T: Float> CrateEncoder<T> {
     }
 }
 
-/// The CRATE authors' two measures of one layer on b sequences of `n` tokens: `h` is the
-/// layer's LayerNormed input (b·n × dim), `out` its output.
+/// The CRATE authors' two measures of one layer on b sequences of `n` tokens: `w` holds the
+/// head projections of the layer's LayerNormed input (b·n × heads·dim_head, see
+/// `Mssa::project`), `out` is the layer's output.
 pub(crate) fn measure<T: Float>(
     block: &CrateBlock<T>,
-    h: ArrayView2<T>,
+    w: ArrayView2<T>,
     out: ArrayView2<T>,
     n: usize,
 ) -> Result<LayerDiagnostics<T>> {
-    let b = h.nrows() / n;
+    let b = w.nrows() / n;
     let eps = Precision::eps_sq(CrateEncoder::<T>::MEASURE_EPS_SQ)?;
-    let w = block.mssa.project(h);
     let p = block.mssa.dim_head;
     let mut compression = T::zero();
     for img in 0..b {

@@ -26,6 +26,7 @@ mod model;
 mod mssa;
 pub(crate) mod weights;
 
+pub(crate) use block::check3;
 pub use block::{BlockTrace, CrateBlock, CrateBlockConfig};
 pub use encoder::{CrateEncoder, CrateEncoderConfig, LayerDiagnostics};
 pub use ista::Ista;
@@ -33,7 +34,7 @@ pub use layer_norm::LayerNorm;
 pub use model::{Crate, CrateConfig, Inspection, LayerInspection, Pooling, top_k};
 pub use mssa::Mssa;
 
-use ndarray::{Array2, ArrayRef2};
+use ndarray::{Array1, Array2, ArrayRef2, ArrayView2};
 
 use crate::{Error, Float, Precision, Result};
 
@@ -72,4 +73,20 @@ pub fn subspace_coding_rate_with_grad<T: Float>(
         T::gemm(T::one(), gw.view(), u.t(), true, grad.view_mut(), true);
     }
     Ok((total, grad))
+}
+
+/// A linear layer on rows: `y = x Wᵀ (+ b)` (W: out × in, as PyTorch stores it).
+pub(crate) fn linear<T: Float>(
+    x: ArrayView2<T>,
+    w: &Array2<T>,
+    b: Option<&Array1<T>>,
+) -> Array2<T> {
+    let mut y = Array2::<T>::zeros((x.nrows(), w.nrows()));
+    if let Some(b) = b {
+        for mut r in y.rows_mut() {
+            r.assign(b);
+        }
+    }
+    T::gemm(T::one(), x, w.t(), true, y.view_mut(), true);
+    y
 }

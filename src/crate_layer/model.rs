@@ -8,7 +8,8 @@ use rand_distr::StandardNormal;
 
 use super::encoder::{CrateEncoder, CrateEncoderConfig, LayerDiagnostics, measure};
 use super::weights::{
-    block_from, block_names, block_tensors, invalid, matrix, out, parse, serialize, tensor, vector,
+    block_from, block_names, block_tensors, invalid, matrix, out, parse, reshaped, serialize,
+    vector,
 };
 use super::{CrateBlock, CrateBlockConfig, LayerNorm};
 use crate::{Error, Float, Result};
@@ -325,13 +326,9 @@ impl<T: Float> Crate<T> {
         let patch_weight = matrix(&st, PATCH_LINEAR[0], d, p)?;
         let patch_bias = vector(&st, PATCH_LINEAR[1], d)?;
         let embed_norm = norm(EMBED_NORM, d)?;
-        let cls_token = tensor::<T>(&st, CLS_TOKEN, &[1, 1, d])?
-            .into_shape_with_order(d)
-            .map_err(|e| invalid(CLS_TOKEN, e.to_string()))?;
+        let cls_token = reshaped(&st, CLS_TOKEN, &[1, 1, d], d)?;
         let tokens = config.num_patches() + 1;
-        let pos_embedding = tensor::<T>(&st, POS_EMBEDDING, &[1, tokens, d])?
-            .into_shape_with_order((tokens, d))
-            .map_err(|e| invalid(POS_EMBEDDING, e.to_string()))?;
+        let pos_embedding = reshaped(&st, POS_EMBEDDING, &[1, tokens, d], (tokens, d))?;
         let blocks = (0..config.encoder.depth)
             .map(|l| block_from(&st, &config.encoder.block, &format!("{LAYERS}{l}.")))
             .collect::<Result<Vec<CrateBlock<T>>>>()?;
@@ -466,21 +463,10 @@ impl<T: Float> Crate<T> {
         self.patch_norm.apply_in_place(&mut x);
         let n = patches + 1;
         let d = self.config.dim();
-        // tokens: row 0 of each image is the class token, rows 1.. the embedded patches
-        let mut emb = crate::pool::take::<T>(b * patches, d);
-        for mut r in emb.rows_mut() {
-            r.assign(&self.patch_bias);
-        }
-        T::gemm(
-            T::one(),
-            x.view(),
-            self.patch_weight.t(),
-            true,
-            emb.view_mut(),
-            true,
-        );
+        let mut emb = super::linear(x.view(), &self.patch_weight, Some(&self.patch_bias));
         drop(x);
         self.embed_norm.apply_in_place(&mut emb);
+        // tokens: row 0 of each image is the class token, rows 1.. the embedded patches
         let mut tokens = Array2::<T>::zeros((b * n, d));
         for img in 0..b {
             for t in 0..n {
@@ -513,19 +499,7 @@ impl<T: Float> Crate<T> {
             }
         }
         self.head_norm.apply_in_place(&mut pooled);
-        let mut logits = Array2::<T>::zeros((b, self.config.num_classes));
-        for mut r in logits.rows_mut() {
-            r.assign(&self.head_bias);
-        }
-        T::gemm(
-            T::one(),
-            pooled.view(),
-            self.head_weight.t(),
-            true,
-            logits.view_mut(),
-            true,
-        );
-        logits
+        super::linear(pooled.view(), &self.head_weight, Some(&self.head_bias))
     }
 
     /// Class logits (b × classes) of a batch of images (b × channels × height × width; height
@@ -556,8 +530,9 @@ impl<T: Float> Crate<T> {
         let mut layers = Vec::with_capacity(self.encoder.blocks().len());
         for block in self.encoder.blocks() {
             let [h, _, _, _, out] = block.apply_trace(z.view(), n);
-            let attention = block.mssa.attention_maps(h.view(), n);
-            let diagnostics = measure(block, h.view(), out.view(), n)?;
+            let w = block.mssa.project(h.view());
+            let attention = block.mssa.attention_maps(w.view(), n);
+            let diagnostics = measure(block, w.view(), out.view(), n)?;
             z = out;
             layers.push(LayerInspection {
                 tokens: shape(z.clone()),

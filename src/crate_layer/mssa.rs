@@ -414,13 +414,13 @@ impl<T: Float> Mssa<T> {
         (w, o)
     }
 
-    /// The attention maps `softmax(s·W_k W_kᵀ)` of `x` (b·n × dim, sequences of `n` tokens),
-    /// as b × heads × n × n: entry (s, k, i, j) is how much token i attends to token j in head
+    /// The attention maps `softmax(s·W_k W_kᵀ)` from the projected tokens `w` (b·n ×
+    /// heads·dim_head, see [`project`](Self::project); sequences of `n` tokens), as
+    /// b × heads × n × n: entry (s, k, i, j) is how much token i attends to token j in head
     /// k of sequence s (rows sum to 1).
-    pub(crate) fn attention_maps(&self, x: ArrayView2<T>, n: usize) -> ndarray::Array4<T> {
-        let b = x.nrows() / n;
+    pub(crate) fn attention_maps(&self, w: ArrayView2<T>, n: usize) -> ndarray::Array4<T> {
+        let b = w.nrows() / n;
         let p = self.dim_head;
-        let w = self.project(x);
         let scale = T::from_f64(self.scale);
         let mut maps = ndarray::Array4::<T>::zeros((b, self.heads, n, n));
         let mut a = Array2::<T>::zeros((n, n));

@@ -100,6 +100,19 @@ pub(crate) fn f16_to_f32(h: u16) -> f32 {
     }
 }
 
+/// A tensor stored with shape `stored` (e.g. `[1, 1, dim]`) read as an array of shape `shape`
+/// holding the same elements (e.g. `dim`).
+pub(crate) fn reshaped<T: Float, Sh: ndarray::IntoDimension>(
+    st: &SafeTensors<'_>,
+    name: &str,
+    stored: &[usize],
+    shape: Sh,
+) -> Result<ndarray::Array<T, Sh::Dim>> {
+    tensor::<T>(st, name, stored)?
+        .into_shape_with_order(shape.into_dimension())
+        .map_err(|e| invalid(name, e.to_string()))
+}
+
 pub(crate) fn vector<T: Float>(st: &SafeTensors<'_>, name: &str, n: usize) -> Result<Array1<T>> {
     Ok(tensor(st, name, &[n])?.into_dimensionality().expect("1-D"))
 }
