@@ -629,7 +629,7 @@ impl Micl {
                 .scatter
                 .clone()
                 .unwrap_or_else(|| scatter_of(&x, &g.members, &g.mean));
-            let (eigenvalues, eigenvectors) = <f64 as crate::linalg::Backend>::eigh(scatter.view())
+            let (eigenvalues, eigenvectors) = crate::linalg::eigh::<f64>(scatter.view())
                 .ok_or(Error::NoConvergence("eigendecomposition"))?;
             codes.push(ClassCode {
                 count: g.members.len(),

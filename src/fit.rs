@@ -319,7 +319,8 @@ pub fn class_singular_values<T: Float>(
                 return Ok(Vec::new());
             }
             let block = z.select(Axis(0), &rows);
-            let (_, s, _) = T::thin_svd(block.view()).ok_or(Error::NoConvergence("SVD"))?;
+            let (_, s, _) =
+                crate::linalg::thin_svd(block.view()).ok_or(Error::NoConvergence("SVD"))?;
             Ok(s.iter().map(|v| v.as_f64()).collect())
         })
         .collect()

@@ -78,15 +78,16 @@ pub mod crate_layer;
 mod error;
 pub mod fit;
 mod float;
+mod kernels;
 pub(crate) mod linalg;
 mod membership;
-mod pool;
 mod precision;
 pub mod rate;
 pub mod redunet;
 pub mod subspace;
 pub mod tost;
 mod validate;
+mod workspace;
 
 pub use error::{Error, Result};
 pub use float::Float;
@@ -97,6 +98,7 @@ pub use rate::{
     class_coding_rate_grad_membership, class_coding_rate_with_grad, coding_rate,
     coding_rate_with_grad, rate_reduction, rate_reduction_with_grad, rate_reduction_with_grad_into,
 };
+pub use workspace::release_workspace;
 
 /// The README's code blocks, compiled and run as doctests.
 #[cfg(doctest)]

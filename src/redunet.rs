@@ -115,7 +115,7 @@ impl<T: Float> ReduLayer<T> {
                 for (mut r, &i) in part.rows_mut().into_iter().zip(chunk) {
                     r.assign(&z.row(i));
                 }
-                T::gram_cols(part.view(), T::one(), true, g.view_mut(), false);
+                crate::linalg::gram_cols(part.view(), T::one(), true, g.view_mut(), false);
             }
             total += &g;
             c.push(op(g, members.len())?);
@@ -134,7 +134,7 @@ impl<T: Float> ReduLayer<T> {
         let (b, d) = z.dim();
         let k = self.c.len();
         let mut expd = Array2::<T>::zeros((b, d));
-        T::gemm(
+        crate::linalg::gemm(
             T::one(),
             z.view(),
             self.e.view(),
@@ -145,7 +145,7 @@ impl<T: Float> ReduLayer<T> {
         let mut comps = Vec::with_capacity(k);
         for cj in &self.c {
             let mut comp = Array2::<T>::zeros((b, d));
-            T::gemm(T::one(), z.view(), cj.view(), false, comp.view_mut(), false);
+            crate::linalg::gemm(T::one(), z.view(), cj.view(), false, comp.view_mut(), false);
             comps.push(comp);
         }
         let floor = T::from_f64(1e-8);
@@ -156,7 +156,7 @@ impl<T: Float> ReduLayer<T> {
                 let r = c.row(i);
                 *p = -lambda * r.dot(&r).sqrt().max(floor);
             }
-            crate::float::softmax_in_place(pr.as_slice_mut().expect("rows of π̂ are contiguous"));
+            crate::kernels::softmax_in_place(pr.as_slice_mut().expect("rows of π̂ are contiguous"));
             let mut row = z.row_mut(i);
             for t in 0..d {
                 let mut clus = T::zero();

@@ -103,7 +103,7 @@ pub struct SubspaceMixture<T> {
 
 /// Orthonormal basis of the column space of `a` (d × p, full column rank assumed), by thin SVD.
 fn orthonormal<T: Float>(a: &Array2<T>) -> Result<Array2<T>> {
-    let (u, _, _) = T::thin_svd(a.view()).ok_or(Error::NoConvergence("SVD"))?;
+    let (u, _, _) = crate::linalg::thin_svd(a.view()).ok_or(Error::NoConvergence("SVD"))?;
     Ok(u)
 }
 
@@ -251,7 +251,7 @@ impl<T: Float> SubspaceFit<T> {
             Array1::zeros(x.ncols())
         };
         let xc = &x.view() - &mean;
-        let (_, s, v) = T::thin_svd(xc.view()).ok_or(Error::NoConvergence("SVD"))?;
+        let (_, s, v) = crate::linalg::thin_svd(xc.view()).ok_or(Error::NoConvergence("SVD"))?;
         let r = rank.min(v.ncols());
         let basis = v.slice_axis(Axis(1), ndarray::Slice::from(0..r)).to_owned();
         Ok(Self {
@@ -289,7 +289,7 @@ pub fn principal_angles<T: Float>(a: &ArrayRef2<T>, b: &ArrayRef2<T>) -> Result<
     let qa = orthonormal(&a.to_owned())?;
     let qb = orthonormal(&b.to_owned())?;
     let m = qa.t().dot(&qb);
-    let (_, s, _) = T::thin_svd(m.view()).ok_or(Error::NoConvergence("SVD"))?;
+    let (_, s, _) = crate::linalg::thin_svd(m.view()).ok_or(Error::NoConvergence("SVD"))?;
     Ok(s.iter()
         .map(|&c| c.as_f64().clamp(-1.0, 1.0).acos())
         .collect())

@@ -27,6 +27,7 @@ use rand_distr::StandardNormal;
 
 use crate::crate_layer::weights::{matrix, out, parse, reshaped, serialize, vector};
 use crate::crate_layer::{LayerNorm, linear};
+pub use crate::kernels::gelu;
 use crate::{Error, Float, Precision, Result};
 
 const NORM_FLOOR: f64 = 1e-12;
@@ -250,7 +251,7 @@ impl<T: Float> Tssa<T> {
                 }
                 pr[k] = self.temp[k] * e;
             }
-            crate::float::softmax_in_place(pr.as_slice_mut().expect("standard layout"));
+            crate::kernels::softmax_in_place(pr.as_slice_mut().expect("standard layout"));
         }
         // Π-weighted second moments per coordinate and the gains
         let mut mass = Array1::<T>::zeros(h);
@@ -488,7 +489,7 @@ impl<T: Float> CausalTssa<T> {
                 }
                 *pk = t.temp[k] * e;
             }
-            crate::float::softmax_in_place(&mut pi);
+            crate::kernels::softmax_in_place(&mut pi);
             for k in 0..h {
                 mass[k] += pi[k];
                 for c in k * p..(k + 1) * p {
@@ -622,7 +623,7 @@ impl<T: Float> VariationalCompression<T> {
             }
         }
         for mut r in pi.rows_mut() {
-            crate::float::softmax_in_place(r.as_slice_mut().expect("standard layout"));
+            crate::kernels::softmax_in_place(r.as_slice_mut().expect("standard layout"));
         }
         Ok(pi)
     }
@@ -685,7 +686,7 @@ impl<T: Float> VariationalCompression<T> {
                     *v *= di * pjk / n;
                 }
             }
-            T::gemm(T::one(), scaled.view(), u.t(), true, g.view_mut(), false);
+            crate::linalg::gemm(T::one(), scaled.view(), u.t(), true, g.view_mut(), false);
         }
         Ok(g)
     }
@@ -697,12 +698,6 @@ impl<T: Float> VariationalCompression<T> {
         let g = self.gradient(z, &pi)?;
         Ok(z.to_owned() - &(g * T::from_f64(tau)))
     }
-}
-
-/// `GELU(x) = x Φ(x) = ½ x (1 + erf(x/√2))`, the exact form PyTorch's `nn.GELU()` uses.
-pub fn gelu<T: Float>(x: T) -> T {
-    let v = x.as_f64();
-    T::from_f64(0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2)))
 }
 
 /// Sizes and constants of a ToST block.
@@ -997,7 +992,7 @@ impl<T: Float> ToStEncoder<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::gelu;
+    use crate::kernels::gelu;
 
     #[test]
     fn gelu_matches_known_values() {

@@ -268,7 +268,7 @@ impl<T: Float> CrateBlock<T> {
     /// and then normalized in place; the projected tokens; the head outputs; the attention
     /// scores) come from the thread's scratch cache (see `pool`).
     pub(crate) fn apply(&self, x: ArrayView2<T>, n: usize) -> Array2<T> {
-        let mut y = crate::pool::take::<T>(x.nrows(), x.ncols());
+        let mut y = crate::workspace::take::<T>(x.nrows(), x.ncols());
         y.assign(&x);
         if let Some(ln) = &self.ln1 {
             ln.apply_in_place(&mut y);

@@ -64,7 +64,7 @@ impl<T: Float> Ista<T> {
         let eta = T::from_f64(step);
         m.scaled_add(eta, &d);
         // m −= η DᵀD
-        T::gemm(-eta, d.t(), d.view(), true, m.view_mut(), true);
+        crate::linalg::gemm(-eta, d.t(), d.view(), true, m.view_mut(), true);
         Ok(Self { d, step, lambda, m })
     }
 
@@ -119,7 +119,7 @@ impl<T: Float> Ista<T> {
 
     /// CRATE's step written into `out` (same shape as `x`; its contents are overwritten).
     pub(crate) fn apply_into(&self, x: ArrayView2<T>, mut out: ArrayViewMut2<T>) {
-        T::gemm(T::one(), x, self.m.view(), false, out.view_mut(), true);
+        crate::linalg::gemm(T::one(), x, self.m.view(), false, out.view_mut(), true);
         let shift = T::from_f64(self.step * self.lambda);
         out.mapv_inplace(|v| (v - shift).max(T::zero()));
     }
@@ -143,9 +143,9 @@ impl<T: Float> Ista<T> {
         }
         // residual r = z0 Dᵀ − x (rows of (D z₀ − x)ᵀ), then z0 − η r D − ηλ
         let mut r = x.mapv(|v| -v);
-        T::gemm(T::one(), z0.view(), self.d.t(), true, r.view_mut(), true);
+        crate::linalg::gemm(T::one(), z0.view(), self.d.t(), true, r.view_mut(), true);
         let mut out = z0.to_owned();
-        T::gemm(
+        crate::linalg::gemm(
             -T::from_f64(self.step),
             r.view(),
             self.d.view(),
@@ -163,7 +163,7 @@ impl<T: Float> Ista<T> {
         self.check(z, "z")?;
         self.check(x, "x")?;
         let mut r = x.to_owned();
-        T::gemm(-T::one(), z.view(), self.d.t(), true, r.view_mut(), true);
+        crate::linalg::gemm(-T::one(), z.view(), self.d.t(), true, r.view_mut(), true);
         let l1: T = z.iter().map(|v| v.abs()).sum();
         let sq: T = r.iter().map(|v| *v * *v).sum();
         Ok(T::from_f64(self.lambda) * l1 + T::from_f64(0.5) * sq)

@@ -89,7 +89,7 @@ impl<T: Float> LayerNorm<T> {
         let b = self.bias.as_slice().expect("contiguous bias");
         let flat = a.as_slice_mut().expect("standard layout");
         for xs in flat.chunks_exact_mut(dim) {
-            let mean = super::mssa::sum8(xs) / d;
+            let mean = crate::kernels::sum8(xs) / d;
             // Σ (x − mean)², eight independent lanes
             let mut acc = [T::zero(); 8];
             let chunks = xs.chunks_exact(8);

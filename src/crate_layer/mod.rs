@@ -67,10 +67,10 @@ pub fn subspace_coding_rate_with_grad<T: Float>(
         }
         crate::validate::matrix("subspace basis", u)?;
         let mut w = Array2::<T>::zeros((z.nrows(), u.ncols()));
-        T::gemm(T::one(), z.view(), u.view(), false, w.view_mut(), true);
+        crate::linalg::gemm(T::one(), z.view(), u.view(), false, w.view_mut(), true);
         let (r, gw) = crate::coding_rate_with_grad(&w, eps)?;
         total += r;
-        T::gemm(T::one(), gw.view(), u.t(), true, grad.view_mut(), true);
+        crate::linalg::gemm(T::one(), gw.view(), u.t(), true, grad.view_mut(), true);
     }
     Ok((total, grad))
 }
@@ -87,6 +87,6 @@ pub(crate) fn linear<T: Float>(
             r.assign(b);
         }
     }
-    T::gemm(T::one(), x, w.t(), true, y.view_mut(), true);
+    crate::linalg::gemm(T::one(), x, w.t(), true, y.view_mut(), true);
     y
 }

@@ -446,7 +446,7 @@ impl<T: Float> Crate<T> {
         // b c (h p1) (w p2) → b (h w) (p1 p2 c): the channel runs fastest
         let pd = self.config.patch_dim();
         let gw = w / ps;
-        let mut x = crate::pool::take::<T>(b * patches, pd);
+        let mut x = crate::workspace::take::<T>(b * patches, pd);
         for (r, mut row) in x.rows_mut().into_iter().enumerate() {
             let (img, pi) = (r / patches, r % patches);
             let (hi, wi) = (pi / gw, pi % gw);

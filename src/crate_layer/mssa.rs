@@ -3,7 +3,8 @@
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis};
 use rand::Rng;
 
-use crate::pool::Scratch;
+use crate::kernels::softmax_rows_in_place;
+use crate::workspace::Scratch;
 use crate::{Error, Float, Precision, Result};
 
 /// How the concatenated head outputs `O = [SSA_1 … SSA_K]` (rows are tokens) become the
@@ -51,91 +52,6 @@ pub struct Mssa<T: Float> {
     pub(crate) qkv: Array2<T>,
     pub(crate) scale: f64,
     pub(crate) output: Output<T>,
-}
-
-/// Sum with eight independent accumulators (vectorizes without reassociation flags).
-#[inline(always)]
-pub(crate) fn sum8<T: Float>(xs: &[T]) -> T {
-    let mut acc = [T::zero(); 8];
-    let chunks = xs.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for k in 0..8 {
-            acc[k] += c[k];
-        }
-    }
-    let mut s = (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for &v in rest {
-        s += v;
-    }
-    s
-}
-
-/// Maximum with eight independent lanes.
-#[inline(always)]
-fn max8<T: Float>(xs: &[T]) -> T {
-    let mut acc = [T::neg_infinity(); 8];
-    let chunks = xs.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for k in 0..8 {
-            acc[k] = if c[k] > acc[k] { c[k] } else { acc[k] };
-        }
-    }
-    let mut m = acc
-        .iter()
-        .fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
-    for &v in rest {
-        m = if v > m { v } else { m };
-    }
-    m
-}
-
-/// `softmax` of each row of length `n` of a contiguous row-major matrix.
-#[inline(always)]
-fn softmax_rows<T: Float>(a: &mut [T], n: usize) {
-    for r in a.chunks_exact_mut(n) {
-        let max = max8(r);
-        for v in r.iter_mut() {
-            *v -= max;
-        }
-        T::exp_in_place(r);
-        let inv = T::one() / sum8(r);
-        for v in r.iter_mut() {
-            *v *= inv;
-        }
-    }
-}
-
-/// Runs [`softmax_rows`] compiled for the widest vector instructions the processor has
-/// (selected at run time; the portable build only assumes SSE2).
-struct SoftmaxRows<'a, T> {
-    a: &'a mut [T],
-    n: usize,
-}
-
-impl<T: Float> pulp::WithSimd for SoftmaxRows<'_, T> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        softmax_rows(self.a, self.n)
-    }
-}
-
-/// Row-wise softmax of a square score matrix, in place.
-fn softmax_rows_in_place<T: Float>(a: &mut Array2<T>) {
-    let n = a.ncols();
-    match a.as_slice_mut() {
-        Some(flat) => pulp::Arch::new().dispatch(SoftmaxRows { a: flat, n }),
-        None => {
-            for mut row in a.rows_mut() {
-                let max = row.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
-                row.mapv_inplace(|v| (v - max).exp());
-                let inv = T::one() / row.sum();
-                row.mapv_inplace(|v| v * inv);
-            }
-        }
-    }
 }
 
 impl<T: Float> Mssa<T> {
@@ -318,8 +234,8 @@ impl<T: Float> Mssa<T> {
 
     /// The projected tokens `W = Z [U_1 … U_K]` (m × heads·dim_head) of `x` (m × dim).
     pub(crate) fn project(&self, x: ArrayView2<T>) -> Scratch<T> {
-        let mut w = crate::pool::take::<T>(x.nrows(), self.qkv.nrows());
-        T::gemm(T::one(), x, self.qkv.t(), false, w.view_mut(), true);
+        let mut w = crate::workspace::take::<T>(x.nrows(), self.qkv.nrows());
+        crate::linalg::gemm(T::one(), x, self.qkv.t(), false, w.view_mut(), true);
         w
     }
 
@@ -348,9 +264,9 @@ impl<T: Float> Mssa<T> {
         let head = |a: &mut Array2<T>, wk: ArrayView2<T>, mut ok: ArrayViewMut2<T>| {
             crate::linalg::clear_upper_simd_state();
             // the full product: cheaper than mirroring a triangle element by element
-            T::gemm(scale, wk, wk.t(), false, a.view_mut(), !parallel_tasks);
+            crate::linalg::gemm(scale, wk, wk.t(), false, a.view_mut(), !parallel_tasks);
             softmax_rows_in_place(a);
-            T::gemm(
+            crate::linalg::gemm(
                 T::one(),
                 a.view(),
                 wk,
@@ -359,7 +275,7 @@ impl<T: Float> Mssa<T> {
                 !parallel_tasks,
             );
         };
-        let scratch = || crate::pool::take::<T>(n, n);
+        let scratch = || crate::workspace::take::<T>(n, n);
         let seq = |a: &mut Array2<T>, s: usize, mut os: ArrayViewMut2<T>| {
             for k in 0..heads {
                 let wk = crate::linalg::block(w.view(), s * n..(s + 1) * n, k * p..(k + 1) * p);
@@ -370,7 +286,7 @@ impl<T: Float> Mssa<T> {
                 );
             }
         };
-        let mut o = crate::pool::take::<T>(m, inner);
+        let mut o = crate::workspace::take::<T>(m, inner);
         #[cfg(feature = "parallel")]
         {
             use rayon::prelude::*;
@@ -427,7 +343,7 @@ impl<T: Float> Mssa<T> {
         for s in 0..b {
             for k in 0..self.heads {
                 let wk = crate::linalg::block(w.view(), s * n..(s + 1) * n, k * p..(k + 1) * p);
-                T::gemm(scale, wk, wk.t(), false, a.view_mut(), true);
+                crate::linalg::gemm(scale, wk, wk.t(), false, a.view_mut(), true);
                 softmax_rows_in_place(&mut a);
                 maps.index_axis_mut(Axis(0), s)
                     .index_axis_mut(Axis(0), k)
@@ -472,7 +388,7 @@ impl<T: Float> Mssa<T> {
                         }
                     }
                 }
-                T::gemm(T::one(), o, weight.t(), true, y.view_mut(), true);
+                crate::linalg::gemm(T::one(), o, weight.t(), true, y.view_mut(), true);
             }
             Output::Compression { kappa, eps_sq } => {
                 let beta = self.dim_head as f64 / (n as f64 * eps_sq);
@@ -484,7 +400,7 @@ impl<T: Float> Mssa<T> {
                         .for_each(|y, &x| *y = x - c * *y),
                     None => y.mapv_inplace(|h| -c * h),
                 }
-                T::gemm(
+                crate::linalg::gemm(
                     T::from_f64(kappa * beta * beta),
                     o,
                     self.qkv.view(),

@@ -8,65 +8,62 @@
 
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
 
+use crate::Float;
+
 pub(crate) mod faer_backend;
 #[cfg(feature = "lapack")]
 pub(crate) mod lapack_backend;
 
-/// The backend interface, implemented for `f32` and `f64`. Public only so that it can be a
-/// (sealed, unnameable) supertrait of [`crate::Float`].
-pub trait Backend: Sized + Copy {
+/// The backend interface, implemented for the private body type of `f32` and of `f64`
+/// ([`crate::Float::Kernels`]). The trait lives in a private module: a downstream crate can
+/// neither name it nor call its functions; inside the crate the free functions below call it.
+pub trait Backend<S> {
     /// `out ← alpha·aᵀa (+ out if accumulate)`, lower triangle only (d × d for a: n × d).
     fn gram_cols(
-        a: ArrayView2<Self>,
-        alpha: Self,
+        a: ArrayView2<S>,
+        alpha: S,
         accumulate: bool,
-        out: ArrayViewMut2<Self>,
+        out: ArrayViewMut2<S>,
         parallel: bool,
     );
     /// `out ← alpha·a aᵀ (+ out if accumulate)`, lower triangle only (n × n for a: n × d).
     fn gram_rows(
-        a: ArrayView2<Self>,
-        alpha: Self,
+        a: ArrayView2<S>,
+        alpha: S,
         accumulate: bool,
-        out: ArrayViewMut2<Self>,
+        out: ArrayViewMut2<S>,
         parallel: bool,
     );
     /// `c ← alpha·a b (+ c if accumulate)`.
     fn gemm(
-        alpha: Self,
-        a: ArrayView2<Self>,
-        b: ArrayView2<Self>,
+        alpha: S,
+        a: ArrayView2<S>,
+        b: ArrayView2<S>,
         accumulate: bool,
-        c: ArrayViewMut2<Self>,
+        c: ArrayViewMut2<S>,
         parallel: bool,
     );
     /// Lower Cholesky factor in place (reads and writes the lower triangle; the strict upper
     /// triangle is left as it was). `Err(pivot)` when the matrix is not positive definite.
-    fn cholesky_in_place(a: ArrayViewMut2<Self>, parallel: bool) -> Result<(), usize>;
+    fn cholesky_in_place(a: ArrayViewMut2<S>, parallel: bool) -> Result<(), usize>;
     /// `(L Lᵀ)⁻¹` as a full symmetric matrix, from a lower factor `L`.
-    fn cholesky_inverse(l: ArrayView2<Self>, parallel: bool) -> Array2<Self>;
+    fn cholesky_inverse(l: ArrayView2<S>, parallel: bool) -> Array2<S>;
     /// Solves `(L Lᵀ) X = B` in place (B has as many rows as L).
-    fn cholesky_solve_in_place(l: ArrayView2<Self>, b: ArrayViewMut2<Self>, parallel: bool);
+    fn cholesky_solve_in_place(l: ArrayView2<S>, b: ArrayViewMut2<S>, parallel: bool);
     /// Symmetric eigendecomposition from the lower triangle: eigenvalues ascending and the
     /// eigenvectors as columns. `None` if it did not converge.
-    fn eigh(a: ArrayView2<Self>) -> Option<(Array1<Self>, Array2<Self>)>;
+    fn eigh(a: ArrayView2<S>) -> Option<(Array1<S>, Array2<S>)>;
     /// Thin SVD `a = U diag(s) Vᵀ`: returns `(U, s, V)` with `s` descending, U: m × r,
     /// V: n × r, r = min(m, n). `None` if it did not converge.
     #[allow(clippy::type_complexity)]
-    fn thin_svd(a: ArrayView2<Self>) -> Option<(Array2<Self>, Array1<Self>, Array2<Self>)>;
+    fn thin_svd(a: ArrayView2<S>) -> Option<(Array2<S>, Array1<S>, Array2<S>)>;
 }
 
 macro_rules! impl_backend {
     ($t:ty, $imp:path) => {
-        impl Backend for $t {
+        impl Backend<$t> for crate::float::Body<$t> {
             #[inline]
-            fn gram_cols(
-                a: ArrayView2<Self>,
-                alpha: Self,
-                acc: bool,
-                out: ArrayViewMut2<Self>,
-                p: bool,
-            ) {
+            fn gram_cols(a: ArrayView2<$t>, alpha: $t, acc: bool, out: ArrayViewMut2<$t>, p: bool) {
                 {
                     use $imp as b;
                     b::gram_cols(a, alpha, acc, out, p);
@@ -74,13 +71,7 @@ macro_rules! impl_backend {
                 clear_upper_simd_state();
             }
             #[inline]
-            fn gram_rows(
-                a: ArrayView2<Self>,
-                alpha: Self,
-                acc: bool,
-                out: ArrayViewMut2<Self>,
-                p: bool,
-            ) {
+            fn gram_rows(a: ArrayView2<$t>, alpha: $t, acc: bool, out: ArrayViewMut2<$t>, p: bool) {
                 {
                     use $imp as b;
                     b::gram_rows(a, alpha, acc, out, p);
@@ -89,11 +80,11 @@ macro_rules! impl_backend {
             }
             #[inline]
             fn gemm(
-                alpha: Self,
-                a: ArrayView2<Self>,
-                bm: ArrayView2<Self>,
+                alpha: $t,
+                a: ArrayView2<$t>,
+                bm: ArrayView2<$t>,
                 acc: bool,
-                c: ArrayViewMut2<Self>,
+                c: ArrayViewMut2<$t>,
                 p: bool,
             ) {
                 {
@@ -103,7 +94,7 @@ macro_rules! impl_backend {
                 clear_upper_simd_state();
             }
             #[inline]
-            fn cholesky_in_place(a: ArrayViewMut2<Self>, p: bool) -> Result<(), usize> {
+            fn cholesky_in_place(a: ArrayViewMut2<$t>, p: bool) -> Result<(), usize> {
                 let r = {
                     use $imp as b;
                     b::cholesky_in_place(a, p)
@@ -112,7 +103,7 @@ macro_rules! impl_backend {
                 r
             }
             #[inline]
-            fn cholesky_inverse(l: ArrayView2<Self>, p: bool) -> Array2<Self> {
+            fn cholesky_inverse(l: ArrayView2<$t>, p: bool) -> Array2<$t> {
                 let r = {
                     use $imp as b;
                     b::cholesky_inverse(l, p)
@@ -121,7 +112,7 @@ macro_rules! impl_backend {
                 r
             }
             #[inline]
-            fn cholesky_solve_in_place(l: ArrayView2<Self>, rhs: ArrayViewMut2<Self>, p: bool) {
+            fn cholesky_solve_in_place(l: ArrayView2<$t>, rhs: ArrayViewMut2<$t>, p: bool) {
                 {
                     use $imp as b;
                     b::cholesky_solve_in_place(l, rhs, p);
@@ -129,7 +120,7 @@ macro_rules! impl_backend {
                 clear_upper_simd_state();
             }
             #[inline]
-            fn eigh(a: ArrayView2<Self>) -> Option<(Array1<Self>, Array2<Self>)> {
+            fn eigh(a: ArrayView2<$t>) -> Option<(Array1<$t>, Array2<$t>)> {
                 let r = {
                     use $imp as b;
                     b::eigh(a)
@@ -138,7 +129,7 @@ macro_rules! impl_backend {
                 r
             }
             #[inline]
-            fn thin_svd(a: ArrayView2<Self>) -> Option<(Array2<Self>, Array1<Self>, Array2<Self>)> {
+            fn thin_svd(a: ArrayView2<$t>) -> Option<(Array2<$t>, Array1<$t>, Array2<$t>)> {
                 let r = {
                     use $imp as b;
                     b::thin_svd(a)
@@ -158,6 +149,57 @@ impl_backend!(f64, faer_backend);
 impl_backend!(f32, lapack_backend);
 #[cfg(feature = "lapack")]
 impl_backend!(f64, lapack_backend);
+
+/// `out ← alpha·aᵀa (+ out if accumulate)`, lower triangle only (d × d for a: n × d).
+#[inline]
+pub(crate) fn gram_cols<T: Float>(
+    a: ArrayView2<T>,
+    alpha: T,
+    accumulate: bool,
+    out: ArrayViewMut2<T>,
+    parallel: bool,
+) {
+    <T::Kernels as Backend<T>>::gram_cols(a, alpha, accumulate, out, parallel)
+}
+
+/// `out ← alpha·a aᵀ (+ out if accumulate)`, lower triangle only (n × n for a: n × d).
+#[inline]
+pub(crate) fn gram_rows<T: Float>(
+    a: ArrayView2<T>,
+    alpha: T,
+    accumulate: bool,
+    out: ArrayViewMut2<T>,
+    parallel: bool,
+) {
+    <T::Kernels as Backend<T>>::gram_rows(a, alpha, accumulate, out, parallel)
+}
+
+/// `c ← alpha·a b (+ c if accumulate)`.
+#[inline]
+pub(crate) fn gemm<T: Float>(
+    alpha: T,
+    a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    accumulate: bool,
+    c: ArrayViewMut2<T>,
+    parallel: bool,
+) {
+    <T::Kernels as Backend<T>>::gemm(alpha, a, b, accumulate, c, parallel)
+}
+
+/// Symmetric eigendecomposition from the lower triangle (eigenvalues ascending, eigenvectors
+/// as columns); `None` if it did not converge.
+#[inline]
+pub(crate) fn eigh<T: Float>(a: ArrayView2<T>) -> Option<(Array1<T>, Array2<T>)> {
+    <T::Kernels as Backend<T>>::eigh(a)
+}
+
+/// Thin SVD `a = U diag(s) Vᵀ` (`s` descending); `None` if it did not converge.
+#[allow(clippy::type_complexity)]
+#[inline]
+pub(crate) fn thin_svd<T: Float>(a: ArrayView2<T>) -> Option<(Array2<T>, Array1<T>, Array2<T>)> {
+    <T::Kernels as Backend<T>>::thin_svd(a)
+}
 
 /// Clears the upper halves of the vector registers (`vzeroupper`) on x86-64 CPUs with AVX.
 ///
@@ -219,7 +261,7 @@ pub(crate) struct Cholesky<T> {
     l: Array2<T>,
 }
 
-impl<T: crate::Float> Cholesky<T> {
+impl<T: Float> Cholesky<T> {
     /// Factors `a` (lower triangle read) in place.
     pub(crate) fn new(mut a: Array2<T>, what: &'static str, parallel: bool) -> crate::Result<Self> {
         debug_assert_eq!(a.nrows(), a.ncols());
@@ -230,7 +272,7 @@ impl<T: crate::Float> Cholesky<T> {
         }
         // measured: threads only pay off for the factorization from about n = 1024
         let parallel = parallel && a.nrows() >= 1024;
-        T::cholesky_in_place(a.view_mut(), parallel)
+        <T::Kernels as Backend<T>>::cholesky_in_place(a.view_mut(), parallel)
             .map_err(|pivot| crate::Error::Factorization { what, pivot })?;
         if let Some(pivot) = a
             .diag()
@@ -256,12 +298,15 @@ impl<T: crate::Float> Cholesky<T> {
     /// `A⁻¹`, full symmetric.
     pub(crate) fn inverse(&self, parallel: bool) -> Array2<T> {
         // measured: threads pay off for the inverse from about n = 768
-        T::cholesky_inverse(self.l.view(), parallel && self.l.nrows() >= 768)
+        <T::Kernels as Backend<T>>::cholesky_inverse(
+            self.l.view(),
+            parallel && self.l.nrows() >= 768,
+        )
     }
 
     /// `B ← A⁻¹ B`.
     pub(crate) fn solve_in_place(&self, b: ArrayViewMut2<T>, parallel: bool) {
-        T::cholesky_solve_in_place(self.l.view(), b, parallel)
+        <T::Kernels as Backend<T>>::cholesky_solve_in_place(self.l.view(), b, parallel)
     }
 
     #[cfg(test)]

@@ -31,7 +31,7 @@ fn cholesky_logdet_inverse_solve() {
             .iter()
             .all(|x| x.abs() < 1e-12)
     );
-    let (vals, _) = f64::eigh(a.view()).unwrap();
+    let (vals, _) = super::eigh::<f64>(a.view()).unwrap();
     let logdet: f64 = vals.iter().map(|v| v.ln()).sum();
     assert!((f.logdet() - logdet).abs() < 1e-12 * logdet.abs().max(1.0));
     let mut b = array![
@@ -61,7 +61,7 @@ fn cholesky_reports_indefinite() {
 fn grams_are_lower_products() {
     let z = array![[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]];
     let mut g = Array2::zeros((3, 3));
-    f64::gram_cols(z.view(), 2.0, false, g.view_mut(), false);
+    super::gram_cols::<f64>(z.view(), 2.0, false, g.view_mut(), false);
     let full = z.t().dot(&z) * 2.0;
     for i in 0..3 {
         for j in 0..=i {
@@ -69,7 +69,7 @@ fn grams_are_lower_products() {
         }
     }
     let mut k = Array2::zeros((2, 2));
-    f64::gram_rows(z.view(), 1.0, false, k.view_mut(), true);
+    super::gram_rows::<f64>(z.view(), 1.0, false, k.view_mut(), true);
     let full = z.dot(&z.t());
     for i in 0..2 {
         for j in 0..=i {
@@ -81,7 +81,7 @@ fn grams_are_lower_products() {
 #[test]
 fn thin_svd_reconstructs() {
     let a = array![[3.0, 1.0], [1.0, 3.0], [0.0, 1.0]];
-    let (u, s, v) = f64::thin_svd(a.view()).unwrap();
+    let (u, s, v) = super::thin_svd::<f64>(a.view()).unwrap();
     assert_eq!(u.dim(), (3, 2));
     assert_eq!(v.dim(), (2, 2));
     assert!(s[0] >= s[1]);

@@ -135,7 +135,7 @@ pub(crate) fn weighted_gram<T: Float>(
         let sc = sqrt_w.map(|s| &s[c * chunk..c * chunk + idx.len()]);
         let mut xb = head_rows(&mut buf, idx.len());
         gather(z, idx, sc, xb.view_mut());
-        T::gram_cols(xb.view(), T::one(), true, g.view_mut(), parallel);
+        crate::linalg::gram_cols(xb.view(), T::one(), true, g.view_mut(), parallel);
     }
     g
 }
@@ -172,7 +172,7 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
         if n < d {
             // every class has n_j ≤ n < d: all log-dets on the sample side, from one K = Z Zᵀ
             let mut kmat = Array2::<T>::zeros((n, n));
-            T::gram_rows(z, T::one(), false, kmat.view_mut(), true);
+            crate::linalg::gram_rows(z, T::one(), false, kmat.view_mut(), true);
             let kref = &kmat;
             let evals = for_classes(k, |j, inner| -> Result<ClassEval<'m, T>> {
                 let rows = class_rows(j);
@@ -225,7 +225,7 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
             // d ≤ n: R on the feature side. With hard labels G = Σ_j G_j comes for free.
             let mut g = Array2::<T>::zeros((d, d));
             if (soft || k == 0) && need_r {
-                T::gram_cols(z, T::one(), false, g.view_mut(), true);
+                crate::linalg::gram_cols(z, T::one(), false, g.view_mut(), true);
             }
             type Out<'m, T> = Result<(ClassEval<'m, T>, Option<Array2<T>>)>;
             let evals = for_classes(k, |j, inner| -> Out<'m, T> {
@@ -247,10 +247,10 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
                     let mut x = Array2::<T>::zeros((nj, d));
                     gather(z, &rows.rows, sw.as_deref(), x.view_mut());
                     let mut kj = Array2::<T>::zeros((nj, nj));
-                    T::gram_rows(x.view(), T::one(), false, kj.view_mut(), inner);
+                    crate::linalg::gram_rows(x.view(), T::one(), false, kj.view_mut(), inner);
                     let gx = (!soft && need_r).then(|| {
                         let mut gx = Array2::<T>::zeros((d, d));
-                        T::gram_cols(x.view(), T::one(), false, gx.view_mut(), inner);
+                        crate::linalg::gram_cols(x.view(), T::one(), false, gx.view_mut(), inner);
                         gx
                     });
                     let f = Cholesky::new(shifted_identity(&kj, aj), "I + a_j·K_j", inner)?;
@@ -369,7 +369,7 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
                     }
                 }
             }
-            T::gemm(T::one(), w.view(), z, false, out.view_mut(), true);
+            crate::linalg::gemm(T::one(), w.view(), z, false, out.view_mut(), true);
             return;
         }
 
@@ -388,7 +388,7 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
         // product with E + κ A_j⁻¹.
         let additive = self.soft || e.is_none() || self.classes.is_empty();
         if let (Some(e), true) = (&e, additive) {
-            T::gemm(T::one(), z, e.view(), false, out.view_mut(), true);
+            crate::linalg::gemm(T::one(), z, e.view(), false, out.view_mut(), true);
         }
         let e_ref = e.as_ref();
 
@@ -422,7 +422,14 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
                     }
                     if !additive {
                         let e = e_ref.expect("feature-side R when not additive");
-                        T::gemm(T::one(), x.view(), e.view(), true, y.view_mut(), inner);
+                        crate::linalg::gemm(
+                            T::one(),
+                            x.view(),
+                            e.view(),
+                            true,
+                            y.view_mut(),
+                            inner,
+                        );
                     }
                     ClassOp::Dual(y)
                 }
@@ -496,7 +503,7 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
                 let mut xs = head_rows(x, rows.len());
                 gather(z, rows, None, xs.view_mut());
                 let mut ys = head_rows(y, rows.len());
-                T::gemm(
+                crate::linalg::gemm(
                     T::one(),
                     xs.view(),
                     m.view(),

@@ -207,7 +207,7 @@ pub fn class_coding_rate_grad_membership<T: Float>(
         )?;
         let inv = f.inverse(true);
         let base = (f.logdet() - T::from_usize(d) + inv.diag().sum()) / T::from_f64(2.0 * nf);
-        T::gemm(T::one(), z.view(), inv.view(), false, za.view_mut(), true);
+        crate::linalg::gemm(T::one(), z.view(), inv.view(), false, za.view_mut(), true);
         let half_kappa = T::from_f64(d as f64 / (2.0 * nf * eps_sq));
         for i in 0..n {
             out[(i, j)] = base + half_kappa * za.row(i).dot(&z.row(i));

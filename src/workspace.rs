@@ -1,4 +1,4 @@
-//! A small per-thread cache of scratch buffers.
+//! The scratch workspace: a small per-thread cache of scratch buffers.
 //!
 //! A CRATE block at batch 1 needs a few temporaries of a few hundred kilobytes each. Fresh
 //! allocations of that size are mapped from the operating system and returned to it when
@@ -32,16 +32,36 @@ fn max_elems<T>() -> usize {
 /// Kept buffers of one thread.
 pub type Pool<T> = RefCell<Vec<Vec<T>>>;
 
-/// The per-thread pool of a scalar type. Public only so that it can be a (sealed,
-/// unnameable) supertrait of [`crate::Float`].
-pub trait Pooled: Sized + 'static {
+/// The per-thread pool of a scalar type (implemented on [`crate::float::Body`]; private).
+pub trait Pooled<S: 'static> {
     /// The calling thread's cache for this type.
-    fn pool() -> &'static LocalKey<Pool<Self>>;
+    fn pool() -> &'static LocalKey<Pool<S>>;
+}
+
+/// The calling thread's cache for `T`.
+fn pool<T: Float>() -> &'static LocalKey<Pool<T>> {
+    <T::Kernels as Pooled<T>>::pool()
+}
+
+/// Frees every scratch buffer that the calling thread keeps for later calls.
+///
+/// Layers borrow temporaries from a per-thread cache (at most 8 buffers of at most 64 MiB,
+/// 192 MiB in all, per thread and float type) so that repeated forward passes do not pay for
+/// fresh memory each time. The cache lives as long as its thread; call this to give the
+/// memory back sooner, e.g. after the last forward pass of a long-lived thread. The next call
+/// that needs a temporary allocates again.
+///
+/// ```
+/// mcr2::release_workspace();
+/// ```
+pub fn release_workspace() {
+    let _ = pool::<f32>().try_with(|p| p.borrow_mut().clear());
+    let _ = pool::<f64>().try_with(|p| p.borrow_mut().clear());
 }
 
 macro_rules! pooled {
     ($t:ty) => {
-        impl Pooled for $t {
+        impl Pooled<$t> for crate::float::Body<$t> {
             fn pool() -> &'static LocalKey<Pool<$t>> {
                 thread_local! {
                     static POOL: Pool<$t> = const { RefCell::new(Vec::new()) };
@@ -64,7 +84,7 @@ pub(crate) struct Scratch<T: Float> {
 pub(crate) fn take<T: Float>(rows: usize, cols: usize) -> Scratch<T> {
     let len = rows * cols;
     let reused = if len <= max_elems::<T>() {
-        T::pool()
+        pool::<T>()
             .try_with(|p| {
                 let mut p = p.borrow_mut();
                 // the smallest kept buffer that is large enough
@@ -109,7 +129,7 @@ impl<T: Float> Drop for Scratch<T> {
             return;
         }
         // a thread being torn down no longer has a pool: the buffer is simply freed
-        let _ = T::pool().try_with(|p| {
+        let _ = pool::<T>().try_with(|p| {
             let mut p = p.borrow_mut();
             p.push(v);
             let limit = TOTAL_BYTES / std::mem::size_of::<T>();
@@ -140,18 +160,18 @@ mod tests {
         drop(again);
         let many: Vec<_> = (0..KEEP + 3).map(|i| take::<f32>(i + 1, 5)).collect();
         drop(many);
-        let kept = f32::pool().with(|p| p.borrow().len());
+        let kept = pool::<f32>().with(|p| p.borrow().len());
         assert_eq!(kept, KEEP);
         // the largest were kept
-        let smallest = f32::pool().with(|p| p.borrow().iter().map(Vec::capacity).min());
+        let smallest = pool::<f32>().with(|p| p.borrow().iter().map(Vec::capacity).min());
         assert_eq!(smallest, Some(4 * 5));
         // a buffer above the per-buffer limit is not kept; the total stays bounded
         drop(take::<f64>(MAX_BYTES / 8 + 1, 1));
-        let big = f64::pool().with(|p| p.borrow().iter().map(Vec::capacity).max());
+        let big = pool::<f64>().with(|p| p.borrow().iter().map(Vec::capacity).max());
         assert!(big.unwrap_or(0) <= MAX_BYTES / 8);
         let many: Vec<_> = (0..4).map(|_| take::<f64>(MAX_BYTES / 8, 1)).collect();
         drop(many);
-        let total: usize = f64::pool().with(|p| p.borrow().iter().map(Vec::capacity).sum());
+        let total: usize = pool::<f64>().with(|p| p.borrow().iter().map(Vec::capacity).sum());
         assert!(total * 8 <= TOTAL_BYTES, "{total}");
         assert_eq!(total * 8, 3 * MAX_BYTES);
     }
