@@ -7,7 +7,8 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use mcr2::Precision;
 use mcr2::coding::{Coder, Micl, alc};
-use mcr2::subspace::{SubspaceMixtureConfig, mixture_of_subspaces};
+use mcr2::data::SubspaceMixtureConfig;
+use mcr2::data::mixture_of_subspaces;
 use rand::{SeedableRng, rngs::StdRng};
 use std::hint::black_box;
 use std::time::Duration;
@@ -18,7 +19,7 @@ fn benches(c: &mut Criterion) {
     config.samples = vec![667, 667, 666];
     config.unit_sphere = false;
     let data = mixture_of_subspaces::<f64, _>(&config, &mut StdRng::seed_from_u64(0)).unwrap();
-    let coder = Coder::new(Precision::eps(0.03).unwrap());
+    let coder = Coder::new(Precision::from_eps(0.03).unwrap());
 
     let mut group = c.benchmark_group("coding");
     group

@@ -7,7 +7,7 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use mcr2::Float;
-use mcr2::crate_layer::{Crate, CrateBlock, CrateBlockConfig, CrateConfig};
+use mcr2::crate_layer::{CrateBlock, CrateBlockConfig, CrateClassifier, CrateConfig};
 use ndarray::{Array3, Array4};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
@@ -51,7 +51,7 @@ fn bench_model<T: Float>(c: &mut Criterion, dtype: &str) {
         .measurement_time(Duration::from_secs(5));
     let config = CrateConfig::tiny();
     let mut rng = StdRng::seed_from_u64(3);
-    let model = Crate::<T>::new(&config, &mut rng).unwrap();
+    let model = CrateClassifier::<T>::new(&config, &mut rng).unwrap();
     let b = 8;
     let images = Array4::<T>::from_shape_simple_fn((b, 3, 224, 224), || {
         T::from_f64(rng.sample(StandardNormal))

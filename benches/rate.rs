@@ -32,7 +32,7 @@ fn problem<T: Float>(d: usize, n: usize, k: usize) -> (Array2<T>, Membership<T>)
 }
 
 fn bench_dtype<T: Float>(c: &mut Criterion, dtype: &str) {
-    let eps = Precision::eps_sq(0.5).unwrap();
+    let eps = Precision::from_eps_sq(0.5).unwrap();
     let mut group = c.benchmark_group(format!("delta_r_{dtype}"));
     group
         .sample_size(10)

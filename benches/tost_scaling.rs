@@ -9,8 +9,8 @@
 
 use std::time::Instant;
 
-use mcr2::crate_layer::Mssa;
-use mcr2::tost::Tssa;
+use mcr2::crate_layer::{Mssa, MssaConfig};
+use mcr2::tost::{Tssa, TssaConfig};
 use ndarray::Array2;
 use plotters::prelude::*;
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -53,8 +53,22 @@ fn slope(points: &[(f64, f64)]) -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rng = StdRng::seed_from_u64(0);
-    let tssa = Tssa::<f32>::random(DIM, HEADS, true, &mut rng)?;
-    let mssa = Mssa::<f32>::random(DIM, HEADS, DIM / HEADS, &mut rng)?;
+    let tssa = Tssa::<f32>::new(
+        &TssaConfig {
+            dim: DIM,
+            heads: HEADS,
+            qkv_bias: true,
+        },
+        &mut rng,
+    )?;
+    let mssa = Mssa::<f32>::new(
+        &MssaConfig {
+            dim: DIM,
+            heads: HEADS,
+            dim_head: DIM / HEADS,
+        },
+        &mut rng,
+    )?;
     let tokens = |n: usize, rng: &mut StdRng| {
         Array2::<f32>::from_shape_simple_fn((n, DIM), || rng.sample::<f32, _>(StandardNormal))
     };

@@ -12,7 +12,7 @@
 
 mod common;
 
-use mcr2::crate_layer::{Crate, CrateConfig};
+use mcr2::crate_layer::{CrateClassifier, CrateConfig};
 use ndarray::{Array2, Array4};
 use plotters::prelude::*;
 use rand::{SeedableRng, rngs::StdRng};
@@ -41,7 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let image = Array4::<f64>::from_shape_fn((1, 3, 32, 32), |(_, _, y, x)| {
         pixels[(index, (y / 4) * 8 + x / 4)] / 16.0
     });
-    let model = Crate::<f64>::new(&config, &mut StdRng::seed_from_u64(0))?;
+    let model = CrateClassifier::<f64>::new(&config, &mut StdRng::seed_from_u64(0))?;
     let inspection = model.inspect(&image)?;
     let att = &inspection.layers[layer - 1].attention;
     // the class token's attention over the 8 × 8 patches (token 0 is the class token)

@@ -53,13 +53,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{batch} sequences of {n} tokens in R^{dim}, from {k} subspaces of dimension {p}; {depth} layers\n"
     );
 
-    let eps = Precision::eps_sq(0.5)?;
+    let eps = Precision::from_eps_sq(0.5)?;
     let white_box = CrateEncoder::from_blocks(
         (0..depth)
             .map(|_| {
                 CrateBlock::white_box(
                     Mssa::from_subspaces(&bases, eps, 0.5)?,
-                    Ista::from_dictionary(Array2::eye(dim), 0.1, 0.1)?,
+                    Ista::from_parts(Array2::eye(dim), 0.1, 0.1)?,
                 )
             })
             .collect::<Result<Vec<_>, _>>()?,

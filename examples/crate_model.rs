@@ -10,7 +10,8 @@
 
 mod common;
 
-use mcr2::crate_layer::{Crate, CrateConfig};
+use mcr2::crate_layer::{CrateClassifier, CrateConfig};
+use mcr2::nn::Checkpoint;
 use ndarray::Array4;
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -50,9 +51,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(path) => {
             let bytes = std::fs::read(&path)?;
             println!("loading {path} as CRATE-{name}");
-            Crate::<f32>::from_safetensors(&bytes, &config)?
+            CrateClassifier::<f32>::from_safetensors(&bytes, &config, "")?
         }
-        None => Crate::<f32>::new(&config, &mut StdRng::seed_from_u64(0))?,
+        None => CrateClassifier::<f32>::new(&config, &mut StdRng::seed_from_u64(0))?,
     };
 
     let batch = if common::quick() { 1 } else { 4 };

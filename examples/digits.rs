@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ytr: Vec<usize> = train_idx.iter().map(|&i| labels[i]).collect();
     let yte: Vec<usize> = test_idx.iter().map(|&i| labels[i]).collect();
     let (k, rank) = (10usize, 12usize);
-    let eps = Precision::eps_sq(0.5)?;
+    let eps = Precision::from_eps_sq(0.5)?;
     let membership = Membership::hard(&ytr, k)?;
 
     let raw = NearestSubspace::fit(&xtr, &ytr, k, rank, false)?;

@@ -34,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let membership = Membership::hard(&labels, k)?;
     drop(labels);
-    let eps = Precision::eps_sq(0.5)?;
+    let eps = Precision::from_eps_sq(0.5)?;
 
     let mut grad = Array2::<f32>::zeros((n, d));
     let start = std::time::Instant::now();

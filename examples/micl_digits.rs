@@ -57,7 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("validation accuracy of MICL by ε:");
     let mut best = (f64::NEG_INFINITY, grid[0]);
     for &eps in grid {
-        let micl = Micl::fit(&xfit, &yfit, k, Coder::new(Precision::eps(eps)?))?;
+        let micl = Micl::fit(&xfit, &yfit, k, Coder::new(Precision::from_eps(eps)?))?;
         let acc = micl.accuracy(&xval, &yval)?;
         println!("  ε = {eps:<5} {:.1}%", 100.0 * acc);
         if acc > best.0 {
@@ -66,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let eps = best.1;
     let start = std::time::Instant::now();
-    let micl = Micl::fit(&xtr, &ytr, k, Coder::new(Precision::eps(eps)?))?;
+    let micl = Micl::fit(&xtr, &ytr, k, Coder::new(Precision::from_eps(eps)?))?;
     let micl_acc = micl.accuracy(&xte, &yte)?;
     let elapsed = start.elapsed();
     let rank = 12;

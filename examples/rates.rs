@@ -20,10 +20,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::normalize_rows(&mut x);
     let (n, d) = x.dim();
     let k = 10;
-    let eps = Precision::eps_sq(0.5)?; // the supervised setting of the MCR² paper
+    let eps = Precision::from_eps_sq(0.5)?; // the supervised setting of the MCR² paper
     println!(
         "digits: n = {n} samples, d = {d} features, k = {k} classes, ε² = {}",
-        eps.get_eps_sq()
+        eps.eps_sq()
     );
 
     let truth = Membership::hard(&labels, k)?;

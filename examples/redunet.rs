@@ -12,8 +12,12 @@
 
 mod common;
 
-use mcr2::redunet::{ReduNet, ReduNetConfig, class_means, gaussian_toy};
-use mcr2::subspace::{NearestSubspace, SubspaceMixtureConfig, mixture_of_subspaces};
+use mcr2::data::SubspaceMixtureConfig;
+use mcr2::data::gaussian_toy;
+use mcr2::data::mixture_of_subspaces;
+use mcr2::metrics::class_means;
+use mcr2::redunet::{ReduNet, ReduNetConfig};
+use mcr2::subspace::NearestSubspace;
 use ndarray::{Array2, Axis, array};
 use plotters::prelude::*;
 use rand::{SeedableRng, rngs::StdRng};

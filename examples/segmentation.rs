@@ -13,8 +13,10 @@
 mod common;
 
 use mcr2::Precision;
-use mcr2::coding::{Coder, alc, segmentation_error};
-use mcr2::subspace::{SubspaceMixtureConfig, mixture_of_subspaces};
+use mcr2::coding::{Coder, alc};
+use mcr2::data::SubspaceMixtureConfig;
+use mcr2::data::mixture_of_subspaces;
+use mcr2::metrics::segmentation_error;
 use ndarray::{Array2, Axis, concatenate};
 use plotters::prelude::*;
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -29,7 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let x = concatenate(Axis(0), &[data.samples.view(), outliers.view()])?;
     let inliers = data.labels.len();
 
-    let coder = Coder::new(Precision::eps(0.03)?);
+    let coder = Coder::new(Precision::from_eps(0.03)?);
     let start = std::time::Instant::now();
     let seg = alc(&x, &coder, |_| {})?;
     let elapsed = start.elapsed();
@@ -64,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("ε sweep (groups, error on the subspace samples):");
     for i in 0..n_eps {
         let eps = lo * (hi / lo).powf(i as f64 / (n_eps - 1) as f64);
-        let s = alc(&x, &Coder::new(Precision::eps(eps)?), |_| {})?;
+        let s = alc(&x, &Coder::new(Precision::from_eps(eps)?), |_| {})?;
         let e = segmentation_error(&s.labels[..inliers], &data.labels)?;
         println!(
             "  ε = {eps:<9.4} {:>4} groups  {:>5.1}%",

@@ -14,10 +14,12 @@
 
 mod common;
 
-use mcr2::fit::{FitConfig, LinearMap, class_singular_values};
-use mcr2::subspace::{
-    NearestSubspace, SubspaceMixtureConfig, class_subspace_angles, mixture_of_subspaces,
-};
+use mcr2::data::SubspaceMixtureConfig;
+use mcr2::data::mixture_of_subspaces;
+use mcr2::fit::{FitConfig, LinearMap};
+use mcr2::metrics::class_singular_values;
+use mcr2::metrics::class_subspace_angles;
+use mcr2::subspace::NearestSubspace;
 use mcr2::{Membership, Precision, rate_reduction};
 use ndarray::Array2;
 use rand::{SeedableRng, rngs::StdRng};
@@ -53,7 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             rows.iter().map(|&i| all.labels[i]).collect::<Vec<_>>(),
         )
     };
-    let eps = Precision::eps_sq(1.0)?;
+    let eps = Precision::from_eps_sq(1.0)?;
     let membership = Membership::hard(&train.labels, k)?;
 
     let raw = NearestSubspace::fit(&train.samples, &train.labels, k, rank, false)?;

@@ -13,9 +13,10 @@
 mod common;
 
 use mcr2::Precision;
-use mcr2::crate_layer::Mssa;
-use mcr2::subspace::{SubspaceMixtureConfig, mixture_of_subspaces};
-use mcr2::tost::{Tssa, VariationalCompression};
+use mcr2::crate_layer::{Mssa, MssaConfig};
+use mcr2::data::SubspaceMixtureConfig;
+use mcr2::data::mixture_of_subspaces;
+use mcr2::tost::{Tssa, TssaConfig, VariationalCompression};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
@@ -26,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = SubspaceMixtureConfig::new(32, 4, 4, 64, 0.05);
     config.unit_sphere = false;
     let data = mixture_of_subspaces::<f64, _>(&config, &mut rng)?;
-    let vc = VariationalCompression::new(data.bases.clone(), Precision::eps_sq(0.5)?, 0.5)?;
+    let vc = VariationalCompression::new(data.bases.clone(), Precision::from_eps_sq(0.5)?, 0.5)?;
     let mut z = data.samples.clone();
     let pi = vc.membership(&z)?;
     let assigned = pi
@@ -60,8 +61,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!();
 
     let (dim, heads) = (384, 6);
-    let tssa = Tssa::<f32>::random(dim, heads, true, &mut rng)?;
-    let mssa = Mssa::<f32>::random(dim, heads, dim / heads, &mut rng)?;
+    let tssa = Tssa::<f32>::new(
+        &TssaConfig {
+            dim,
+            heads,
+            qkv_bias: true,
+        },
+        &mut rng,
+    )?;
+    let mssa = Mssa::<f32>::new(
+        &MssaConfig {
+            dim,
+            heads,
+            dim_head: dim / heads,
+        },
+        &mut rng,
+    )?;
     let sizes: &[usize] = if quick {
         &[256, 1024]
     } else {

@@ -87,6 +87,23 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A class with no samples (or zero total membership) where every class needs some.
+    #[error("class {class} has no samples")]
+    EmptyClass {
+        /// The empty class.
+        class: usize,
+    },
+    /// The arrays a call needs would exceed the memory budget (see
+    /// [`set_memory_budget`](crate::set_memory_budget)), or their size overflows.
+    #[error("{what} is too large: {} bytes needed, the memory budget is {budget} bytes", .bytes.map_or("more than usize::MAX".to_string(), |b| b.to_string()))]
+    TooLarge {
+        /// What would have been allocated.
+        what: &'static str,
+        /// Bytes needed (`None`: more than `usize::MAX`).
+        bytes: Option<usize>,
+        /// The budget in force.
+        budget: usize,
+    },
     /// An iterative decomposition (eigen, SVD) did not converge.
     #[error("{0} did not converge")]
     NoConvergence(&'static str),

@@ -12,7 +12,7 @@
 //! Progress is reported through an observer closure (iteration, ΔR, R, Rc, gradient norm);
 //! the library never prints.
 
-use ndarray::{Array2, ArrayRef2, Axis};
+use ndarray::{Array2, ArrayRef2};
 use rand::Rng;
 use rand_distr::StandardNormal;
 
@@ -302,26 +302,4 @@ impl<T: Float> LinearMap<T> {
         })?;
         Ok((Self { w }, report))
     }
-}
-
-/// The singular values of each class block of `z` (rows grouped by `labels`), descending.
-pub fn class_singular_values<T: Float>(
-    z: &ArrayRef2<T>,
-    labels: &[usize],
-    classes: usize,
-) -> Result<Vec<Vec<f64>>> {
-    crate::validate::matrix("Z", z)?;
-    Membership::<T>::hard(labels, classes)?.check_samples(z.nrows())?;
-    (0..classes)
-        .map(|j| {
-            let rows = crate::subspace::rows_of_class(labels, j);
-            if rows.is_empty() {
-                return Ok(Vec::new());
-            }
-            let block = z.select(Axis(0), &rows);
-            let (_, s, _) =
-                crate::linalg::thin_svd(block.view()).ok_or(Error::NoConvergence("SVD"))?;
-            Ok(s.iter().map(|v| v.as_f64()).collect())
-        })
-        .collect()
 }

@@ -36,7 +36,7 @@
 //! use ndarray::array;
 //! let z = array![[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
 //! let labels = Membership::hard(&[0, 0, 1, 1], 2)?;
-//! let rr = rate_reduction(&z, &labels, Precision::eps_sq(0.5)?)?;
+//! let rr = rate_reduction(&z, &labels, Precision::from_eps_sq(0.5)?)?;
 //! // published closed form: R = ln 5, Rc = ¼ ln 112
 //! assert!((rr.r - 5f64.ln()).abs() < 1e-12 && (rr.rc - 112f64.ln() / 4.0).abs() < 1e-12);
 //! # Ok::<(), mcr2::Error>(())
@@ -44,22 +44,53 @@
 //!
 //! ## Modules
 //!
+//! ```text
+//! rate/         the rates, their gradients, streaming statistics, the reference loss
+//! nn/           Linear, LayerNorm, Mlp, GELU, the Layer and Checkpoint traits, tensor files
+//! crate_layer/  mssa, ista, block, encoder, classifier (the whole CRATE model)
+//! tost/         tssa, causal, variational (the book form), block (block and encoder)
+//! redunet       ReduNet, layers in closed form
+//! coding/       coding lengths (mod), alc, micl
+//! subspace      subspace fits, principal angles, the nearest-subspace classifier
+//! fit           MCR² representation learning by gradient ascent
+//! metrics       accuracy, segmentation error, top-k, per-class singular values/angles/means
+//! data          mixtures of subspaces, the ReduNet toys
+//! (private)     float (sealed Float), kernels (exp, softmax, GELU), linalg (faer or LAPACK),
+//!               workspace (scratch buffers), validate (input checks, memory budget)
+//! ```
+//!
 //! * [`rate`]: the rates, their gradients, streaming statistics ([`RateStats`]) and the
 //!   reference training loss ([`ReferenceLoss`]).
+//! * [`nn`]: the layer vocabulary every network shares: a config, `new(&config, &mut rng)`,
+//!   `from_parts`, `load` / `save` under the reference `state_dict` names
+//!   ([`nn::Checkpoint`]), and [`nn::Layer`] with `forward`, `forward_batch` and the
+//!   parameters listed by name.
 //! * [`crate_layer`]: CRATE layers — multi-head subspace self-attention as a gradient step on
 //!   compression, then an ISTA sparsification step — built from reference weights or, white
 //!   box, from subspace bases and a dictionary; and the whole CRATE image classifier
-//!   ([`crate_layer::Crate`]) with reference checkpoints.
+//!   ([`crate_layer::CrateClassifier`]) with reference checkpoints.
 //! * [`tost`]: token-statistics self-attention (ToST), linear in the number of tokens; its
 //!   causal variant, its variational book form, and ToST blocks.
 //! * [`redunet`]: ReduNet, layers computed in closed form from the training data.
 //! * [`coding`]: lossy coding lengths, segmentation by agglomerative lossy compression (ALC)
 //!   and classification by minimum incremental coding length (MICL).
-//! * [`subspace`]: mixtures of subspaces (synthetic data), per-class subspace fits, principal
-//!   angles, the nearest-subspace classifier.
+//! * [`subspace`]: per-class subspace fits, principal angles, the nearest-subspace
+//!   classifier.
 //! * [`fit`]: MCR² representation learning by gradient ascent (features on the sphere, the
 //!   regularized problem with closed-form optima, a learned linear map), with observers.
+//! * [`metrics`] and [`data`]: measures of predictions and representations; synthetic data.
 //!
+//! ## Reliability contract
+//!
+//! Every public function validates its input and returns an [`Error`] for wrong shapes,
+//! non-finite values ([`Error::NonFinite`]), invalid parameters (each bound is documented on
+//! its configuration, e.g. [`crate_layer::IstaConfig::MAX_STEP`]) and malformed weight files.
+//! Arrays whose size overflows or exceeds the memory budget ([`set_memory_budget`], default
+//! [`DEFAULT_MEMORY_BUDGET`]) are refused with [`Error::TooLarge`] before allocating where the
+//! size is known from the arguments. Forward passes of the networks return finite outputs or
+//! [`Error::NonFinite`]. Scratch buffers are kept per thread and can be released with
+//! [`release_workspace`].
+
 //! ## Features
 //!
 //! * `parallel`: multi-threaded kernels on the current rayon pool (off by default; choose the
@@ -75,12 +106,15 @@
 
 pub mod coding;
 pub mod crate_layer;
+pub mod data;
 mod error;
 pub mod fit;
 mod float;
 mod kernels;
 pub(crate) mod linalg;
 mod membership;
+pub mod metrics;
+pub mod nn;
 mod precision;
 pub mod rate;
 pub mod redunet;
@@ -98,6 +132,7 @@ pub use rate::{
     class_coding_rate_grad_membership, class_coding_rate_with_grad, coding_rate,
     coding_rate_with_grad, rate_reduction, rate_reduction_with_grad, rate_reduction_with_grad_into,
 };
+pub use validate::{DEFAULT_MEMORY_BUDGET, memory_budget, set_memory_budget};
 pub use workspace::release_workspace;
 
 /// The README's code blocks, compiled and run as doctests.

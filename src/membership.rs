@@ -246,3 +246,51 @@ impl<T: Float> Membership<T> {
         Ok(())
     }
 }
+
+/// The rows of each class 0..classes, checking that there is one label per row, every label
+/// is in range and every class has at least one row.
+pub(crate) fn class_members(
+    labels: &[usize],
+    classes: usize,
+    rows: usize,
+) -> Result<Vec<Vec<usize>>> {
+    if labels.len() != rows {
+        return Err(Error::ShapeMismatch {
+            what: "labels",
+            expected: format!("{rows} labels (one per sample)"),
+            got: format!("{}", labels.len()),
+        });
+    }
+    if classes == 0 {
+        return Err(Error::InvalidParameter {
+            name: "classes",
+            value: "0".into(),
+            reason: "must be ≥ 1",
+        });
+    }
+    let mut out = vec![Vec::new(); classes];
+    for (i, &l) in labels.iter().enumerate() {
+        if l >= classes {
+            return Err(Error::LabelOutOfRange {
+                index: i,
+                label: l,
+                classes,
+            });
+        }
+        out[l].push(i);
+    }
+    if let Some(class) = out.iter().position(Vec::is_empty) {
+        return Err(Error::EmptyClass { class });
+    }
+    Ok(out)
+}
+
+/// The indices of the samples labelled `class`.
+pub(crate) fn rows_of_class(labels: &[usize], class: usize) -> Vec<usize> {
+    labels
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| **l == class)
+        .map(|(i, _)| i)
+        .collect()
+}

@@ -10,10 +10,10 @@ use crate::{Error, Result};
 ///
 /// ```
 /// use mcr2::Precision;
-/// let a = Precision::eps(0.5)?;      // ε = 0.5
-/// let b = Precision::eps_sq(0.25)?;  // ε² = 0.25: the same precision
+/// let a = Precision::from_eps(0.5)?;      // ε = 0.5
+/// let b = Precision::from_eps_sq(0.25)?;  // ε² = 0.25: the same precision
 /// assert_eq!(a, b);
-/// assert!(Precision::eps(-1.0).is_err());
+/// assert!(Precision::from_eps(-1.0).is_err());
 /// # Ok::<(), mcr2::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
@@ -28,7 +28,7 @@ pub struct Precision {
 
 impl Precision {
     /// Precision from ε (the papers' notation). Errors unless ε is finite and > 0.
-    pub fn eps(eps: f64) -> Result<Self> {
+    pub fn from_eps(eps: f64) -> Result<Self> {
         if !(eps.is_finite() && eps > 0.0) {
             return Err(Error::InvalidPrecision {
                 name: "eps",
@@ -47,7 +47,7 @@ impl Precision {
 
     /// Precision from ε² (what the reference code calls `eps`). Errors unless ε² is finite
     /// and > 0.
-    pub fn eps_sq(eps_sq: f64) -> Result<Self> {
+    pub fn from_eps_sq(eps_sq: f64) -> Result<Self> {
         if !(eps_sq.is_finite() && eps_sq > 0.0) {
             return Err(Error::InvalidPrecision {
                 name: "eps_sq",
@@ -58,12 +58,12 @@ impl Precision {
     }
 
     /// ε.
-    pub fn get_eps(self) -> f64 {
+    pub fn eps(self) -> f64 {
         self.eps_sq.sqrt()
     }
 
     /// ε².
-    pub fn get_eps_sq(self) -> f64 {
+    pub fn eps_sq(self) -> f64 {
         self.eps_sq
     }
 }
@@ -79,7 +79,7 @@ struct PrecisionRepr {
 impl TryFrom<PrecisionRepr> for Precision {
     type Error = Error;
     fn try_from(r: PrecisionRepr) -> Result<Self> {
-        Precision::eps_sq(r.eps_sq)
+        Precision::from_eps_sq(r.eps_sq)
     }
 }
 

@@ -17,7 +17,7 @@
 //! `π̂(z) = softmax_j(−λ ‖C_j z‖)` stands in for the unknown label (‖C_j z‖ clamped at 1e-8).
 //! E and C_j are symmetric, so the row and column forms agree.
 
-use ndarray::{Array1, Array2, ArrayRef2, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{Array2, ArrayRef2, ArrayView2, ArrayViewMut2, Axis};
 
 use crate::{Error, Float, Membership, Precision, RateReduction, Result};
 
@@ -41,7 +41,7 @@ impl Default for ReduNetConfig {
         Self {
             layers: 200,
             eta: 0.5,
-            eps: Precision::eps_sq(0.1).expect("0.1 is a valid ε²"),
+            eps: Precision::from_eps_sq(0.1).expect("0.1 is a valid ε²"),
             lambda: 200.0,
         }
     }
@@ -236,10 +236,10 @@ impl<T: Float> ReduNet<T> {
     ) -> Result<(Self, Array2<T>)> {
         config.check()?;
         crate::validate::matrix("samples", x)?;
-        let rows = crate::subspace::class_members(labels, classes, x.nrows())?;
+        let rows = crate::membership::class_members(labels, classes, x.nrows())?;
         let membership = Membership::hard(labels, classes)?;
         let mut z = to_sphere(x)?;
-        let eps_sq = config.eps.get_eps_sq();
+        let eps_sq = config.eps.eps_sq();
         let mut history = vec![crate::rate_reduction(&z, &membership, config.eps)?];
         let mut layers = Vec::with_capacity(config.layers);
         for l in 0..config.layers {
@@ -300,11 +300,11 @@ impl<T: Float> ReduNet<T> {
             });
         }
         crate::validate::matrix_with_cols("samples", x, self.dim)?;
-        let rows = crate::subspace::class_members(labels, self.classes(), x.nrows())?;
+        let rows = crate::membership::class_members(labels, self.classes(), x.nrows())?;
         let mut z = to_sphere(x)?;
         let t = T::from_f64(tau);
         for layer in &mut self.layers {
-            let new = ReduLayer::from_features(z.view(), &rows, self.config.eps.get_eps_sq())?;
+            let new = ReduLayer::from_features(z.view(), &rows, self.config.eps.eps_sq())?;
             layer.e.zip_mut_with(&new.e, |a, &b| *a += t * (b - *a));
             for (c, nc) in layer.c.iter_mut().zip(&new.c) {
                 c.zip_mut_with(nc, |a, &b| *a += t * (b - *a));
@@ -376,68 +376,6 @@ impl<T: Float> ReduNet<T> {
 
     /// Fraction of rows of `x` predicted as `labels`.
     pub fn accuracy(&self, x: &ArrayRef2<T>, labels: &[usize]) -> Result<f64> {
-        crate::subspace::accuracy_of(x.nrows(), labels, || self.predict(x))
+        crate::metrics::accuracy_of(x.nrows(), labels, || self.predict(x))
     }
-}
-
-/// Mean feature of each class (k × d), for inspecting how the classes separate.
-pub fn class_means<T: Float>(
-    z: &ArrayRef2<T>,
-    labels: &[usize],
-    classes: usize,
-) -> Result<Array2<T>> {
-    crate::validate::matrix("features", z)?;
-    let rows = crate::subspace::class_members(labels, classes, z.nrows())?;
-    let mut out = Array2::<T>::zeros((classes, z.ncols()));
-    for (j, members) in rows.iter().enumerate() {
-        let mut mean = Array1::<T>::zeros(z.ncols());
-        for &i in members {
-            mean += &z.row(i);
-        }
-        mean /= T::from_usize(members.len());
-        out.row_mut(j).assign(&mean);
-    }
-    Ok(out)
-}
-
-/// The reference toy data: `per_class` samples around each row of `centers` (classes × d),
-/// `N(center, noise² I)`, each then scaled to unit norm. The reference's 2D toy has centers
-/// (1, 0) and (0, 1); its 3D toy e₁, e₂, e₃; both with noise 0.1.
-pub fn gaussian_toy<T: Float, R: rand::Rng + ?Sized>(
-    centers: &ArrayRef2<T>,
-    per_class: usize,
-    noise: f64,
-    rng: &mut R,
-) -> Result<(Array2<T>, Vec<usize>)> {
-    crate::validate::matrix("centers", centers)?;
-    if per_class == 0 {
-        return Err(Error::InvalidParameter {
-            name: "per_class",
-            value: "0".into(),
-            reason: "must be ≥ 1",
-        });
-    }
-    if !(noise.is_finite() && noise >= 0.0) {
-        return Err(Error::InvalidParameter {
-            name: "noise",
-            value: noise.to_string(),
-            reason: "must be finite and ≥ 0",
-        });
-    }
-    let (k, d) = centers.dim();
-    let mut x = Array2::<T>::zeros((k * per_class, d));
-    let mut labels = Vec::with_capacity(k * per_class);
-    for (i, mut row) in x.rows_mut().into_iter().enumerate() {
-        let j = i / per_class;
-        for (t, v) in row.iter_mut().enumerate() {
-            let e: f64 = rng.sample(rand_distr::StandardNormal);
-            *v = centers[(j, t)] + T::from_f64(noise * e);
-        }
-        let norm = row.dot(&row).sqrt();
-        if norm > T::zero() {
-            row.mapv_inplace(|v| v / norm);
-        }
-        labels.push(j);
-    }
-    Ok((x, labels))
 }

@@ -1,5 +1,7 @@
 //! Input checks shared by every public entry point.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use ndarray::ArrayRef2;
 
 use crate::{Error, Float, Result};
@@ -45,6 +47,25 @@ pub(crate) fn finite<T: Float>(what: &'static str, a: &ArrayRef2<T>) -> Result<(
     Ok(())
 }
 
+/// Errors with [`Error::NonFinite`] when a computed result holds NaN or ±∞ (finite inputs
+/// whose result overflowed): results are finite or an error, never silently not.
+pub(crate) fn finite_output<T: Float, D: ndarray::Dimension>(
+    what: &'static str,
+    a: &ndarray::ArrayRef<T, D>,
+) -> Result<()> {
+    match a.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(pos) => {
+            let cols = a.shape().last().copied().unwrap_or(1).max(1);
+            Err(Error::NonFinite {
+                what,
+                row: pos / cols,
+                col: pos % cols,
+            })
+        }
+    }
+}
+
 /// Errors unless `value` is finite and > 0.
 pub(crate) fn positive(name: &'static str, value: f64) -> Result<()> {
     if value.is_finite() && value > 0.0 {
@@ -56,6 +77,97 @@ pub(crate) fn positive(name: &'static str, value: f64) -> Result<()> {
             reason: "must be finite and > 0",
         })
     }
+}
+
+/// Errors unless `value` is finite and ≥ 0.
+pub(crate) fn finite_non_negative(name: &'static str, value: f64) -> Result<()> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidParameter {
+            name,
+            value: value.to_string(),
+            reason: "must be finite and >= 0",
+        })
+    }
+}
+
+/// Errors unless `value` ≤ `max` (a documented bound that keeps results finite).
+pub(crate) fn at_most(name: &'static str, value: f64, max: f64) -> Result<()> {
+    if value <= max {
+        Ok(())
+    } else {
+        Err(Error::InvalidParameter {
+            name,
+            value: value.to_string(),
+            reason: "exceeds its documented bound (results could overflow)",
+        })
+    }
+}
+
+/// Errors unless `value` ≥ 1.
+pub(crate) fn at_least_one(name: &'static str, value: usize) -> Result<()> {
+    if value >= 1 {
+        Ok(())
+    } else {
+        Err(Error::InvalidParameter {
+            name,
+            value: value.to_string(),
+            reason: "must be at least 1",
+        })
+    }
+}
+
+/// The default memory budget: 8 GiB.
+pub const DEFAULT_MEMORY_BUDGET: usize = 8 << 30;
+
+static MEMORY_BUDGET: AtomicUsize = AtomicUsize::new(DEFAULT_MEMORY_BUDGET);
+
+/// Sets the largest single allocation, in bytes, that any function of this crate attempts
+/// (default [`DEFAULT_MEMORY_BUDGET`], 8 GiB). A call whose arrays would need more returns
+/// [`Error::TooLarge`] before allocating. The budget is global to the process.
+///
+/// ```
+/// use mcr2::{Membership, memory_budget, set_memory_budget};
+/// let before = memory_budget();
+/// set_memory_budget(1 << 10);
+/// // a 100-class membership of 10 samples needs 8 kB in f64: refused
+/// assert!(Membership::<f64>::soft(ndarray::Array2::zeros((10, 100))).is_err());
+/// set_memory_budget(before);
+/// ```
+pub fn set_memory_budget(bytes: usize) {
+    MEMORY_BUDGET.store(bytes, Ordering::Relaxed);
+}
+
+/// The current memory budget in bytes (see [`set_memory_budget`]).
+pub fn memory_budget() -> usize {
+    MEMORY_BUDGET.load(Ordering::Relaxed)
+}
+
+/// The product of `dims` as a number of `T` elements, or [`Error::TooLarge`] when the
+/// product overflows or the bytes exceed the memory budget.
+pub(crate) fn elements_of<T>(what: &'static str, dims: &[usize]) -> Result<usize> {
+    let too_large = |bytes: Option<usize>| Error::TooLarge {
+        what,
+        bytes,
+        budget: memory_budget(),
+    };
+    let n = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or(too_large(None))?;
+    let bytes = n
+        .checked_mul(std::mem::size_of::<T>().max(1))
+        .ok_or(too_large(None))?;
+    if bytes > memory_budget() {
+        return Err(too_large(Some(bytes)));
+    }
+    Ok(n)
+}
+
+/// [`elements_of`] for f64 values, for sizes checked before the float type is known.
+pub(crate) fn elements(dims: &[usize]) -> Result<usize> {
+    elements_of::<f64>("array", dims)
 }
 
 /// Errors on an empty matrix, a non-finite entry, or a column count other than `cols`.

@@ -16,14 +16,14 @@ fn four_rows() -> (Array2<f64>, Membership<f64>) {
 #[test]
 fn four_row_example_eps_sq_half() {
     let (z, m) = four_rows();
-    let rr = rate_reduction(&z, &m, Precision::eps_sq(0.5).unwrap()).unwrap();
+    let rr = rate_reduction(&z, &m, Precision::from_eps_sq(0.5).unwrap()).unwrap();
     assert!((rr.r - 5f64.ln()).abs() < 1e-14, "{}", rr.r);
     assert!((rr.rc - 112f64.ln() / 4.0).abs() < 1e-14, "{}", rr.rc);
     // same in f32, to f32 precision
     let rr32 = rate_reduction(
         &z.mapv(|x| x as f32),
         &Membership::hard(&[0, 0, 1, 1], 2).unwrap(),
-        Precision::eps_sq(0.5).unwrap(),
+        Precision::from_eps_sq(0.5).unwrap(),
     )
     .unwrap();
     assert!((rr32.r as f64 - 5f64.ln()).abs() < 1e-6);
@@ -33,7 +33,7 @@ fn four_row_example_eps_sq_half() {
 #[test]
 fn four_row_example_eps_sq_hundredth() {
     let (z, m) = four_rows();
-    let rr = rate_reduction(&z, &m, Precision::eps(0.1).unwrap()).unwrap();
+    let rr = rate_reduction(&z, &m, Precision::from_eps(0.1).unwrap()).unwrap();
     let rc = (301f64.ln() + 2.0 * 151f64.ln()) / 4.0;
     assert!((rr.rc - rc).abs() < 1e-13);
     assert!((rr.r - 6.839373112).abs() < 1e-6);
@@ -42,17 +42,17 @@ fn four_row_example_eps_sq_hundredth() {
 #[test]
 fn reference_loss_anchors() {
     let (z, m) = four_rows();
-    let v = ReferenceLoss::new(Precision::eps_sq(0.5).unwrap(), 1.0, 1.0)
+    let v = ReferenceLoss::new(Precision::from_eps_sq(0.5).unwrap(), 1.0, 1.0)
         .unwrap()
         .evaluate(&z, &m)
         .unwrap();
     assert!((v.loss - (-0.429813266)).abs() < 1e-6, "{}", v.loss);
-    let v = ReferenceLoss::new(Precision::eps_sq(0.01).unwrap(), 1.0, 1.0)
+    let v = ReferenceLoss::new(Precision::from_eps_sq(0.01).unwrap(), 1.0, 1.0)
         .unwrap()
         .evaluate(&z, &m)
         .unwrap();
     assert!((v.loss - (-2.903955698)).abs() < 1e-6, "{}", v.loss);
-    let v = ReferenceLoss::new(Precision::eps_sq(0.5).unwrap(), 20.0, 0.05)
+    let v = ReferenceLoss::new(Precision::from_eps_sq(0.5).unwrap(), 20.0, 0.05)
         .unwrap()
         .evaluate(&z, &m)
         .unwrap();
@@ -61,7 +61,7 @@ fn reference_loss_anchors() {
     // the same in f32, as the anchors were computed
     let z32 = z.mapv(|x| x as f32);
     let m32 = Membership::<f32>::hard(&[0, 0, 1, 1], 2).unwrap();
-    let v = ReferenceLoss::new(Precision::eps_sq(0.5).unwrap(), 20.0, 0.05)
+    let v = ReferenceLoss::new(Precision::from_eps_sq(0.5).unwrap(), 20.0, 0.05)
         .unwrap()
         .evaluate(&z32, &m32)
         .unwrap();
@@ -107,7 +107,7 @@ fn orthonormal_directions_with_copies() {
                 row += 1;
             }
         }
-        let eps = Precision::eps_sq(eps_sq).unwrap();
+        let eps = Precision::from_eps_sq(eps_sq).unwrap();
         let m = Membership::hard(&labels, k).unwrap();
         let r_want: f64 = counts
             .iter()
@@ -131,7 +131,7 @@ fn orthonormal_directions_with_copies() {
 #[test]
 fn empty_class_contributes_zero() {
     let (z, _) = four_rows();
-    let eps = Precision::eps_sq(0.5).unwrap();
+    let eps = Precision::from_eps_sq(0.5).unwrap();
     let with_empty = rate_reduction(&z, &Membership::hard(&[0, 0, 2, 2], 4).unwrap(), eps).unwrap();
     let without = rate_reduction(&z, &Membership::hard(&[0, 0, 1, 1], 2).unwrap(), eps).unwrap();
     assert_eq!(with_empty.class_terms[1], 0.0);

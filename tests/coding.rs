@@ -1,8 +1,10 @@
 //! Lossy coding: coding lengths against an independent dense computation and closed forms,
 //! ALC on a mixture of subspaces, MICL's rank-one path against direct recomputation, errors.
 
-use mcr2::coding::{Coder, MeanCoding, Micl, Unit, alc, segmentation_error};
-use mcr2::subspace::{SubspaceMixtureConfig, mixture_of_subspaces};
+use mcr2::coding::{Coder, MeanCoding, Micl, Unit, alc};
+use mcr2::data::SubspaceMixtureConfig;
+use mcr2::data::mixture_of_subspaces;
+use mcr2::metrics::segmentation_error;
 use mcr2::{Error, Precision};
 use ndarray::{Array2, Axis, concatenate};
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -76,7 +78,7 @@ fn coding_length_matches_dense_computation() {
         let w = gaussian(&mut rng, m, n, 0.7, 0.3);
         for &eps_sq in &[0.01, 0.5, 4.0] {
             for mean in [MeanCoding::Separate, MeanCoding::ZeroMean] {
-                let coder = Coder::new(Precision::eps_sq(eps_sq).unwrap()).with_mean(mean);
+                let coder = Coder::new(Precision::from_eps_sq(eps_sq).unwrap()).with_mean(mean);
                 let got = coder.length(&w).unwrap();
                 let want = dense_length(&w, eps_sq, mean == MeanCoding::Separate);
                 worst = worst.max(rel(got, want));
@@ -97,7 +99,7 @@ fn coding_length_matches_dense_computation() {
 
 #[test]
 fn coding_length_closed_forms() {
-    let eps = Precision::eps_sq(0.25).unwrap();
+    let eps = Precision::from_eps_sq(0.25).unwrap();
     let coder = Coder::new(eps);
     let zero = coder.with_mean(MeanCoding::ZeroMean);
     let x = Array2::from_shape_vec((1, 3), vec![1.0, -2.0, 2.0]).unwrap(); // ‖x‖² = 9
@@ -142,7 +144,7 @@ fn three_subspaces(seed: u64, per: usize) -> (Array2<f64>, Vec<usize>) {
 fn alc_segments_a_mixture_of_subspaces() {
     for seed in 0..5 {
         let (x, truth) = three_subspaces(seed, 100);
-        let coder = Coder::new(Precision::eps(0.03).unwrap());
+        let coder = Coder::new(Precision::from_eps(0.03).unwrap());
         let mut seen = Vec::new();
         let seg = alc(&x, &coder, |p| seen.push(*p)).unwrap();
         let err = segmentation_error(&seg.labels, &truth).unwrap();
@@ -178,7 +180,7 @@ fn alc_groups_fall_as_eps_grows() {
     let groups: Vec<usize> = [0.001, 0.03, 3.0]
         .iter()
         .map(|&e| {
-            alc(&x, &Coder::new(Precision::eps(e).unwrap()), |_| {})
+            alc(&x, &Coder::new(Precision::from_eps(e).unwrap()), |_| {})
                 .unwrap()
                 .groups
         })
@@ -234,7 +236,7 @@ fn micl_rank_one_path_equals_direct_recomputation() {
     let mut worst: f64 = 0.0;
     for mean in [MeanCoding::Separate, MeanCoding::ZeroMean] {
         for unit in [Unit::Bits, Unit::Nats] {
-            let coder = Coder::new(Precision::eps_sq(0.2).unwrap())
+            let coder = Coder::new(Precision::from_eps_sq(0.2).unwrap())
                 .with_mean(mean)
                 .with_unit(unit);
             let micl = Micl::fit(&x, &labels, 3, coder).unwrap();
@@ -270,9 +272,9 @@ fn micl_rank_one_path_equals_direct_recomputation() {
 
 #[test]
 fn bad_input_is_an_error() {
-    assert!(Precision::eps(0.0).is_err());
-    assert!(Precision::eps(-1.0).is_err());
-    let coder = Coder::new(Precision::eps(0.1).unwrap());
+    assert!(Precision::from_eps(0.0).is_err());
+    assert!(Precision::from_eps(-1.0).is_err());
+    let coder = Coder::new(Precision::from_eps(0.1).unwrap());
     let empty = Array2::<f64>::zeros((0, 3));
     assert!(matches!(coder.length(&empty), Err(Error::Empty { .. })));
     assert!(matches!(

@@ -3,11 +3,13 @@
 
 mod common;
 
+use mcr2::metrics::top_k;
+use mcr2::nn::Checkpoint;
 use std::collections::HashMap;
 
 use common::Tensors;
 use mcr2::Error;
-use mcr2::crate_layer::{Crate, CrateConfig, Pooling, top_k};
+use mcr2::crate_layer::{CrateClassifier, CrateConfig, Pooling};
 use ndarray::{Array2, Array4, ArrayD, Ix4};
 use proptest::prelude::*;
 use rand::{SeedableRng, rngs::StdRng};
@@ -66,7 +68,7 @@ fn model_matches_reference_vector() {
     let ckpt = vector_checkpoint();
     let config = vector_config();
 
-    let model = Crate::<f64>::from_safetensors(&ckpt, &config).unwrap();
+    let model = CrateClassifier::<f64>::from_safetensors(&ckpt, &config, "").unwrap();
     let logits = model.forward(&img).unwrap();
     let e64 = max_abs(&logits.clone().into_dyn(), &want);
     assert!(e64 < 1e-10, "f64 logits: {e64:e}");
@@ -78,7 +80,7 @@ fn model_matches_reference_vector() {
     let ef = max_abs(&feats, &t.f64("features"));
     assert!(ef < 1e-10, "f64 features: {ef:e}");
 
-    let model32 = Crate::<f32>::from_safetensors(&ckpt, &config).unwrap();
+    let model32 = CrateClassifier::<f32>::from_safetensors(&ckpt, &config, "").unwrap();
     let logits32 = model32.forward(&img.mapv(|v| v as f32)).unwrap();
     let e32 = max_abs(&logits32.mapv(f64::from).into_dyn(), &want);
     assert!(e32 < 1e-4, "f32 logits: {e32:e}");
@@ -99,8 +101,8 @@ fn parameter_counts_equal_the_published_ones() {
     }
     // the formula counts what a checkpoint holds, here with and without output projections
     for config in [vector_config(), CrateConfig::new(8, 4, 3, 6, 2, 1, 6)] {
-        let model = Crate::<f32>::new(&config, &mut StdRng::seed_from_u64(1)).unwrap();
-        let stored: usize = tensors(&model.to_safetensors().unwrap())
+        let model = CrateClassifier::<f32>::new(&config, &mut StdRng::seed_from_u64(1)).unwrap();
+        let stored: usize = tensors(&model.to_safetensors("").unwrap())
             .values()
             .map(|(_, shape, _)| shape.iter().product::<usize>())
             .sum();
@@ -118,13 +120,17 @@ fn images(b: usize, h: usize, w: usize) -> Array4<f64> {
 #[test]
 fn save_load_is_bit_identical() {
     let config = vector_config();
-    let model = Crate::<f64>::new(&config, &mut StdRng::seed_from_u64(3)).unwrap();
-    let back = Crate::<f64>::from_safetensors(&model.to_safetensors().unwrap(), &config).unwrap();
+    let model = CrateClassifier::<f64>::new(&config, &mut StdRng::seed_from_u64(3)).unwrap();
+    let back =
+        CrateClassifier::<f64>::from_safetensors(&model.to_safetensors("").unwrap(), &config, "")
+            .unwrap();
     assert_eq!(back, model);
     let x = images(3, 16, 16);
     assert_eq!(back.forward(&x).unwrap(), model.forward(&x).unwrap());
-    let m32 = Crate::<f32>::new(&config, &mut StdRng::seed_from_u64(3)).unwrap();
-    let back32 = Crate::<f32>::from_safetensors(&m32.to_safetensors().unwrap(), &config).unwrap();
+    let m32 = CrateClassifier::<f32>::new(&config, &mut StdRng::seed_from_u64(3)).unwrap();
+    let back32 =
+        CrateClassifier::<f32>::from_safetensors(&m32.to_safetensors("").unwrap(), &config, "")
+            .unwrap();
     assert_eq!(back32, m32);
 }
 
@@ -133,8 +139,8 @@ fn save_load_is_bit_identical() {
 #[test]
 fn half_precision_checkpoints_load() {
     let config = vector_config();
-    let model = Crate::<f32>::new(&config, &mut StdRng::seed_from_u64(4)).unwrap();
-    let map = tensors(&model.to_safetensors().unwrap());
+    let model = CrateClassifier::<f32>::new(&config, &mut StdRng::seed_from_u64(4)).unwrap();
+    let map = tensors(&model.to_safetensors("").unwrap());
     for half in [Dtype::BF16, Dtype::F16] {
         let mut narrow = TensorMap::new();
         let mut widened = TensorMap::new();
@@ -172,8 +178,8 @@ fn half_precision_checkpoints_load() {
                 ),
             );
         }
-        let a = Crate::<f32>::from_safetensors(&write(&narrow), &config).unwrap();
-        let b = Crate::<f32>::from_safetensors(&write(&widened), &config).unwrap();
+        let a = CrateClassifier::<f32>::from_safetensors(&write(&narrow), &config, "").unwrap();
+        let b = CrateClassifier::<f32>::from_safetensors(&write(&widened), &config, "").unwrap();
         assert_eq!(a, b, "{half:?}");
     }
 }
@@ -203,9 +209,9 @@ fn to_f16(v: f32) -> (u16, f32) {
 fn malformed_checkpoints_are_named_errors() {
     let config = vector_config();
     let good = vector_checkpoint();
-    let load = |b: &[u8]| Crate::<f64>::from_safetensors(b, &config);
+    let load = |b: &[u8]| CrateClassifier::<f64>::from_safetensors(b, &config, "");
     assert!(load(&good).is_ok());
-    let named = |r: Result<Crate<f64>, Error>, want: &str| match r {
+    let named = |r: Result<CrateClassifier<f64>, Error>, want: &str| match r {
         Err(Error::InvalidWeights { name, .. }) => assert_eq!(name, want),
         other => panic!("expected an error naming {want}, got {other:?}"),
     };
@@ -245,7 +251,7 @@ fn malformed_checkpoints_are_named_errors() {
     // a checkpoint of another configuration
     let other = CrateConfig::new(16, 4, 5, 16, 3, 2, 8);
     assert!(matches!(
-        Crate::<f64>::from_safetensors(&good, &other),
+        CrateClassifier::<f64>::from_safetensors(&good, &other, ""),
         Err(Error::InvalidWeights { .. })
     ));
 }
@@ -253,7 +259,7 @@ fn malformed_checkpoints_are_named_errors() {
 #[test]
 fn bad_images_and_configs_are_errors() {
     let config = vector_config();
-    let model = Crate::<f64>::new(&config, &mut StdRng::seed_from_u64(5)).unwrap();
+    let model = CrateClassifier::<f64>::new(&config, &mut StdRng::seed_from_u64(5)).unwrap();
     // not a multiple of the patch, too large, wrong channels, empty, non-finite
     assert!(matches!(
         model.forward(&images(1, 15, 16)),
@@ -284,7 +290,7 @@ fn bad_images_and_configs_are_errors() {
         CrateConfig::new(16, 4, 0, 16, 2, 2, 8),
         CrateConfig::new(16, 4, 5, 16, 0, 2, 8),
     ] {
-        assert!(Crate::<f64>::new(&bad, &mut StdRng::seed_from_u64(0)).is_err());
+        assert!(CrateClassifier::<f64>::new(&bad, &mut StdRng::seed_from_u64(0)).is_err());
     }
     let logits = Array2::from_shape_vec((1, 3), vec![0.5, f64::NAN, 1.0]).unwrap();
     assert!(top_k(&logits, 1).is_err());
@@ -296,7 +302,7 @@ fn bad_images_and_configs_are_errors() {
 fn inference_api() {
     let mut config = vector_config();
     let x = images(3, 16, 16);
-    let model = Crate::<f64>::new(&config, &mut StdRng::seed_from_u64(6)).unwrap();
+    let model = CrateClassifier::<f64>::new(&config, &mut StdRng::seed_from_u64(6)).unwrap();
     let logits = model.forward(&x).unwrap();
     // top-k: sorted, and the first is the arg-max
     let top = model.top_k(&x, 3).unwrap();
@@ -326,7 +332,7 @@ fn inference_api() {
     }
     // mean pooling is a different head input
     config.pooling = Pooling::Mean;
-    let mean = Crate::<f64>::new(&config, &mut StdRng::seed_from_u64(6)).unwrap();
+    let mean = CrateClassifier::<f64>::new(&config, &mut StdRng::seed_from_u64(6)).unwrap();
     let lm = mean.forward(&x).unwrap();
     assert_eq!(lm.dim(), logits.dim());
     assert_ne!(lm, logits);
@@ -338,7 +344,7 @@ proptest! {
     /// Arbitrary bytes never panic the checkpoint loader.
     #[test]
     fn checkpoint_loader_survives_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
-        let _ = Crate::<f32>::from_safetensors(&bytes, &vector_config());
+        let _ = CrateClassifier::<f32>::from_safetensors(&bytes, &vector_config(), "");
     }
 
     /// Corrupting a valid checkpoint anywhere (header or data) and truncating it gives an
@@ -350,7 +356,7 @@ proptest! {
         bytes[i] = byte;
         let keep = bytes.len() - cut.index(bytes.len() / 8 + 1);
         for b in [&bytes[..], &bytes[..keep]] {
-            if let Ok(model) = Crate::<f64>::from_safetensors(b, &vector_config()) {
+            if let Ok(model) = CrateClassifier::<f64>::from_safetensors(b, &vector_config(), "") {
                 let _ = model.forward(&images(1, 16, 16));
             }
         }

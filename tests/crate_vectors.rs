@@ -5,6 +5,7 @@ mod common;
 
 use common::{Tensors, manifest};
 use mcr2::crate_layer::{CrateBlock, CrateBlockConfig};
+use mcr2::nn::Checkpoint;
 use ndarray::{Array3, ArrayD, Ix3};
 
 fn max_abs(a: &ArrayD<f64>, b: &ArrayD<f64>) -> f64 {

@@ -8,7 +8,7 @@ use mcr2::{
 use ndarray::{Array2, array};
 
 fn eps() -> Precision {
-    Precision::eps(0.5).unwrap()
+    Precision::from_eps(0.5).unwrap()
 }
 
 #[test]
@@ -64,22 +64,22 @@ fn bad_precision() {
     for x in [0.0, -1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
         assert!(
             matches!(
-                Precision::eps(x),
+                Precision::from_eps(x),
                 Err(Error::InvalidPrecision { name: "eps", .. })
             ),
             "{x}"
         );
         assert!(matches!(
-            Precision::eps_sq(x),
+            Precision::from_eps_sq(x),
             Err(Error::InvalidPrecision { name: "eps_sq", .. })
         ));
     }
     // ε so large that ε² overflows, or so small that it underflows to zero
-    assert!(Precision::eps(1e200).is_err());
-    assert!(Precision::eps(1e-200).is_err());
-    let p = Precision::eps(0.5).unwrap();
-    assert_eq!(p.get_eps_sq(), 0.25);
-    assert_eq!(p.get_eps(), 0.5);
+    assert!(Precision::from_eps(1e200).is_err());
+    assert!(Precision::from_eps(1e-200).is_err());
+    let p = Precision::from_eps(0.5).unwrap();
+    assert_eq!(p.eps_sq(), 0.25);
+    assert_eq!(p.eps(), 0.5);
 }
 
 #[test]

@@ -1,10 +1,12 @@
 //! MCR² fitting: the closed-form optima of the regularized problem, and learning a linear map
 //! on a mixture of subspaces.
 
-use mcr2::fit::{FitConfig, LinearMap, ascend_regularized, class_singular_values};
-use mcr2::subspace::{
-    NearestSubspace, SubspaceMixtureConfig, class_subspace_angles, mixture_of_subspaces,
-};
+use mcr2::data::SubspaceMixtureConfig;
+use mcr2::data::mixture_of_subspaces;
+use mcr2::fit::{FitConfig, LinearMap, ascend_regularized};
+use mcr2::metrics::class_singular_values;
+use mcr2::metrics::class_subspace_angles;
+use mcr2::subspace::NearestSubspace;
 use mcr2::{Membership, Precision, rate_reduction};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -35,7 +37,7 @@ fn run_regularized(
         .flat_map(|(k, &c)| std::iter::repeat_n(k, c))
         .collect();
     let m = Membership::hard(&labels, counts.len()).unwrap();
-    let mut config = FitConfig::new(Precision::eps_sq(eps_sq).unwrap());
+    let mut config = FitConfig::new(Precision::from_eps_sq(eps_sq).unwrap());
     config.step = 0.5;
     config.max_iterations = 200_000;
     config.tolerance = 1e-11;
@@ -151,7 +153,7 @@ struct MapFit {
     delta_r_orthogonal: f64,
     report: mcr2::fit::FitReport,
     map: LinearMap<f64>,
-    data: mcr2::subspace::SubspaceMixture<f64>,
+    data: mcr2::data::SubspaceMixture<f64>,
 }
 
 /// 4 subspaces of dimension 3 in R^32, noise 0.1, 100 per class; W is 32 × 12 (12 = Σ p_k,
@@ -163,7 +165,7 @@ fn fit_map(seed: u64) -> MapFit {
         mixture_of_subspaces::<f64, _>(&SubspaceMixtureConfig::new(32, 4, 3, 100, 0.1), &mut rng)
             .unwrap();
     let m = Membership::hard(&data.labels, 4).unwrap();
-    let eps = Precision::eps_sq(1.0).unwrap();
+    let eps = Precision::from_eps_sq(1.0).unwrap();
     let mut config = FitConfig::new(eps);
     config.step = 1.0;
     config.max_iterations = 3000;
@@ -256,7 +258,7 @@ fn ascent_on_the_sphere() {
         mixture_of_subspaces::<f64, _>(&SubspaceMixtureConfig::new(16, 3, 2, 30, 0.2), &mut rng)
             .unwrap();
     let m = Membership::hard(&data.labels, 3).unwrap();
-    let mut config = FitConfig::new(Precision::eps_sq(0.5).unwrap());
+    let mut config = FitConfig::new(Precision::from_eps_sq(0.5).unwrap());
     config.step = 0.05;
     config.max_iterations = 300;
     let mut seen = 0;
@@ -283,10 +285,10 @@ fn ascent_on_the_sphere() {
 fn fit_parameters_are_checked() {
     let z = Array2::<f64>::eye(4);
     let m = Membership::hard(&[0, 0, 1, 1], 2).unwrap();
-    let mut config = FitConfig::new(Precision::eps_sq(0.5).unwrap());
+    let mut config = FitConfig::new(Precision::from_eps_sq(0.5).unwrap());
     config.step = 0.0;
     assert!(ascend_regularized(&z, &m, 0.1, &config, |_| {}).is_err());
-    let config = FitConfig::new(Precision::eps_sq(0.5).unwrap());
+    let config = FitConfig::new(Precision::from_eps_sq(0.5).unwrap());
     assert!(ascend_regularized(&z, &m, -0.1, &config, |_| {}).is_err());
     assert!(LinearMap::fit(&z, &m, 0, &config, &mut StdRng::seed_from_u64(0), |_| {}).is_err());
     let bad = Membership::hard(&[0, 1, 1], 2).unwrap();

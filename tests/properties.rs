@@ -27,7 +27,7 @@ fn problem(
 }
 
 fn precision() -> impl Strategy<Value = Precision> {
-    (0.05f64..2.0).prop_map(|e| Precision::eps(e).unwrap())
+    (0.05f64..2.0).prop_map(|e| Precision::from_eps(e).unwrap())
 }
 
 /// A random orthogonal d × d matrix as a product of Householder reflections.
@@ -149,8 +149,8 @@ proptest! {
     #[test]
     fn rate_grows_as_eps_shrinks((z, _l, _k) in problem(30, 12, 1), e in 0.05f64..2.0, f in 0.1f64..0.99) {
         prop_assume!(z.iter().any(|&x| x != 0.0));
-        let big = coding_rate(&z, Precision::eps(e).unwrap()).unwrap();
-        let small = coding_rate(&z, Precision::eps(e * f).unwrap()).unwrap();
+        let big = coding_rate(&z, Precision::from_eps(e).unwrap()).unwrap();
+        let small = coding_rate(&z, Precision::from_eps(e * f).unwrap()).unwrap();
         prop_assert!(small > big, "{small} ≤ {big}");
     }
 }
@@ -183,7 +183,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
     #[test]
-    fn gradients_match_finite_differences((z, labels, k) in problem(14, 10, 3), eps in (0.3f64..2.0).prop_map(|e| Precision::eps(e).unwrap()),
+    fn gradients_match_finite_differences((z, labels, k) in problem(14, 10, 3), eps in (0.3f64..2.0).prop_map(|e| Precision::from_eps(e).unwrap()),
                                           seeds in proptest::collection::vec(-1.0f64..1.0, 8)) {
         let hard = Membership::hard(&labels, k).unwrap();
         let soft = Membership::soft(soft_pi(&labels, k, &seeds)).unwrap();
@@ -206,7 +206,7 @@ proptest! {
     }
 
     #[test]
-    fn membership_gradient_matches_finite_differences((z, labels, k) in problem(12, 8, 3), eps in (0.3f64..2.0).prop_map(|e| Precision::eps(e).unwrap()),
+    fn membership_gradient_matches_finite_differences((z, labels, k) in problem(12, 8, 3), eps in (0.3f64..2.0).prop_map(|e| Precision::from_eps(e).unwrap()),
                                                      seeds in proptest::collection::vec(-1.0f64..1.0, 8)) {
         let pi = soft_pi(&labels, k, &seeds);
         let g = class_coding_rate_grad_membership(&z, &Membership::soft(pi.clone()).unwrap(), eps).unwrap();
@@ -223,7 +223,7 @@ proptest! {
                     let zi = z.row(i);
                     for a in 0..d { for b in 0..d { gj[(a, b)] += p[(i, j)] * zi[a] * zi[b]; } }
                 }
-                let s = ndarray::Array2::<f64>::eye(d) + gj * (d as f64 / (t * eps.get_eps_sq()));
+                let s = ndarray::Array2::<f64>::eye(d) + gj * (d as f64 / (t * eps.eps_sq()));
                 total += t / (2.0 * n) * logdet(&s);
             }
             total
@@ -268,7 +268,7 @@ fn logdet(a: &Array2<f64>) -> f64 {
 #[test]
 fn membership_gradient_empty_class_limit() {
     let z: Array2<f64> = ndarray::array![[1.0, 0.5], [0.0, 1.0], [0.3, -0.2]];
-    let eps = Precision::eps_sq(0.5).unwrap();
+    let eps = Precision::from_eps_sq(0.5).unwrap();
     let m = Membership::hard(&[0, 0, 0], 2).unwrap();
     let g = class_coding_rate_grad_membership(&z, &m, eps).unwrap();
     for i in 0..3 {

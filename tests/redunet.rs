@@ -1,7 +1,9 @@
 //! ReduNet: operators against their closed forms, monotone ΔR and orthogonal classes on the
 //! reference toys, held-out accuracy, errors.
 
-use mcr2::redunet::{ReduNet, ReduNetConfig, class_means, gaussian_toy};
+use mcr2::data::gaussian_toy;
+use mcr2::metrics::class_means;
+use mcr2::redunet::{ReduNet, ReduNetConfig};
 use mcr2::{Error, Precision};
 use ndarray::{Array2, ArrayView2, array};
 use rand::{SeedableRng, rngs::StdRng};
@@ -242,5 +244,5 @@ fn bad_input_is_an_error() {
     assert!(net.predict(&array![[0.0, 0.0]]).is_err());
     assert!(net.update(&x, &[0, 1, 1], 0.0).is_err());
     assert!(net.update(&x, &[0, 1, 1], 1.5).is_err());
-    let _ = Precision::eps_sq(0.1).unwrap();
+    let _ = Precision::from_eps_sq(0.1).unwrap();
 }

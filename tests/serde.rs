@@ -12,7 +12,7 @@ fn rate_stats_round_trip_preserves_rates() {
     let labels: Vec<usize> = (0..40).map(|i| i % 3).collect();
     let mut stats = RateStats::new(6, 3).unwrap();
     stats.push(&z, &labels).unwrap();
-    let eps = Precision::eps(0.5).unwrap();
+    let eps = Precision::from_eps(0.5).unwrap();
     let json = serde_json::to_string(&stats).unwrap();
     let back: RateStats<f64> = serde_json::from_str(&json).unwrap();
     assert_eq!(back, stats);
@@ -38,7 +38,7 @@ fn malformed_stats_are_rejected() {
 
 #[test]
 fn precision_and_loss_round_trip_and_validate() {
-    let p = Precision::eps(0.5).unwrap();
+    let p = Precision::from_eps(0.5).unwrap();
     let json = serde_json::to_string(&p).unwrap();
     assert_eq!(json, "{\"eps_sq\":0.25}");
     assert_eq!(serde_json::from_str::<Precision>(&json).unwrap(), p);

@@ -2,10 +2,10 @@
 //! nearest-subspace classifier, and input errors.
 
 use mcr2::Error;
-use mcr2::subspace::{
-    NearestSubspace, SubspaceFit, SubspaceMixtureConfig, class_subspace_angles,
-    mixture_of_subspaces, principal_angles,
-};
+use mcr2::data::SubspaceMixtureConfig;
+use mcr2::data::mixture_of_subspaces;
+use mcr2::metrics::class_subspace_angles;
+use mcr2::subspace::{NearestSubspace, SubspaceFit, principal_angles};
 use ndarray::{Array2, array};
 use rand::{SeedableRng, rngs::StdRng};
 

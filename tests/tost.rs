@@ -2,9 +2,12 @@
 //! variant (against a direct computation, and causality), the book form's gradient, blocks,
 //! weight files and errors.
 
-use mcr2::crate_layer::LayerNorm;
+use mcr2::nn::Checkpoint;
+use mcr2::nn::gelu;
+use mcr2::nn::{LayerNorm, LayerNormConfig, Linear};
 use mcr2::tost::{
-    CausalTssa, ToStBlock, ToStBlockConfig, ToStEncoder, Tssa, VariationalCompression, gelu,
+    CausalTssa, CausalTssaConfig, ToStBlock, ToStBlockConfig, ToStEncoder, ToStEncoderConfig, Tssa,
+    TssaConfig, VariationalCompression,
 };
 use mcr2::{Error, Precision};
 use ndarray::{Array1, Array2, Array3, Array4, Axis};
@@ -36,7 +39,7 @@ fn weights(dim: usize, heads: usize) -> Weights {
 
 fn hand_set(dim: usize, heads: usize) -> Tssa<f64> {
     let w = weights(dim, heads);
-    Tssa::from_weights(heads, w.q, Some(w.qb), w.temp, w.o, w.ob).unwrap()
+    tssa_from_weights(heads, w.q, Some(w.qb), w.temp, w.o, w.ob).unwrap()
 }
 
 fn tokens(b: usize, n: usize, d: usize) -> Array3<f64> {
@@ -140,7 +143,7 @@ fn tssa_matches_the_reference_formulas() {
         assert_eq!(one, got.index_axis(Axis(0), 0));
         // f32
         let Weights { q, qb, temp, o, ob } = weights(dim, heads);
-        let t32 = Tssa::from_weights(
+        let t32 = tssa_from_weights(
             heads,
             q.mapv(|v| v as f32),
             Some(qb.mapv(|v| v as f32)),
@@ -204,7 +207,7 @@ fn reference_causal(x: &Array2<f64>, heads: usize, denom: &Array2<f64>) -> Array
 fn causal_tssa_matches_direct_computation_and_is_causal() {
     let (n, dim, heads, block) = (9, 8, 2, 12);
     let denom = Array2::from_shape_fn((heads, block), |(k, i)| 0.1 * k as f64 - 0.02 * i as f64);
-    let c = CausalTssa::new(hand_set(dim, heads), denom.clone()).unwrap();
+    let c = CausalTssa::from_parts(hand_set(dim, heads), denom.clone()).unwrap();
     let x = tokens(1, n, dim).index_axis(Axis(0), 0).to_owned();
     let got = c.forward(&x).unwrap();
     let want = reference_causal(&x, heads, &denom);
@@ -272,7 +275,7 @@ fn variational_gradient_and_step() {
     let (d, k, p, n) = (8, 3, 2, 20);
     let vc = VariationalCompression::new(
         random_bases(d, k, p, &mut rng),
-        Precision::eps_sq(0.5).unwrap(),
+        Precision::from_eps_sq(0.5).unwrap(),
         0.3,
     )
     .unwrap();
@@ -317,7 +320,7 @@ fn block_is_the_composition_of_its_parts() {
     let block = ToStBlock::<f64>::new(&config, &mut rng).unwrap();
     let x = tokens(1, 6, 12).index_axis(Axis(0), 0).to_owned();
     // pieces through their public APIs (fresh LayerNorms: weight 1, bias 0, ε 1e-6)
-    let ln = LayerNorm::<f64>::new(12, 1e-6).unwrap();
+    let ln = LayerNorm::<f64>::new(&LayerNormConfig::new(12).with_eps(1e-6));
     let a = block.attention().forward(&ln.forward(&x).unwrap()).unwrap();
     let y = &x + &a;
     let bytes = block.to_safetensors("").unwrap();
@@ -343,9 +346,24 @@ fn block_is_the_composition_of_its_parts() {
     // save → load is bit-identical, for a block and an encoder
     let back = ToStBlock::<f64>::from_safetensors(&bytes, &config, "").unwrap();
     assert_eq!(back, block);
-    let enc = ToStEncoder::<f32>::new(&config, 3, &mut rng).unwrap();
+    let enc = ToStEncoder::<f32>::new(
+        &ToStEncoderConfig {
+            depth: 3,
+            block: config,
+        },
+        &mut rng,
+    )
+    .unwrap();
     let eb = enc.to_safetensors("blocks.").unwrap();
-    let enc2 = ToStEncoder::<f32>::from_safetensors(&eb, &config, 3, "blocks.").unwrap();
+    let enc2 = ToStEncoder::<f32>::from_safetensors(
+        &eb,
+        &ToStEncoderConfig {
+            depth: 3,
+            block: config,
+        },
+        "blocks.",
+    )
+    .unwrap();
     assert_eq!(enc2, enc);
     let xb = tokens(2, 5, 12).mapv(|v| v as f32);
     assert_eq!(
@@ -354,7 +372,14 @@ fn block_is_the_composition_of_its_parts() {
     );
     // missing tensor, wrong shape
     assert!(matches!(
-        ToStEncoder::<f32>::from_safetensors(&eb, &config, 4, "blocks."),
+        ToStEncoder::<f32>::from_safetensors(
+            &eb,
+            &ToStEncoderConfig {
+                depth: 4,
+                block: config
+            },
+            "blocks."
+        ),
         Err(Error::InvalidWeights { .. })
     ));
     assert!(matches!(
@@ -372,32 +397,114 @@ fn weight_files_round_trip() {
     let t = hand_set(12, 3);
     let bytes = t.to_safetensors("attn.").unwrap();
     assert_eq!(
-        Tssa::<f64>::from_safetensors(&bytes, 12, 3, true, "attn.").unwrap(),
+        Tssa::<f64>::from_safetensors(
+            &bytes,
+            &TssaConfig {
+                dim: 12,
+                heads: 3,
+                qkv_bias: true
+            },
+            "attn."
+        )
+        .unwrap(),
         t
     );
     assert!(matches!(
-        Tssa::<f64>::from_safetensors(&bytes, 12, 3, true, ""),
+        Tssa::<f64>::from_safetensors(
+            &bytes,
+            &TssaConfig {
+                dim: 12,
+                heads: 3,
+                qkv_bias: true
+            },
+            ""
+        ),
         Err(Error::InvalidWeights { .. })
     ));
-    assert!(Tssa::<f64>::from_safetensors(&bytes, 12, 5, true, "attn.").is_err());
-    let c = CausalTssa::<f32>::random(8, 2, 16, &mut StdRng::seed_from_u64(1)).unwrap();
+    assert!(
+        Tssa::<f64>::from_safetensors(
+            &bytes,
+            &TssaConfig {
+                dim: 12,
+                heads: 5,
+                qkv_bias: true
+            },
+            "attn."
+        )
+        .is_err()
+    );
+    let c = CausalTssa::<f32>::new(
+        &CausalTssaConfig {
+            dim: 8,
+            heads: 2,
+            block_size: 16,
+        },
+        &mut StdRng::seed_from_u64(1),
+    )
+    .unwrap();
     let cb = c.to_safetensors("h.0.attn.").unwrap();
     assert_eq!(
-        CausalTssa::<f32>::from_safetensors(&cb, 8, 2, 16, "h.0.attn.").unwrap(),
+        CausalTssa::<f32>::from_safetensors(
+            &cb,
+            &CausalTssaConfig {
+                dim: 8,
+                heads: 2,
+                block_size: 16
+            },
+            "h.0.attn."
+        )
+        .unwrap(),
         c
     );
-    assert!(CausalTssa::<f32>::from_safetensors(&cb, 8, 2, 17, "h.0.attn.").is_err());
+    assert!(
+        CausalTssa::<f32>::from_safetensors(
+            &cb,
+            &CausalTssaConfig {
+                dim: 8,
+                heads: 2,
+                block_size: 17
+            },
+            "h.0.attn."
+        )
+        .is_err()
+    );
 }
 
 #[test]
 fn bad_input_is_an_error() {
     let mut rng = StdRng::seed_from_u64(0);
     assert!(
-        Tssa::<f64>::random(10, 3, true, &mut rng).is_err(),
+        Tssa::<f64>::new(
+            &TssaConfig {
+                dim: 10,
+                heads: 3,
+                qkv_bias: true
+            },
+            &mut rng
+        )
+        .is_err(),
         "heads must divide dim"
     );
-    assert!(Tssa::<f64>::random(0, 1, true, &mut rng).is_err());
-    let t = Tssa::<f64>::random(6, 2, true, &mut rng).unwrap();
+    assert!(
+        Tssa::<f64>::new(
+            &TssaConfig {
+                dim: 0,
+                heads: 1,
+                qkv_bias: true
+            },
+            &mut rng
+        )
+        .is_err()
+    );
+    let t = Tssa::<f64>::new(
+        &TssaConfig {
+            dim: 6,
+            heads: 2,
+            qkv_bias: true,
+        },
+        &mut rng,
+    )
+    .unwrap();
     assert!(matches!(
         t.forward(&Array2::zeros((3, 5))),
         Err(Error::ShapeMismatch { .. })
@@ -415,18 +522,18 @@ fn bad_input_is_an_error() {
     assert!(t.forward_batch(&Array3::zeros((0, 3, 6))).is_err());
     let Weights { q, qb, temp, o, ob } = weights(6, 2);
     assert!(
-        Tssa::from_weights(
+        tssa_from_weights(
             2,
             q.clone(),
             Some(qb.clone()),
-            Array1::ones(3),
+            Array1::ones(4),
             o.clone(),
             ob.clone()
         )
         .is_err()
     );
     assert!(
-        Tssa::from_weights(
+        tssa_from_weights(
             2,
             q.clone(),
             Some(Array1::zeros(5)),
@@ -438,8 +545,8 @@ fn bad_input_is_an_error() {
     );
     let mut qn = q.clone();
     qn[(0, 0)] = f64::NAN;
-    assert!(Tssa::from_weights(2, qn, Some(qb), temp, o, ob).is_err());
-    assert!(CausalTssa::new(t.clone(), Array2::zeros((3, 4))).is_err());
+    assert!(tssa_from_weights(2, qn, Some(qb), temp, o, ob).is_err());
+    assert!(CausalTssa::from_parts(t.clone(), Array2::zeros((3, 4))).is_err());
     assert!(
         ToStBlock::<f64>::new(
             &ToStBlockConfig {
@@ -450,11 +557,40 @@ fn bad_input_is_an_error() {
         )
         .is_err()
     );
-    assert!(ToStEncoder::<f64>::new(&ToStBlockConfig::new(6, 2), 0, &mut rng).is_err());
+    assert!(
+        ToStEncoder::<f64>::new(
+            &ToStEncoderConfig {
+                depth: 0,
+                block: ToStBlockConfig::new(6, 2)
+            },
+            &mut rng
+        )
+        .is_err()
+    );
     let bases = vec![Array2::<f64>::eye(4)];
-    assert!(VariationalCompression::new(bases.clone(), Precision::eps(1.0).unwrap(), 0.0).is_err());
-    assert!(VariationalCompression::<f64>::new(vec![], Precision::eps(1.0).unwrap(), 1.0).is_err());
-    let vc = VariationalCompression::new(bases, Precision::eps(1.0).unwrap(), 1.0).unwrap();
+    assert!(
+        VariationalCompression::new(bases.clone(), Precision::from_eps(1.0).unwrap(), 0.0).is_err()
+    );
+    assert!(
+        VariationalCompression::<f64>::new(vec![], Precision::from_eps(1.0).unwrap(), 1.0).is_err()
+    );
+    let vc = VariationalCompression::new(bases, Precision::from_eps(1.0).unwrap(), 1.0).unwrap();
     assert!(vc.membership(&Array2::zeros((3, 5))).is_err());
     assert!(vc.step(&Array2::ones((3, 4)), -1.0).is_err());
+}
+
+/// TSSA from the reference tensors; the number of heads is that of the temperatures.
+fn tssa_from_weights<T: mcr2::Float>(
+    _heads: usize,
+    q: Array2<T>,
+    qb: Option<Array1<T>>,
+    temp: Array1<T>,
+    o: Array2<T>,
+    ob: Array1<T>,
+) -> mcr2::Result<Tssa<T>> {
+    Tssa::from_parts(
+        Linear::from_parts(q, qb)?,
+        temp,
+        Linear::from_parts(o, Some(ob))?,
+    )
 }

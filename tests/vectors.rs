@@ -34,7 +34,7 @@ fn cases() -> Vec<Case> {
                 labels,
                 k: c["k"].as_u64().unwrap() as usize,
                 pi,
-                eps: Precision::eps(c["eps"].as_f64().unwrap()).unwrap(),
+                eps: Precision::from_eps(c["eps"].as_f64().unwrap()).unwrap(),
                 values: c["values"].clone(),
                 t,
             }

@@ -56,7 +56,7 @@ fn rc(z: &Array2<f64>, u: &[Array2<f64>], eps: Precision) -> f64 {
 
 #[test]
 fn compression_gradient_matches_finite_differences() {
-    let eps = Precision::eps_sq(1.0).unwrap();
+    let eps = Precision::from_eps_sq(1.0).unwrap();
     for seed in 0..10 {
         let mut rng = StdRng::seed_from_u64(seed);
         let u = bases(&mut rng, 12, 3, 3);
@@ -84,8 +84,8 @@ fn compression_gradient_matches_finite_differences() {
 #[test]
 fn mssa_update_descends_on_compression() {
     let (d, k, p, n) = (16, 4, 4, 20);
-    let eps = Precision::eps_sq(1.0).unwrap();
-    let beta = p as f64 / (n as f64 * eps.get_eps_sq());
+    let eps = Precision::from_eps_sq(1.0).unwrap();
+    let beta = p as f64 / (n as f64 * eps.eps_sq());
     let (mut valid, mut min_cos, mut sum_cos, mut max_change) =
         (0, f64::INFINITY, 0.0, f64::NEG_INFINITY);
     for seed in 0..300u64 {
@@ -154,7 +154,7 @@ fn ista_step_never_increases_lasso() {
         }
         let eta = rng.random_range(0.05..1.0) / lam;
         let lambda = rng.random_range(0.0..0.5);
-        let ista = Ista::from_dictionary(dict, eta, lambda).unwrap();
+        let ista = Ista::from_parts(dict, eta, lambda).unwrap();
         let x = Array2::from_shape_simple_fn((n, d), || rng.sample::<f64, _>(StandardNormal));
         let z0 = Array2::from_shape_simple_fn((n, d), || rng.sample::<f64, _>(StandardNormal))
             .mapv(|v: f64| v.max(0.0));

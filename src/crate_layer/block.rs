@@ -1,9 +1,12 @@
 //! One CRATE layer and the encoder, a stack of layers.
 
-use ndarray::{Array2, Array3, ArrayRef2, ArrayRef3, ArrayView2, CowArray, Ix2};
+use ndarray::{Array2, Array3, ArrayRef2, ArrayRef3, ArrayView2, ArrayViewD};
 use rand::Rng;
 
-use super::{Ista, LayerNorm, Mssa};
+use super::{Ista, IstaConfig, Mssa, MssaConfig};
+use crate::nn::{
+    Checkpoint, Layer, LayerNorm, LayerNormConfig, ScopedWriter, TensorReader, batch_rows, prefixed,
+};
 use crate::{Error, Float, Result};
 
 /// Sizes and constants of a CRATE block, with the reference defaults.
@@ -31,9 +34,35 @@ impl CrateBlockConfig {
             dim,
             heads,
             dim_head,
-            ista_step: 0.1,
-            ista_lambda: 0.1,
-            ln_eps: 1e-5,
+            ista_step: IstaConfig::DEFAULT_STEP,
+            ista_lambda: IstaConfig::DEFAULT_LAMBDA,
+            ln_eps: LayerNormConfig::DEFAULT_EPS,
+        }
+    }
+
+    /// The attention step's sizes.
+    pub fn mssa(&self) -> MssaConfig {
+        MssaConfig {
+            dim: self.dim,
+            heads: self.heads,
+            dim_head: self.dim_head,
+        }
+    }
+
+    /// The ISTA step's size and constants.
+    pub fn ista(&self) -> IstaConfig {
+        IstaConfig {
+            dim: self.dim,
+            step: self.ista_step,
+            lambda: self.ista_lambda,
+        }
+    }
+
+    /// The LayerNorms' size and ε.
+    pub fn layer_norm(&self) -> LayerNormConfig {
+        LayerNormConfig {
+            dim: self.dim,
+            eps: self.ln_eps,
         }
     }
 
@@ -59,28 +88,25 @@ impl CrateBlockConfig {
 
     /// Whether the reference has an output projection (all but heads = 1, dim_head = dim).
     pub fn project_out(&self) -> bool {
-        !(self.heads == 1 && self.dim_head == self.dim)
+        self.mssa().project_out()
     }
 
     /// Errors unless every size is ≥ 1 and the constants are valid.
     pub fn check(&self) -> Result<()> {
-        if self.dim == 0 || self.heads == 0 || self.dim_head == 0 {
-            return Err(Error::InvalidParameter {
-                name: "dim, heads, dim_head",
-                value: format!("{}, {}, {}", self.dim, self.heads, self.dim_head),
-                reason: "must all be ≥ 1",
-            });
+        self.mssa().check()?;
+        self.ista().check()?;
+        self.layer_norm().check()
+    }
+
+    /// The tensor names of one block relative to its prefix, in the order
+    /// [`Layer::parameters`] lists them.
+    pub fn tensor_names(&self) -> Vec<String> {
+        let mut names = vec!["0.norm.weight", "0.norm.bias", "0.fn.qkv.weight"];
+        if self.project_out() {
+            names.extend(["0.fn.to_out.0.weight", "0.fn.to_out.0.bias"]);
         }
-        crate::validate::positive("ista_step", self.ista_step)?;
-        crate::validate::positive("ln_eps", self.ln_eps)?;
-        if !(self.ista_lambda.is_finite() && self.ista_lambda >= 0.0) {
-            return Err(Error::InvalidParameter {
-                name: "ista_lambda",
-                value: self.ista_lambda.to_string(),
-                reason: "must be finite and ≥ 0",
-            });
-        }
-        Ok(())
+        names.extend(["1.norm.weight", "1.norm.bias", "1.fn.weight"]);
+        names.into_iter().map(String::from).collect()
     }
 }
 
@@ -90,18 +116,6 @@ impl CrateBlockConfig {
 /// is non-negative. A white-box block ([`CrateBlock::white_box`]) has no LayerNorms:
 /// `z½ = z + MSSA(z)` with the paper's compression step, `z⁺ = ISTA(z½)`.
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(
-    feature = "serde",
-    serde(try_from = "BlockRepr<T>", into = "BlockRepr<T>")
-)]
-#[cfg_attr(
-    feature = "serde",
-    serde(bound(
-        serialize = "T: Float + serde::Serialize",
-        deserialize = "T: Float + serde::Deserialize<'de>"
-    ))
-)]
 pub struct CrateBlock<T: Float> {
     pub(crate) ln1: Option<LayerNorm<T>>,
     pub(crate) mssa: Mssa<T>,
@@ -124,20 +138,6 @@ pub struct BlockTrace<T> {
     pub out: Array3<T>,
 }
 
-/// Flattens b × n × d to (b·n) × d (copying only when not in standard layout).
-pub(crate) fn flat<T: Float>(x: &ArrayRef3<T>) -> CowArray<'_, T, Ix2> {
-    let (b, n, d) = x.dim();
-    match x.view().into_shape_with_order((b * n, d)) {
-        Ok(v) => CowArray::from(v),
-        Err(_) => CowArray::from(
-            x.as_standard_layout()
-                .into_owned()
-                .into_shape_with_order((b * n, d))
-                .expect("standard layout"),
-        ),
-    }
-}
-
 fn unflat<T: Float>(x: Array2<T>, b: usize, n: usize) -> Array3<T> {
     let d = x.ncols();
     x.into_shape_with_order((b, n, d)).expect("rows are b·n")
@@ -149,12 +149,12 @@ impl<T: Float> CrateBlock<T> {
     /// (U(±√(6/dim))).
     pub fn new<R: Rng + ?Sized>(config: &CrateBlockConfig, rng: &mut R) -> Result<Self> {
         config.check()?;
-        let mssa = Mssa::random(config.dim, config.heads, config.dim_head, rng)?;
-        let ista = Ista::random(config.dim, config.ista_step, config.ista_lambda, rng)?;
+        let mssa = Mssa::new(&config.mssa(), rng)?;
+        let ista = Ista::new(&config.ista(), rng)?;
         Self::from_parts(
-            LayerNorm::new(config.dim, config.ln_eps)?,
+            LayerNorm::new(&config.layer_norm()),
             mssa,
-            LayerNorm::new(config.dim, config.ln_eps)?,
+            LayerNorm::new(&config.layer_norm()),
             ista,
         )
     }
@@ -295,7 +295,7 @@ impl<T: Float> CrateBlock<T> {
     /// A batch: `x` is b × n × dim.
     pub fn forward_batch(&self, x: &ArrayRef3<T>) -> Result<Array3<T>> {
         let (b, n, d) = x.dim();
-        let rows = check3(x)?;
+        let rows = batch_rows(x)?;
         self.check_input(d, n)?;
         Ok(unflat(self.apply(rows.view(), n), b, n))
     }
@@ -303,7 +303,7 @@ impl<T: Float> CrateBlock<T> {
     /// A batch with every intermediate.
     pub fn forward_trace(&self, x: &ArrayRef3<T>) -> Result<BlockTrace<T>> {
         let (b, n, d) = x.dim();
-        let rows = check3(x)?;
+        let rows = batch_rows(x)?;
         self.check_input(d, n)?;
         let [ln1, mssa, y, ln2, out] = self.apply_trace(rows.view(), n);
         Ok(BlockTrace {
@@ -316,58 +316,80 @@ impl<T: Float> CrateBlock<T> {
     }
 }
 
-/// Checks a b × n × d batch (non-empty, finite) and returns it flattened to rows.
-pub(crate) fn check3<T: Float>(x: &ArrayRef3<T>) -> Result<CowArray<'_, T, Ix2>> {
-    let (b, n, d) = x.dim();
-    if b == 0 || n == 0 || d == 0 {
-        return Err(Error::Empty {
-            what: "token batch",
-            rows: b * n,
-            cols: d,
-        });
-    }
-    let rows = flat(x);
-    crate::validate::finite("token batch", &rows)?;
-    Ok(rows)
-}
-
-#[cfg(feature = "serde")]
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(bound(
-    serialize = "T: Float + serde::Serialize",
-    deserialize = "T: Float + serde::Deserialize<'de>"
-))]
-struct BlockRepr<T: Float> {
-    ln1: Option<LayerNorm<T>>,
-    mssa: Mssa<T>,
-    ln2: Option<LayerNorm<T>>,
-    ista: Ista<T>,
-}
-
-#[cfg(feature = "serde")]
-impl<T: Float> TryFrom<BlockRepr<T>> for CrateBlock<T> {
-    type Error = Error;
-    fn try_from(r: BlockRepr<T>) -> Result<Self> {
-        match (r.ln1, r.ln2) {
-            (Some(a), Some(b)) => CrateBlock::from_parts(a, r.mssa, b, r.ista),
-            (None, None) => CrateBlock::white_box(r.mssa, r.ista),
-            _ => Err(Error::InvalidParameter {
-                name: "CrateBlock",
-                value: "one layer norm".into(),
-                reason: "a block has both layer norms or neither",
-            }),
+impl<T: Float> CrateBlock<T> {
+    /// This block's configuration.
+    pub fn config(&self) -> CrateBlockConfig {
+        CrateBlockConfig {
+            dim: self.dim(),
+            heads: self.mssa.heads,
+            dim_head: self.mssa.dim_head,
+            ista_step: self.ista.step_size(),
+            ista_lambda: self.ista.lambda(),
+            ln_eps: self
+                .ln1
+                .as_ref()
+                .map_or(LayerNormConfig::DEFAULT_EPS, |l| l.eps),
         }
     }
 }
 
-#[cfg(feature = "serde")]
-impl<T: Float> From<CrateBlock<T>> for BlockRepr<T> {
-    fn from(b: CrateBlock<T>) -> Self {
-        BlockRepr {
-            ln1: b.ln1,
-            mssa: b.mssa,
-            ln2: b.ln2,
-            ista: b.ista,
+impl<T: Float> Layer<T> for CrateBlock<T> {
+    fn dim(&self) -> usize {
+        self.mssa.dim()
+    }
+
+    fn forward(&self, x: &ArrayRef2<T>) -> Result<Array2<T>> {
+        CrateBlock::forward(self, x)
+    }
+
+    fn forward_batch(&self, x: &ArrayRef3<T>) -> Result<Array3<T>> {
+        CrateBlock::forward_batch(self, x)
+    }
+
+    /// `0.norm.*`, `0.fn.*` (the attention), `1.norm.*`, `1.fn.weight` (the dictionary);
+    /// a white-box block lists its subspace bases and dictionary only.
+    fn parameters(&self) -> Vec<(String, ArrayViewD<'_, T>)> {
+        let mut p = Vec::new();
+        if let Some(ln) = &self.ln1 {
+            p.extend(prefixed("0.norm.", ln.parameters()));
         }
+        p.extend(prefixed("0.fn.", self.mssa.parameters()));
+        if let Some(ln) = &self.ln2 {
+            p.extend(prefixed("1.norm.", ln.parameters()));
+        }
+        p.extend(prefixed("1.fn.", self.ista.parameters()));
+        p
+    }
+}
+
+impl<T: Float> Checkpoint<T> for CrateBlock<T> {
+    type Config = CrateBlockConfig;
+
+    /// Reads `0.norm.weight`, `0.norm.bias` (dim), `0.fn.qkv.weight` (heads·dim_head × dim),
+    /// `0.fn.to_out.0.weight` (dim × heads·dim_head) and `0.fn.to_out.0.bias` (dim) unless
+    /// heads = 1 and dim_head = dim, `1.norm.weight`, `1.norm.bias` (dim) and `1.fn.weight`
+    /// (dim × dim, the ISTA dictionary D): the reference `Transformer.layers[l]` names.
+    fn load(reader: &TensorReader<'_>, c: &CrateBlockConfig) -> Result<Self> {
+        c.check()?;
+        Self::from_parts(
+            LayerNorm::load(&reader.scoped("0.norm."), &c.layer_norm())?,
+            Mssa::load(&reader.scoped("0.fn."), &c.mssa())?,
+            LayerNorm::load(&reader.scoped("1.norm."), &c.layer_norm())?,
+            Ista::load(&reader.scoped("1.fn."), &c.ista())?,
+        )
+    }
+
+    fn save(&self, writer: &mut ScopedWriter<'_>) -> Result<()> {
+        let (Some(ln1), Some(ln2)) = (&self.ln1, &self.ln2) else {
+            return Err(Error::InvalidParameter {
+                name: "block",
+                value: "white-box".into(),
+                reason: "a white-box block has no reference state_dict",
+            });
+        };
+        ln1.save(&mut writer.scoped("0.norm."))?;
+        self.mssa.save(&mut writer.scoped("0.fn."))?;
+        ln2.save(&mut writer.scoped("1.norm."))?;
+        self.ista.save(&mut writer.scoped("1.fn."))
     }
 }

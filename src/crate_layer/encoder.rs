@@ -3,7 +3,8 @@
 use ndarray::{Array2, Array3, ArrayRef3, ArrayView2};
 use rand::Rng;
 
-use super::block::{CrateBlock, CrateBlockConfig, check3};
+use super::block::{CrateBlock, CrateBlockConfig};
+use crate::nn::{Checkpoint, Layer, ScopedWriter, TensorReader, batch_rows};
 use crate::{Error, Float, Precision, Result};
 
 /// An encoder of `depth` identical-shape CRATE blocks.
@@ -17,15 +18,13 @@ pub struct CrateEncoderConfig {
 }
 
 impl CrateEncoderConfig {
+    /// Largest accepted depth (the reference models have 12 or 24 layers).
+    pub const MAX_DEPTH: usize = 10_000;
+
     /// Errors unless depth ≥ 1 and the block configuration is valid.
     pub fn check(&self) -> Result<()> {
-        if self.depth == 0 {
-            return Err(Error::InvalidParameter {
-                name: "depth",
-                value: "0".into(),
-                reason: "must be ≥ 1",
-            });
-        }
+        crate::validate::at_least_one("depth", self.depth)?;
+        crate::validate::at_most("depth", self.depth as f64, Self::MAX_DEPTH as f64)?;
         self.block.check()
     }
 }
@@ -44,14 +43,6 @@ pub struct LayerDiagnostics<T> {
 
 /// A stack of [`CrateBlock`]s.
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(
-    feature = "serde",
-    serde(bound(
-        serialize = "T: Float + serde::Serialize",
-        deserialize = "T: Float + serde::Deserialize<'de>"
-    ))
-)]
 pub struct CrateEncoder<T: Float> {
     pub(crate) blocks: Vec<CrateBlock<T>>,
 }
@@ -100,7 +91,7 @@ impl<T: Float> CrateEncoder<T> {
     /// Runs every layer on a batch (b × n × dim).
     pub fn forward_batch(&self, x: &ArrayRef3<T>) -> Result<Array3<T>> {
         let (b, n, d) = x.dim();
-        let rows = check3(x)?;
+        let rows = batch_rows(x)?;
         self.blocks[0].check_input(d, n)?;
         let mut z = self.blocks[0].apply(rows.view(), n);
         for block in &self.blocks[1..] {
@@ -115,7 +106,7 @@ impl<T: Float> CrateEncoder<T> {
         x: &ArrayRef3<T>,
     ) -> Result<(Array3<T>, Vec<LayerDiagnostics<T>>)> {
         let (b, n, d) = x.dim();
-        let mut z = check3(x)?.into_owned();
+        let mut z = batch_rows(x)?.into_owned();
         self.blocks[0].check_input(d, n)?;
         let mut diags = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
@@ -141,7 +132,7 @@ pub(crate) fn measure<T: Float>(
     n: usize,
 ) -> Result<LayerDiagnostics<T>> {
     let b = w.nrows() / n;
-    let eps = Precision::eps_sq(CrateEncoder::<T>::MEASURE_EPS_SQ)?;
+    let eps = Precision::from_eps_sq(CrateEncoder::<T>::MEASURE_EPS_SQ)?;
     let p = block.mssa.dim_head;
     let mut compression = T::zero();
     for img in 0..b {
@@ -163,4 +154,51 @@ pub(crate) fn measure<T: Float>(
         compression: compression / T::from_usize(b),
         sparsity: T::from_usize(zeros) / T::from_usize(out.len()),
     })
+}
+
+impl<T: Float> Layer<T> for CrateEncoder<T> {
+    fn dim(&self) -> usize {
+        self.blocks[0].dim()
+    }
+
+    /// Every layer on one sequence (n × dim).
+    fn forward(&self, x: &ndarray::ArrayRef2<T>) -> Result<Array2<T>> {
+        let x3 = x.view().insert_axis(ndarray::Axis(0));
+        let y = self.forward_batch(&x3)?;
+        Ok(y.index_axis_move(ndarray::Axis(0), 0))
+    }
+
+    fn forward_batch(&self, x: &ArrayRef3<T>) -> Result<Array3<T>> {
+        CrateEncoder::forward_batch(self, x)
+    }
+
+    /// Layer `l`'s parameters as `{l}.…` (see [`CrateBlock`]).
+    fn parameters(&self) -> Vec<(String, ndarray::ArrayViewD<'_, T>)> {
+        self.blocks
+            .iter()
+            .enumerate()
+            .flat_map(|(l, b)| crate::nn::prefixed(&format!("{l}."), b.parameters()))
+            .collect()
+    }
+}
+
+impl<T: Float> Checkpoint<T> for CrateEncoder<T> {
+    type Config = CrateEncoderConfig;
+
+    /// Reads `depth` layers named `{l}.0.norm.weight`, …; with the prefix
+    /// `transformer.layers.` this is the encoder of a reference CRATE checkpoint.
+    fn load(reader: &TensorReader<'_>, config: &CrateEncoderConfig) -> Result<Self> {
+        config.check()?;
+        let blocks = (0..config.depth)
+            .map(|l| CrateBlock::load(&reader.scoped(&format!("{l}.")), &config.block))
+            .collect::<Result<Vec<_>>>()?;
+        Self::from_blocks(blocks)
+    }
+
+    fn save(&self, writer: &mut ScopedWriter<'_>) -> Result<()> {
+        for (l, b) in self.blocks.iter().enumerate() {
+            b.save(&mut writer.scoped(&format!("{l}.")))?;
+        }
+        Ok(())
+    }
 }

@@ -1,9 +1,51 @@
 //! The sparsification step: one ISTA step on a non-negative LASSO.
 
-use ndarray::{Array2, ArrayRef2, ArrayView2, ArrayViewMut2};
+use ndarray::{Array2, ArrayRef2, ArrayView2, ArrayViewD, ArrayViewMut2};
 use rand::Rng;
 
+use crate::nn::{Checkpoint, Layer, ScopedWriter, TensorReader};
 use crate::{Error, Float, Result};
+
+/// Size and constants of an [`Ista`] step, with the reference defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct IstaConfig {
+    /// Token dimension (the dictionary is dim × dim).
+    pub dim: usize,
+    /// Step size η (default [`IstaConfig::DEFAULT_STEP`]).
+    pub step: f64,
+    /// Sparsity weight λ (default [`IstaConfig::DEFAULT_LAMBDA`]).
+    pub lambda: f64,
+}
+
+impl IstaConfig {
+    /// Reference step size η.
+    pub const DEFAULT_STEP: f64 = 0.1;
+    /// Reference sparsity weight λ (hard-coded in the reference code).
+    pub const DEFAULT_LAMBDA: f64 = 0.1;
+    /// Largest accepted η·(1 + λ): beyond it, one step on finite tokens may overflow.
+    pub const MAX_STEP: f64 = 1e6;
+
+    /// Dimension `dim` with the reference constants.
+    pub fn new(dim: usize) -> Self {
+        Self {
+            dim,
+            step: Self::DEFAULT_STEP,
+            lambda: Self::DEFAULT_LAMBDA,
+        }
+    }
+
+    /// Errors unless dim ≥ 1, 0 < η ≤ [`IstaConfig::MAX_STEP`] and 0 ≤ λ ≤ `MAX_STEP`.
+    pub fn check(&self) -> Result<()> {
+        crate::validate::at_least_one("ista dim", self.dim)?;
+        crate::validate::elements(&[self.dim, self.dim])?;
+        crate::validate::positive("ista step", self.step)?;
+        crate::validate::finite_non_negative("ista lambda", self.lambda)?;
+        crate::validate::at_most("ista step", self.step, Self::MAX_STEP)?;
+        crate::validate::at_most("ista lambda", self.lambda, Self::MAX_STEP)?;
+        Ok(())
+    }
+}
 
 /// One ISTA step on `min_{z ≥ 0} λ‖z‖₁ + ½‖x − D z‖²` (square dictionary D, d × d):
 ///
@@ -15,18 +57,6 @@ use crate::{Error, Float, Result};
 /// `ReLU(x·(I + η(D − DᵀD)) − ηλ)`; the d × d matrix `I + η(D − DᵀD)` is formed once when the
 /// step is built, so one forward is one matrix product.
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(
-    feature = "serde",
-    serde(try_from = "IstaRepr<T>", into = "IstaRepr<T>")
-)]
-#[cfg_attr(
-    feature = "serde",
-    serde(bound(
-        serialize = "T: Float + serde::Serialize",
-        deserialize = "T: Float + serde::Deserialize<'de>"
-    ))
-)]
 pub struct Ista<T: Float> {
     d: Array2<T>,
     step: f64,
@@ -36,21 +66,14 @@ pub struct Ista<T: Float> {
 }
 
 impl<T: Float> Ista<T> {
-    /// Reference step size η.
-    pub const DEFAULT_STEP: f64 = 0.1;
-    /// Reference sparsity weight λ.
-    pub const DEFAULT_LAMBDA: f64 = 0.1;
-
     /// From a given square dictionary D (d × d, the reference `weight`), step η > 0 and λ ≥ 0.
-    pub fn from_dictionary(d: Array2<T>, step: f64, lambda: f64) -> Result<Self> {
-        crate::validate::positive("ista step", step)?;
-        if !(lambda.is_finite() && lambda >= 0.0) {
-            return Err(Error::InvalidParameter {
-                name: "ista lambda",
-                value: lambda.to_string(),
-                reason: "must be finite and ≥ 0",
-            });
+    pub fn from_parts(d: Array2<T>, step: f64, lambda: f64) -> Result<Self> {
+        IstaConfig {
+            dim: d.nrows().max(1),
+            step,
+            lambda,
         }
+        .check()?;
         if d.nrows() != d.ncols() {
             return Err(Error::ShapeMismatch {
                 what: "ISTA dictionary",
@@ -69,25 +92,15 @@ impl<T: Float> Ista<T> {
     }
 
     /// Random dictionary with the reference initialization (Kaiming uniform,
-    /// U(±√(6/dim))), step 0.1, λ = 0.1.
-    pub fn random<R: Rng + ?Sized>(
-        dim: usize,
-        step: f64,
-        lambda: f64,
-        rng: &mut R,
-    ) -> Result<Self> {
-        if dim == 0 {
-            return Err(Error::InvalidParameter {
-                name: "dim",
-                value: "0".into(),
-                reason: "must be ≥ 1",
-            });
-        }
+    /// U(±√(6/dim))).
+    pub fn new<R: Rng + ?Sized>(config: &IstaConfig, rng: &mut R) -> Result<Self> {
+        config.check()?;
+        let IstaConfig { dim, step, lambda } = *config;
         let bound = (6.0 / dim as f64).sqrt();
         let d = Array2::from_shape_simple_fn((dim, dim), || {
             T::from_f64(rng.random_range(-bound..bound))
         });
-        Self::from_dictionary(d, step, lambda)
+        Self::from_parts(d, step, lambda)
     }
 
     /// The dictionary D.
@@ -103,6 +116,15 @@ impl<T: Float> Ista<T> {
     /// Sparsity weight λ.
     pub fn lambda(&self) -> f64 {
         self.lambda
+    }
+
+    /// This step's size and constants.
+    pub fn config(&self) -> IstaConfig {
+        IstaConfig {
+            dim: self.dim(),
+            step: self.step,
+            lambda: self.lambda,
+        }
     }
 
     /// Feature dimension.
@@ -121,7 +143,11 @@ impl<T: Float> Ista<T> {
     pub(crate) fn apply_into(&self, x: ArrayView2<T>, mut out: ArrayViewMut2<T>) {
         crate::linalg::gemm(T::one(), x, self.m.view(), false, out.view_mut(), true);
         let shift = T::from_f64(self.step * self.lambda);
-        out.mapv_inplace(|v| (v - shift).max(T::zero()));
+        // ReLU that keeps NaN (`max` would map it to 0 and hide an overflow upstream)
+        out.mapv_inplace(|v| {
+            let t = v - shift;
+            if t <= T::zero() { T::zero() } else { t }
+        });
     }
 
     /// CRATE's ISTA step `ReLU(x + η Dᵀ(x − D x) − ηλ)` on every row (token) of `x` (n × d).
@@ -154,7 +180,11 @@ impl<T: Float> Ista<T> {
             true,
         );
         let shift = T::from_f64(self.step * self.lambda);
-        out.mapv_inplace(|v| (v - shift).max(T::zero()));
+        // ReLU that keeps NaN (`max` would map it to 0 and hide an overflow upstream)
+        out.mapv_inplace(|v| {
+            let t = v - shift;
+            if t <= T::zero() { T::zero() } else { t }
+        });
         Ok(out)
     }
 
@@ -174,29 +204,31 @@ impl<T: Float> Ista<T> {
     }
 }
 
-#[cfg(feature = "serde")]
-#[derive(serde::Serialize, serde::Deserialize)]
-struct IstaRepr<T> {
-    dictionary: Array2<T>,
-    step: f64,
-    lambda: f64,
-}
+impl<T: Float> Layer<T> for Ista<T> {
+    fn dim(&self) -> usize {
+        self.d.nrows()
+    }
 
-#[cfg(feature = "serde")]
-impl<T: Float> TryFrom<IstaRepr<T>> for Ista<T> {
-    type Error = Error;
-    fn try_from(r: IstaRepr<T>) -> Result<Self> {
-        Ista::from_dictionary(r.dictionary, r.step, r.lambda)
+    fn forward(&self, x: &ArrayRef2<T>) -> Result<Array2<T>> {
+        Ista::forward(self, x)
+    }
+
+    /// `weight`: the dictionary D.
+    fn parameters(&self) -> Vec<(String, ArrayViewD<'_, T>)> {
+        vec![("weight".to_string(), self.d.view().into_dyn())]
     }
 }
 
-#[cfg(feature = "serde")]
-impl<T: Float> From<Ista<T>> for IstaRepr<T> {
-    fn from(i: Ista<T>) -> Self {
-        IstaRepr {
-            dictionary: i.d,
-            step: i.step,
-            lambda: i.lambda,
-        }
+impl<T: Float> Checkpoint<T> for Ista<T> {
+    type Config = IstaConfig;
+
+    /// Reads `weight` (dim × dim).
+    fn load(reader: &TensorReader<'_>, c: &IstaConfig) -> Result<Self> {
+        c.check()?;
+        Self::from_parts(reader.matrix("weight", c.dim, c.dim)?, c.step, c.lambda)
+    }
+
+    fn save(&self, writer: &mut ScopedWriter<'_>) -> Result<()> {
+        crate::nn::save_parameters(self, writer)
     }
 }

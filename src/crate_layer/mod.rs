@@ -8,10 +8,10 @@
 //! Two ways to build a layer:
 //!
 //! * **The reference parameterisation** ([`CrateBlock::new`] with seeded initialization,
-//!   [`CrateBlock::from_safetensors`] with the reference state_dict names): learned, untied
+//!   [`CrateBlock::load`](crate::nn::Checkpoint::load) with the reference state_dict names): learned, untied
 //!   output projection, attention scale dim_head^{-½}, LayerNorm before both steps, and
 //!   `z⁺ = ISTA(LN₂(z + MSSA(LN₁(z))))` exactly as the reference code runs it.
-//! * **White box** ([`Mssa::from_subspaces`], [`Ista::from_dictionary`],
+//! * **White box** ([`Mssa::from_subspaces`], [`Ista::from_parts`],
 //!   [`CrateBlock::white_box`]): the compression step of the paper from orthonormal subspace
 //!   bases, a first-order gradient step on `Rc(Z | U)` ([`subspace_coding_rate_with_grad`]).
 //!
@@ -19,22 +19,18 @@
 //! curves the CRATE authors plot.
 
 mod block;
+mod classifier;
 mod encoder;
 mod ista;
-mod layer_norm;
-mod model;
 mod mssa;
-pub(crate) mod weights;
 
-pub(crate) use block::check3;
 pub use block::{BlockTrace, CrateBlock, CrateBlockConfig};
+pub use classifier::{CrateClassifier, CrateConfig, Inspection, LayerInspection, Pooling};
 pub use encoder::{CrateEncoder, CrateEncoderConfig, LayerDiagnostics};
-pub use ista::Ista;
-pub use layer_norm::LayerNorm;
-pub use model::{Crate, CrateConfig, Inspection, LayerInspection, Pooling, top_k};
-pub use mssa::Mssa;
+pub use ista::{Ista, IstaConfig};
+pub use mssa::{Mssa, MssaConfig};
 
-use ndarray::{Array1, Array2, ArrayRef2, ArrayView2};
+use ndarray::{Array2, ArrayRef2};
 
 use crate::{Error, Float, Precision, Result};
 
@@ -73,20 +69,4 @@ pub fn subspace_coding_rate_with_grad<T: Float>(
         crate::linalg::gemm(T::one(), gw.view(), u.t(), true, grad.view_mut(), true);
     }
     Ok((total, grad))
-}
-
-/// A linear layer on rows: `y = x Wᵀ (+ b)` (W: out × in, as PyTorch stores it).
-pub(crate) fn linear<T: Float>(
-    x: ArrayView2<T>,
-    w: &Array2<T>,
-    b: Option<&Array1<T>>,
-) -> Array2<T> {
-    let mut y = Array2::<T>::zeros((x.nrows(), w.nrows()));
-    if let Some(b) = b {
-        for mut r in y.rows_mut() {
-            r.assign(b);
-        }
-    }
-    crate::linalg::gemm(T::one(), x, w.t(), true, y.view_mut(), true);
-    y
 }

@@ -1,16 +1,44 @@
 //! Multi-head subspace self-attention: the compression step of CRATE.
 
-use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{Array1, Array2, ArrayRef2, ArrayView2, ArrayViewD, ArrayViewMut2, Axis};
 use rand::Rng;
 
 use crate::kernels::softmax_rows_in_place;
+use crate::nn::{Checkpoint, Layer, ScopedWriter, TensorReader};
 use crate::workspace::Scratch;
 use crate::{Error, Float, Precision, Result};
+
+/// Sizes of a [`Mssa`] layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct MssaConfig {
+    /// Token dimension.
+    pub dim: usize,
+    /// Number of heads (subspaces).
+    pub heads: usize,
+    /// Dimension of each head.
+    pub dim_head: usize,
+}
+
+impl MssaConfig {
+    /// Whether the reference has an output projection (all but heads = 1, dim_head = dim).
+    pub fn project_out(&self) -> bool {
+        !(self.heads == 1 && self.dim_head == self.dim)
+    }
+
+    /// Errors unless every size is ≥ 1 and the weights fit in memory.
+    pub fn check(&self) -> Result<()> {
+        crate::validate::at_least_one("dim", self.dim)?;
+        crate::validate::at_least_one("heads", self.heads)?;
+        crate::validate::at_least_one("dim_head", self.dim_head)?;
+        crate::validate::elements(&[self.heads, self.dim_head, self.dim])?;
+        Ok(())
+    }
+}
 
 /// How the concatenated head outputs `O = [SSA_1 … SSA_K]` (rows are tokens) become the
 /// block's update.
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub(crate) enum Output<T> {
     /// `O` itself (the reference code when heads = 1 and dim_head = dim).
     Identity,
@@ -33,18 +61,6 @@ pub(crate) enum Output<T> {
 /// Reference: Yu et al., *White-Box Transformers via Sparse Rate Reduction*, arXiv 2306.01129,
 /// Eq. 9–11; the reference `Attention` module of `Ma-Lab-Berkeley/CRATE`.
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(
-    feature = "serde",
-    serde(try_from = "MssaRepr<T>", into = "MssaRepr<T>")
-)]
-#[cfg_attr(
-    feature = "serde",
-    serde(bound(
-        serialize = "T: Float + serde::Serialize",
-        deserialize = "T: Float + serde::Deserialize<'de>"
-    ))
-)]
 pub struct Mssa<T: Float> {
     pub(crate) heads: usize,
     pub(crate) dim_head: usize,
@@ -58,7 +74,7 @@ impl<T: Float> Mssa<T> {
     /// The reference parameterisation: `qkv` (heads·dim_head × dim), and the output
     /// projection `(weight: dim × heads·dim_head, bias: dim)`, which must be `None` exactly when
     /// heads = 1 and dim_head = dim. Attention scale dim_head^{-½}.
-    pub fn from_weights(
+    pub fn from_parts(
         qkv: Array2<T>,
         heads: usize,
         to_out: Option<(Array2<T>, Array1<T>)>,
@@ -114,19 +130,13 @@ impl<T: Float> Mssa<T> {
 
     /// Random weights with the reference initialization (PyTorch `Linear` defaults:
     /// U(±1/√fan_in) for weights and biases).
-    pub fn random<R: Rng + ?Sized>(
-        dim: usize,
-        heads: usize,
-        dim_head: usize,
-        rng: &mut R,
-    ) -> Result<Self> {
-        if dim == 0 || heads == 0 || dim_head == 0 {
-            return Err(Error::InvalidParameter {
-                name: "dim, heads, dim_head",
-                value: format!("{dim}, {heads}, {dim_head}"),
-                reason: "must all be ≥ 1",
-            });
-        }
+    pub fn new<R: Rng + ?Sized>(config: &MssaConfig, rng: &mut R) -> Result<Self> {
+        config.check()?;
+        let MssaConfig {
+            dim,
+            heads,
+            dim_head,
+        } = *config;
         let inner = heads * dim_head;
         let mut uniform = |rows: usize, cols: usize, fan_in: usize| {
             let b = 1.0 / (fan_in as f64).sqrt();
@@ -140,7 +150,7 @@ impl<T: Float> Mssa<T> {
             let b = uniform(1, dim, inner).row(0).to_owned();
             Some((w, b))
         };
-        Self::from_weights(qkv, heads, to_out)
+        Self::from_parts(qkv, heads, to_out)
     }
 
     /// The white-box compression step of the paper from orthonormal subspace bases
@@ -185,7 +195,7 @@ impl<T: Float> Mssa<T> {
             scale: 1.0,
             output: Output::Compression {
                 kappa,
-                eps_sq: eps.get_eps_sq(),
+                eps_sq: eps.eps_sq(),
             },
         })
     }
@@ -215,6 +225,15 @@ impl<T: Float> Mssa<T> {
         match &self.output {
             Output::Linear { weight, bias } => Some((weight, bias)),
             _ => None,
+        }
+    }
+
+    /// This layer's sizes.
+    pub fn config(&self) -> MssaConfig {
+        MssaConfig {
+            dim: self.dim(),
+            heads: self.heads,
+            dim_head: self.dim_head,
         }
     }
 
@@ -413,62 +432,55 @@ impl<T: Float> Mssa<T> {
     }
 }
 
-#[cfg(feature = "serde")]
-#[derive(serde::Serialize, serde::Deserialize)]
-struct MssaRepr<T> {
-    heads: usize,
-    qkv: Array2<T>,
-    scale: f64,
-    output: Output<T>,
-}
+impl<T: Float> Layer<T> for Mssa<T> {
+    fn dim(&self) -> usize {
+        self.qkv.ncols()
+    }
 
-#[cfg(feature = "serde")]
-impl<T: Float> TryFrom<MssaRepr<T>> for Mssa<T> {
-    type Error = Error;
-    fn try_from(r: MssaRepr<T>) -> Result<Self> {
-        // rebuild through the checked constructors, then restore the scale and output kind
-        let bad = |reason: &'static str| Error::InvalidParameter {
-            name: "Mssa",
-            value: format!("{} heads", r.heads),
-            reason,
-        };
-        if !(r.scale.is_finite() && r.scale > 0.0) {
-            return Err(bad("the attention scale must be finite and > 0"));
+    fn forward(&self, x: &ArrayRef2<T>) -> Result<Array2<T>> {
+        Mssa::forward(self, x)
+    }
+
+    /// `qkv.weight`, and `to_out.0.weight`, `to_out.0.bias` where the reference has them
+    /// (none for the white-box step, whose bases are `qkv.weight`).
+    fn parameters(&self) -> Vec<(String, ArrayViewD<'_, T>)> {
+        let mut p = vec![("qkv.weight".to_string(), self.qkv.view().into_dyn())];
+        if let Some((w, b)) = self.to_out() {
+            p.push(("to_out.0.weight".to_string(), w.view().into_dyn()));
+            p.push(("to_out.0.bias".to_string(), b.view().into_dyn()));
         }
-        let (inner, dim) = r.qkv.dim();
-        let mut m = match r.output {
-            Output::Linear { weight, bias } => {
-                Mssa::from_weights(r.qkv, r.heads, Some((weight, bias)))?
-            }
-            Output::Identity => Mssa::from_weights(r.qkv, r.heads, None)?,
-            Output::Compression { kappa, eps_sq } => {
-                if r.heads == 0 || inner % r.heads != 0 || inner == 0 || dim == 0 {
-                    return Err(bad("heads must divide the rows of qkv"));
-                }
-                let p = inner / r.heads;
-                let bases: Vec<Array2<T>> = (0..r.heads)
-                    .map(|k| {
-                        crate::linalg::block(r.qkv.view(), k * p..(k + 1) * p, 0..dim)
-                            .t()
-                            .to_owned()
-                    })
-                    .collect();
-                Mssa::from_subspaces(&bases, Precision::eps_sq(eps_sq)?, kappa)?
-            }
-        };
-        m.scale = r.scale;
-        Ok(m)
+        p
     }
 }
 
-#[cfg(feature = "serde")]
-impl<T: Float> From<Mssa<T>> for MssaRepr<T> {
-    fn from(m: Mssa<T>) -> Self {
-        MssaRepr {
-            heads: m.heads,
-            qkv: m.qkv,
-            scale: m.scale,
-            output: m.output,
+impl<T: Float> Checkpoint<T> for Mssa<T> {
+    type Config = MssaConfig;
+
+    /// Reads `qkv.weight` (heads·dim_head × dim) and, unless heads = 1 and dim_head = dim,
+    /// `to_out.0.weight` (dim × heads·dim_head) and `to_out.0.bias` (dim).
+    fn load(reader: &TensorReader<'_>, c: &MssaConfig) -> Result<Self> {
+        c.check()?;
+        let inner = c.heads * c.dim_head;
+        let qkv = reader.matrix("qkv.weight", inner, c.dim)?;
+        let to_out = if c.project_out() {
+            Some((
+                reader.matrix("to_out.0.weight", c.dim, inner)?,
+                reader.vector("to_out.0.bias", c.dim)?,
+            ))
+        } else {
+            None
+        };
+        Self::from_parts(qkv, c.heads, to_out)
+    }
+
+    fn save(&self, writer: &mut ScopedWriter<'_>) -> Result<()> {
+        if self.is_white_box() {
+            return Err(Error::InvalidParameter {
+                name: "attention",
+                value: "white-box".into(),
+                reason: "the white-box compression step has no reference state_dict",
+            });
         }
+        crate::nn::save_parameters(self, writer)
     }
 }

@@ -40,7 +40,7 @@ pub struct RateReduction<T> {
 
 fn paper(eps: Precision) -> Params {
     Params {
-        eps_sq: eps.get_eps_sq(),
+        eps_sq: eps.eps_sq(),
         gam1: 1.0,
         trace_offset: 0.0,
     }
@@ -63,7 +63,7 @@ fn check<T: Float>(z: &ArrayRef2<T>, membership: Option<&Membership<T>>) -> Resu
 /// use ndarray::array;
 /// // rows e1, e1, e2, e3 and ε² = 0.5 give R = ln 5
 /// let z = array![[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
-/// let r = coding_rate(&z, Precision::eps_sq(0.5)?)?;
+/// let r = coding_rate(&z, Precision::from_eps_sq(0.5)?)?;
 /// assert!((r - 5f64.ln()).abs() < 1e-14);
 /// # Ok::<(), mcr2::Error>(())
 /// ```
@@ -113,7 +113,7 @@ pub fn class_coding_rate_with_grad<T: Float>(
 /// use ndarray::array;
 /// let z = array![[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
 /// let m = Membership::hard(&[0, 0, 1, 1], 2)?;
-/// let rr = rate_reduction(&z, &m, Precision::eps_sq(0.5)?)?;
+/// let rr = rate_reduction(&z, &m, Precision::from_eps_sq(0.5)?)?;
 /// assert!((rr.r - 5f64.ln()).abs() < 1e-14);
 /// assert!((rr.rc - 112f64.ln() / 4.0).abs() < 1e-14);
 /// assert!((rr.delta_r - (rr.r - rr.rc)).abs() < 1e-15);
@@ -181,7 +181,7 @@ pub fn class_coding_rate_grad_membership<T: Float>(
     check(z, Some(membership))?;
     let (n, d) = z.dim();
     let k = membership.n_classes();
-    let eps_sq = eps.get_eps_sq();
+    let eps_sq = eps.eps_sq();
     let nf = n as f64;
     let norms: Vec<T> = z.rows().into_iter().map(|r| r.dot(&r)).collect();
     let mut out = Array2::<T>::zeros((n, k));

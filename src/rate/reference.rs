@@ -20,7 +20,7 @@ use crate::{Error, Float, Membership, Precision, Result};
 /// use ndarray::array;
 /// let z: ndarray::Array2<f64> = array![[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
 /// let m = Membership::hard(&[0, 0, 1, 1], 2)?;
-/// let loss = ReferenceLoss::new(Precision::eps_sq(0.5)?, 20.0, 0.05)?;
+/// let loss = ReferenceLoss::new(Precision::from_eps_sq(0.5)?, 20.0, 0.05)?;
 /// let v = loss.evaluate(&z, &m)?;
 /// assert!((v.loss - 0.905153513).abs() < 1e-6);
 /// # Ok::<(), mcr2::Error>(())
@@ -85,7 +85,7 @@ impl ReferenceLoss {
 
     fn params(&self) -> Params {
         Params {
-            eps_sq: self.eps.get_eps_sq(),
+            eps_sq: self.eps.eps_sq(),
             gam1: self.gam1,
             trace_offset: self.trace_offset,
         }

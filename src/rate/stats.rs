@@ -18,7 +18,7 @@ use crate::{Error, Float, Membership, Precision, Result};
 /// use mcr2::{rate_reduction, Membership, Precision, RateStats};
 /// use ndarray::array;
 /// let z: ndarray::Array2<f64> = array![[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
-/// let eps = Precision::eps_sq(0.5)?;
+/// let eps = Precision::from_eps_sq(0.5)?;
 /// let mut a = RateStats::new(3, 2)?;
 /// a.push(&z.slice(ndarray::s![..2, ..]), &[0, 0])?;
 /// let mut b = RateStats::new(3, 2)?;
@@ -179,7 +179,7 @@ impl<T: Float> RateStats<T> {
         for gj in &self.grams {
             g += gj;
         }
-        let a = T::from_f64(self.dim as f64 / (self.n as f64 * eps.get_eps_sq()));
+        let a = T::from_f64(self.dim as f64 / (self.n as f64 * eps.eps_sq()));
         let f = Cholesky::new(shifted_identity(&g, a), "I + a·G", true)?;
         Ok(T::from_f64(0.5) * f.logdet())
     }
@@ -193,7 +193,7 @@ impl<T: Float> RateStats<T> {
                 terms.push(T::zero());
                 continue;
             }
-            let aj = T::from_f64(self.dim as f64 / (t * eps.get_eps_sq()));
+            let aj = T::from_f64(self.dim as f64 / (t * eps.eps_sq()));
             let f = Cholesky::new(shifted_identity(gj, aj), "I + a_j·G_j", true)?;
             terms.push(T::from_f64(t / (2.0 * self.n as f64)) * f.logdet());
         }

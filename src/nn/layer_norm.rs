@@ -1,24 +1,55 @@
 //! Layer normalization over the feature axis of each token.
 
-use ndarray::{Array1, Array2, ArrayView2, Axis};
+use ndarray::{Array1, Array2, ArrayRef2, ArrayView2, ArrayViewD, Axis};
+
+use super::{Checkpoint, Layer, ScopedWriter, TensorReader};
 
 use crate::{Error, Float, Result};
 
-/// `LN(x) = (x − mean(x)) / √(var(x) + ε) ⊙ weight + bias`, over the last axis of each row,
-/// with the biased variance (as PyTorch's `nn.LayerNorm`). Default ε = 1e-5.
-#[derive(Debug, Clone, PartialEq)]
+/// Sizes and ε of a [`LayerNorm`].
+#[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(
-    feature = "serde",
-    serde(try_from = "LayerNormRepr<T>", into = "LayerNormRepr<T>")
-)]
-#[cfg_attr(
-    feature = "serde",
-    serde(bound(
-        serialize = "T: Float + serde::Serialize",
-        deserialize = "T: Float + serde::Deserialize<'de>"
-    ))
-)]
+pub struct LayerNormConfig {
+    /// Feature dimension.
+    pub dim: usize,
+    /// ε added to the variance (default [`LayerNormConfig::DEFAULT_EPS`]).
+    pub eps: f64,
+}
+
+impl LayerNormConfig {
+    /// The default ε of PyTorch's `nn.LayerNorm` and of the CRATE and ToST reference code.
+    pub const DEFAULT_EPS: f64 = 1e-5;
+
+    /// Dimension `dim` with the default ε.
+    pub fn new(dim: usize) -> Self {
+        Self {
+            dim,
+            eps: Self::DEFAULT_EPS,
+        }
+    }
+
+    /// The same ε with dimension `dim`.
+    pub fn with_dim(mut self, dim: usize) -> Self {
+        self.dim = dim;
+        self
+    }
+
+    /// The same with ε = `eps`.
+    pub fn with_eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+
+    /// Errors on a zero dimension or an ε that is not finite and > 0.
+    pub fn check(&self) -> Result<()> {
+        crate::validate::at_least_one("layer norm dim", self.dim)?;
+        crate::validate::positive("layer norm eps", self.eps)
+    }
+}
+
+/// `LN(x) = (x − mean(x)) / √(var(x) + ε) ⊙ weight + bias`, over the last axis of each row,
+/// with the biased variance (as PyTorch's `nn.LayerNorm`). Reference names: `weight`, `bias`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct LayerNorm<T: Float> {
     pub(crate) weight: Array1<T>,
     pub(crate) bias: Array1<T>,
@@ -26,12 +57,20 @@ pub struct LayerNorm<T: Float> {
 }
 
 impl<T: Float> LayerNorm<T> {
-    /// The default ε of the reference code.
-    pub const DEFAULT_EPS: f64 = 1e-5;
+    /// PyTorch's initialization: weight 1 and bias 0 (no randomness). Errors on an invalid
+    /// configuration.
+    pub fn new(config: &LayerNormConfig) -> Self {
+        Self {
+            weight: Array1::ones(config.dim),
+            bias: Array1::zeros(config.dim),
+            eps: config.eps,
+        }
+    }
 
-    /// Weight 1 and bias 0 (PyTorch's initialization).
-    pub fn new(dim: usize, eps: f64) -> Result<Self> {
-        Self::from_parts(Array1::ones(dim), Array1::zeros(dim), eps)
+    /// Weight 1 and bias 0, after checking the configuration.
+    pub fn try_new(config: &LayerNormConfig) -> Result<Self> {
+        config.check()?;
+        Ok(Self::new(config))
     }
 
     /// From a given affine weight and bias (both of length dim).
@@ -52,9 +91,23 @@ impl<T: Float> LayerNorm<T> {
         Ok(Self { weight, bias, eps })
     }
 
+    /// This layer's dimension and ε.
+    pub fn config(&self) -> LayerNormConfig {
+        LayerNormConfig {
+            dim: self.dim(),
+            eps: self.eps,
+        }
+    }
+
     /// Feature dimension.
     pub fn dim(&self) -> usize {
         self.weight.len()
+    }
+
+    /// Normalizes every row (token) of `x` (n × dim).
+    pub fn forward(&self, x: &ArrayRef2<T>) -> Result<Array2<T>> {
+        crate::validate::matrix_with_cols("tokens", x, self.dim())?;
+        Ok(self.apply(x.view()))
     }
 
     /// The affine weight.
@@ -65,12 +118,6 @@ impl<T: Float> LayerNorm<T> {
     /// The affine bias.
     pub fn bias(&self) -> &Array1<T> {
         &self.bias
-    }
-
-    /// Normalizes every row (token) of `x` (n × dim).
-    pub fn forward(&self, x: &ndarray::ArrayRef2<T>) -> Result<Array2<T>> {
-        crate::validate::matrix_with_cols("tokens", x, self.dim())?;
-        Ok(self.apply(x.view()))
     }
 
     /// Normalizes every row of `x` (m × dim); `x` is assumed checked by the caller.
@@ -115,29 +162,36 @@ impl<T: Float> LayerNorm<T> {
     }
 }
 
-#[cfg(feature = "serde")]
-#[derive(serde::Serialize, serde::Deserialize)]
-struct LayerNormRepr<T> {
-    weight: Array1<T>,
-    bias: Array1<T>,
-    eps: f64,
-}
+impl<T: Float> Layer<T> for LayerNorm<T> {
+    fn dim(&self) -> usize {
+        self.weight.len()
+    }
 
-#[cfg(feature = "serde")]
-impl<T: Float> TryFrom<LayerNormRepr<T>> for LayerNorm<T> {
-    type Error = Error;
-    fn try_from(r: LayerNormRepr<T>) -> Result<Self> {
-        LayerNorm::from_parts(r.weight, r.bias, r.eps)
+    fn forward(&self, x: &ArrayRef2<T>) -> Result<Array2<T>> {
+        LayerNorm::forward(self, x)
+    }
+
+    fn parameters(&self) -> Vec<(String, ArrayViewD<'_, T>)> {
+        vec![
+            ("weight".to_string(), self.weight.view().into_dyn()),
+            ("bias".to_string(), self.bias.view().into_dyn()),
+        ]
     }
 }
 
-#[cfg(feature = "serde")]
-impl<T: Float> From<LayerNorm<T>> for LayerNormRepr<T> {
-    fn from(l: LayerNorm<T>) -> Self {
-        LayerNormRepr {
-            weight: l.weight,
-            bias: l.bias,
-            eps: l.eps,
-        }
+impl<T: Float> Checkpoint<T> for LayerNorm<T> {
+    type Config = LayerNormConfig;
+
+    fn load(reader: &TensorReader<'_>, config: &LayerNormConfig) -> Result<Self> {
+        config.check()?;
+        Self::from_parts(
+            reader.vector("weight", config.dim)?,
+            reader.vector("bias", config.dim)?,
+            config.eps,
+        )
+    }
+
+    fn save(&self, writer: &mut ScopedWriter<'_>) -> Result<()> {
+        super::save_parameters(self, writer)
     }
 }

@@ -1,17 +1,14 @@
 //! The whole CRATE image classifier, as the reference `CRATE` module runs it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
-use ndarray::{Array1, Array2, Array3, Array4, ArrayRef2, ArrayRef4, ArrayView2, Axis};
+use ndarray::{Array1, Array2, Array3, Array4, ArrayRef4, ArrayView2, Axis};
 use rand::Rng;
 use rand_distr::StandardNormal;
 
+use super::CrateBlockConfig;
 use super::encoder::{CrateEncoder, CrateEncoderConfig, LayerDiagnostics, measure};
-use super::weights::{
-    block_from, block_names, block_tensors, invalid, matrix, out, parse, reshaped, serialize,
-    vector,
-};
-use super::{CrateBlock, CrateBlockConfig, LayerNorm};
+use crate::nn::{Checkpoint, LayerNorm, Linear, ScopedWriter, TensorReader, invalid};
 use crate::{Error, Float, Result};
 
 /// How the encoder's tokens become one vector per image.
@@ -166,12 +163,11 @@ impl CrateConfig {
 /// Weights load from and save to safetensors files under the reference state_dict names
 /// ([`from_safetensors`](Self::from_safetensors)).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Crate<T: Float> {
+pub struct CrateClassifier<T: Float> {
     config: CrateConfig,
     patch_norm: LayerNorm<T>,
     /// dim × patch_dim
-    patch_weight: Array2<T>,
-    patch_bias: Array1<T>,
+    patch_linear: Linear<T>,
     embed_norm: LayerNorm<T>,
     cls_token: Array1<T>,
     /// (patches + 1) × dim
@@ -179,11 +175,10 @@ pub struct Crate<T: Float> {
     encoder: CrateEncoder<T>,
     head_norm: LayerNorm<T>,
     /// classes × dim
-    head_weight: Array2<T>,
-    head_bias: Array1<T>,
+    head_linear: Linear<T>,
 }
 
-/// One layer of an [`Crate::inspect`] pass.
+/// One layer of a [`CrateClassifier::inspect`] pass.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerInspection<T> {
     /// The layer's output tokens, b × (patches + 1) × dim (token 0 is the class token).
@@ -208,28 +203,6 @@ pub struct Inspection<T> {
     pub logits: Array2<T>,
 }
 
-/// The `k` largest entries of each row of `logits` (b × classes) as (class, logit), largest
-/// first (ties: smaller class index first).
-pub fn top_k<T: Float>(logits: &ArrayRef2<T>, k: usize) -> Result<Vec<Vec<(usize, T)>>> {
-    crate::validate::matrix("logits", logits)?;
-    if k == 0 || k > logits.ncols() {
-        return Err(Error::InvalidParameter {
-            name: "k",
-            value: k.to_string(),
-            reason: "must be between 1 and the number of classes",
-        });
-    }
-    Ok(logits
-        .rows()
-        .into_iter()
-        .map(|row| {
-            let mut idx: Vec<usize> = (0..row.len()).collect();
-            idx.sort_by(|&a, &b| row[b].partial_cmp(&row[a]).expect("finite").then(a.cmp(&b)));
-            idx.into_iter().take(k).map(|i| (i, row[i])).collect()
-        })
-        .collect())
-}
-
 /// The reference state_dict names of the non-encoder tensors.
 const PATCH_NORM: [&str; 2] = ["to_patch_embedding.1.weight", "to_patch_embedding.1.bias"];
 const PATCH_LINEAR: [&str; 2] = ["to_patch_embedding.2.weight", "to_patch_embedding.2.bias"];
@@ -240,22 +213,26 @@ const HEAD_NORM: [&str; 2] = ["mlp_head.0.weight", "mlp_head.0.bias"];
 const HEAD_LINEAR: [&str; 2] = ["mlp_head.1.weight", "mlp_head.1.bias"];
 const LAYERS: &str = "transformer.layers.";
 
-impl<T: Float> Crate<T> {
+impl<T: Float> CrateClassifier<T> {
     /// A model with the reference initialization: class token and position embedding
     /// N(0, 1), every Linear U(±1/√fan_in) (weights and biases), LayerNorms weight 1 and
     /// bias 0, the encoder as [`CrateEncoder::new`].
     pub fn new<R: Rng + ?Sized>(config: &CrateConfig, rng: &mut R) -> Result<Self> {
         config.check()?;
         let (d, p, c) = (config.dim(), config.patch_dim(), config.num_classes);
-        let eps = config.encoder.block.ln_eps;
+        let ln = |dim: usize| LayerNorm::new(&config.encoder.block.layer_norm().with_dim(dim));
         let mut uniform = |rows: usize, cols: usize, fan_in: usize| {
             let b = 1.0 / (fan_in as f64).sqrt();
             Array2::from_shape_simple_fn((rows, cols), || T::from_f64(rng.random_range(-b..b)))
         };
-        let patch_weight = uniform(d, p, p);
-        let patch_bias = uniform(1, d, p).remove_axis(Axis(0));
-        let head_weight = uniform(c, d, d);
-        let head_bias = uniform(1, c, d).remove_axis(Axis(0));
+        let patch_linear = Linear::from_parts(
+            uniform(d, p, p),
+            Some(uniform(1, d, p).remove_axis(Axis(0))),
+        )?;
+        let head_linear = Linear::from_parts(
+            uniform(c, d, d),
+            Some(uniform(1, c, d).remove_axis(Axis(0))),
+        )?;
         let mut gauss = |rows: usize, cols: usize| {
             Array2::from_shape_simple_fn((rows, cols), || {
                 T::from_f64(rng.sample::<f64, _>(StandardNormal))
@@ -266,16 +243,14 @@ impl<T: Float> Crate<T> {
         let encoder = CrateEncoder::new(&config.encoder, rng)?;
         Ok(Self {
             config: *config,
-            patch_norm: LayerNorm::new(p, eps)?,
-            patch_weight,
-            patch_bias,
-            embed_norm: LayerNorm::new(d, eps)?,
+            patch_norm: ln(p),
+            patch_linear,
+            embed_norm: ln(d),
             cls_token,
             pos_embedding,
             encoder,
-            head_norm: LayerNorm::new(d, eps)?,
-            head_weight,
-            head_bias,
+            head_norm: ln(d),
+            head_linear,
         })
     }
 
@@ -291,97 +266,13 @@ impl<T: Float> Crate<T> {
         ]
         .concat()
         .into_iter()
-        .map(String::from)
+        .map(|n| n.to_string())
         .collect();
+        let block = config.encoder.block.tensor_names();
         for l in 0..config.encoder.depth {
-            for n in block_names(&config.encoder.block) {
-                names.push(format!("{LAYERS}{l}.{n}"));
-            }
+            names.extend(block.iter().map(|n| format!("{LAYERS}{l}.{n}")));
         }
         names
-    }
-
-    /// Loads a checkpoint saved under the reference state_dict names (`to_patch_embedding.*`,
-    /// `cls_token`, `pos_embedding`, `transformer.layers.{l}.{0,1}.*`, `mlp_head.*`). Every
-    /// name of [`tensor_names`](Self::tensor_names) must be present with its exact shape,
-    /// and no other may be; tensors may be F32, F64, BF16 or F16 (converted to `T`).
-    /// A file that is not valid safetensors (for instance truncated) is
-    /// [`Error::MalformedFile`]; a missing, extra, misshapen, non-finite or wrongly typed
-    /// tensor is [`Error::InvalidWeights`] naming it.
-    pub fn from_safetensors(bytes: &[u8], config: &CrateConfig) -> Result<Self> {
-        config.check()?;
-        let st = parse(bytes)?;
-        let expected: BTreeSet<String> = Self::tensor_names(config).into_iter().collect();
-        let mut found: Vec<String> = st.names().into_iter().map(String::from).collect();
-        found.sort();
-        if let Some(extra) = found.iter().find(|n| !expected.contains(*n)) {
-            return Err(invalid(extra, "unexpected tensor for this configuration"));
-        }
-        let (d, p, c) = (config.dim(), config.patch_dim(), config.num_classes);
-        let eps = config.encoder.block.ln_eps;
-        let norm = |names: [&str; 2], n: usize| -> Result<LayerNorm<T>> {
-            LayerNorm::from_parts(vector(&st, names[0], n)?, vector(&st, names[1], n)?, eps)
-        };
-        let patch_norm = norm(PATCH_NORM, p)?;
-        let patch_weight = matrix(&st, PATCH_LINEAR[0], d, p)?;
-        let patch_bias = vector(&st, PATCH_LINEAR[1], d)?;
-        let embed_norm = norm(EMBED_NORM, d)?;
-        let cls_token = reshaped(&st, CLS_TOKEN, &[1, 1, d], d)?;
-        let tokens = config.num_patches() + 1;
-        let pos_embedding = reshaped(&st, POS_EMBEDDING, &[1, tokens, d], (tokens, d))?;
-        let blocks = (0..config.encoder.depth)
-            .map(|l| block_from(&st, &config.encoder.block, &format!("{LAYERS}{l}.")))
-            .collect::<Result<Vec<CrateBlock<T>>>>()?;
-        let head_norm = norm(HEAD_NORM, d)?;
-        let head_weight = matrix(&st, HEAD_LINEAR[0], c, d)?;
-        let head_bias = vector(&st, HEAD_LINEAR[1], c)?;
-        Ok(Self {
-            config: *config,
-            patch_norm,
-            patch_weight,
-            patch_bias,
-            embed_norm,
-            cls_token,
-            pos_embedding,
-            encoder: CrateEncoder::from_blocks(blocks)?,
-            head_norm,
-            head_weight,
-            head_bias,
-        })
-    }
-
-    /// Writes every tensor (in `T`'s dtype) under the reference names, as safetensors bytes.
-    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
-        let mut map = HashMap::new();
-        let mut put = |name: &str, shape: &[usize], values: Vec<&T>| {
-            map.insert(name.to_string(), out::<T>(shape, values.into_iter()));
-        };
-        for (names, ln) in [
-            (PATCH_NORM, &self.patch_norm),
-            (EMBED_NORM, &self.embed_norm),
-            (HEAD_NORM, &self.head_norm),
-        ] {
-            put(names[0], &[ln.dim()], ln.weight().iter().collect());
-            put(names[1], &[ln.dim()], ln.bias().iter().collect());
-        }
-        for (names, w, b) in [
-            (PATCH_LINEAR, &self.patch_weight, &self.patch_bias),
-            (HEAD_LINEAR, &self.head_weight, &self.head_bias),
-        ] {
-            put(names[0], w.shape(), w.iter().collect());
-            put(names[1], b.shape(), b.iter().collect());
-        }
-        let d = self.config.dim();
-        put(CLS_TOKEN, &[1, 1, d], self.cls_token.iter().collect());
-        put(
-            POS_EMBEDDING,
-            &[1, self.pos_embedding.nrows(), d],
-            self.pos_embedding.iter().collect(),
-        );
-        for (l, b) in self.encoder.blocks().iter().enumerate() {
-            block_tensors(b, &format!("{LAYERS}{l}."), &mut map)?;
-        }
-        serialize(map)
     }
 
     /// The configuration.
@@ -463,7 +354,7 @@ impl<T: Float> Crate<T> {
         self.patch_norm.apply_in_place(&mut x);
         let n = patches + 1;
         let d = self.config.dim();
-        let mut emb = super::linear(x.view(), &self.patch_weight, Some(&self.patch_bias));
+        let mut emb = self.patch_linear.apply(x.view());
         drop(x);
         self.embed_norm.apply_in_place(&mut emb);
         // tokens: row 0 of each image is the class token, rows 1.. the embedded patches
@@ -499,7 +390,7 @@ impl<T: Float> Crate<T> {
             }
         }
         self.head_norm.apply_in_place(&mut pooled);
-        super::linear(pooled.view(), &self.head_weight, Some(&self.head_bias))
+        self.head_linear.apply(pooled.view())
     }
 
     /// Class logits (b × classes) of a batch of images (b × channels × height × width; height
@@ -510,12 +401,14 @@ impl<T: Float> Crate<T> {
         for block in self.encoder.blocks() {
             z = block.apply(z.view(), n);
         }
-        Ok(self.head(z.view(), n))
+        let logits = self.head(z.view(), n);
+        crate::validate::finite_output("logits", &logits)?;
+        Ok(logits)
     }
 
     /// The `k` most likely classes of each image, as (class, logit), best first.
     pub fn top_k(&self, images: &ArrayRef4<T>, k: usize) -> Result<Vec<Vec<(usize, T)>>> {
-        top_k(&self.forward(images)?, k)
+        crate::metrics::top_k(&self.forward(images)?, k)
     }
 
     /// A forward pass that keeps every layer's tokens, attention maps and diagnostics (the
@@ -546,5 +439,97 @@ impl<T: Float> Crate<T> {
             layers,
             logits,
         })
+    }
+}
+
+impl<T: Float> Checkpoint<T> for CrateClassifier<T> {
+    type Config = CrateConfig;
+
+    /// Reads a checkpoint saved under the reference state_dict names
+    /// (`to_patch_embedding.*`, `cls_token`, `pos_embedding`, `transformer.layers.{l}.{0,1}.*`,
+    /// `mlp_head.*`). Every name of [`tensor_names`](CrateClassifier::tensor_names) must be
+    /// present with its exact shape, and no other may be (under the reader's prefix); tensors
+    /// may be F32, F64, BF16 or F16 (converted to `T`). A file that is not valid safetensors
+    /// (for instance truncated) is [`Error::MalformedFile`]; a missing, extra, misshapen,
+    /// non-finite or wrongly typed tensor is [`Error::InvalidWeights`] naming it.
+    fn load(reader: &TensorReader<'_>, config: &CrateConfig) -> Result<Self> {
+        config.check()?;
+        let expected: BTreeSet<String> = Self::tensor_names(config)
+            .into_iter()
+            .map(|n| reader.full_name(&n))
+            .collect();
+        if let Some(extra) = reader.names().iter().find(|n| !expected.contains(*n)) {
+            return Err(invalid(extra, "unexpected tensor for this configuration"));
+        }
+        let missing = expected.iter().filter(|n| !reader.contains_full(n)).count();
+        if missing > 0 {
+            let first = expected
+                .iter()
+                .find(|n| !reader.contains_full(n))
+                .expect("counted");
+            return Err(invalid(
+                first,
+                format!(
+                    "missing ({missing} of the {} expected tensors are missing)",
+                    expected.len()
+                ),
+            ));
+        }
+        let (d, p, c) = (config.dim(), config.patch_dim(), config.num_classes);
+        let ln = config.encoder.block.layer_norm();
+        let norm = |names: [&str; 2], n: usize| -> Result<LayerNorm<T>> {
+            LayerNorm::from_parts(
+                reader.vector(names[0], n)?,
+                reader.vector(names[1], n)?,
+                ln.eps,
+            )
+        };
+        let linear = |names: [&str; 2], out: usize, inp: usize| -> Result<Linear<T>> {
+            Linear::from_parts(
+                reader.matrix(names[0], out, inp)?,
+                Some(reader.vector(names[1], out)?),
+            )
+        };
+        let tokens = config.num_patches() + 1;
+        Ok(Self {
+            config: *config,
+            patch_norm: norm(PATCH_NORM, p)?,
+            patch_linear: linear(PATCH_LINEAR, d, p)?,
+            embed_norm: norm(EMBED_NORM, d)?,
+            cls_token: reader.reshaped(CLS_TOKEN, &[1, 1, d], d)?,
+            pos_embedding: reader.reshaped(POS_EMBEDDING, &[1, tokens, d], (tokens, d))?,
+            encoder: CrateEncoder::load(&reader.scoped(LAYERS), &config.encoder)?,
+            head_norm: norm(HEAD_NORM, d)?,
+            head_linear: linear(HEAD_LINEAR, c, d)?,
+        })
+    }
+
+    /// Writes every tensor (in `T`'s dtype) under the reference names.
+    fn save(&self, writer: &mut ScopedWriter<'_>) -> Result<()> {
+        for (names, ln) in [
+            (PATCH_NORM, &self.patch_norm),
+            (EMBED_NORM, &self.embed_norm),
+            (HEAD_NORM, &self.head_norm),
+        ] {
+            writer.put_shaped(names[0], &[ln.dim()], ln.weight().iter().copied());
+            writer.put_shaped(names[1], &[ln.dim()], ln.bias().iter().copied());
+        }
+        for (names, lin) in [
+            (PATCH_LINEAR, &self.patch_linear),
+            (HEAD_LINEAR, &self.head_linear),
+        ] {
+            writer.put_shaped(names[0], lin.weight().shape(), lin.weight().iter().copied());
+            if let Some(b) = lin.bias() {
+                writer.put_shaped(names[1], b.shape(), b.iter().copied());
+            }
+        }
+        let d = self.config.dim();
+        writer.put_shaped(CLS_TOKEN, &[1, 1, d], self.cls_token.iter().copied());
+        writer.put_shaped(
+            POS_EMBEDDING,
+            &[1, self.pos_embedding.nrows(), d],
+            self.pos_embedding.iter().copied(),
+        );
+        self.encoder.save(&mut writer.scoped(LAYERS))
     }
 }

@@ -1,0 +1,112 @@
+//! The two-layer GELU perceptron of transformer blocks.
+
+use ndarray::{Array2, ArrayRef2, ArrayView2, ArrayViewD};
+use rand::Rng;
+
+use super::{Checkpoint, Layer, Linear, LinearConfig, ScopedWriter, TensorReader};
+use crate::{Error, Float, Result};
+
+/// Sizes of an [`Mlp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct MlpConfig {
+    /// Input and output width.
+    pub dim: usize,
+    /// Hidden width.
+    pub hidden: usize,
+}
+
+impl MlpConfig {
+    /// Errors on a zero size or weights that would not fit in memory.
+    pub fn check(&self) -> Result<()> {
+        LinearConfig::new(self.dim, self.hidden).check()
+    }
+}
+
+/// `MLP(x) = fc2(GELU(fc1(x)))` on every row, with the exact GELU `x Φ(x)` (PyTorch's
+/// `nn.GELU()`). Reference names: `fc1.weight`, `fc1.bias`, `fc2.weight`, `fc2.bias`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mlp<T: Float> {
+    fc1: Linear<T>,
+    fc2: Linear<T>,
+}
+
+impl<T: Float> Mlp<T> {
+    /// The reference initialization of both Linear layers (N(0, 0.02²), biases 0).
+    pub fn new<R: Rng + ?Sized>(config: &MlpConfig, rng: &mut R) -> Result<Self> {
+        config.check()?;
+        Self::from_parts(
+            Linear::new(&LinearConfig::new(config.dim, config.hidden), rng)?,
+            Linear::new(&LinearConfig::new(config.hidden, config.dim), rng)?,
+        )
+    }
+
+    /// From the two layers (dim → hidden → dim).
+    pub fn from_parts(fc1: Linear<T>, fc2: Linear<T>) -> Result<Self> {
+        if fc2.in_dim() != fc1.out_dim() || fc2.out_dim() != fc1.in_dim() {
+            return Err(Error::ShapeMismatch {
+                what: "fc2",
+                expected: format!("{} → {}", fc1.out_dim(), fc1.in_dim()),
+                got: format!("{} → {}", fc2.in_dim(), fc2.out_dim()),
+            });
+        }
+        Ok(Self { fc1, fc2 })
+    }
+
+    /// The first layer (dim → hidden).
+    pub fn fc1(&self) -> &Linear<T> {
+        &self.fc1
+    }
+
+    /// The second layer (hidden → dim).
+    pub fn fc2(&self) -> &Linear<T> {
+        &self.fc2
+    }
+
+    /// `fc2(GELU(fc1(x)))` of checked rows.
+    pub(crate) fn apply(&self, x: ArrayView2<T>) -> Array2<T> {
+        let mut hidden = self.fc1.apply(x);
+        hidden.mapv_inplace(crate::kernels::gelu);
+        self.fc2.apply(hidden.view())
+    }
+
+    /// `fc2(GELU(fc1(x)))` for every row of `x` (n × dim).
+    pub fn forward(&self, x: &ArrayRef2<T>) -> Result<Array2<T>> {
+        crate::validate::matrix_with_cols("MLP input", x, self.fc1.in_dim())?;
+        let y = self.apply(x.view());
+        crate::validate::finite_output("MLP output", &y)?;
+        Ok(y)
+    }
+}
+
+impl<T: Float> Layer<T> for Mlp<T> {
+    fn dim(&self) -> usize {
+        self.fc1.in_dim()
+    }
+
+    fn forward(&self, x: &ArrayRef2<T>) -> Result<Array2<T>> {
+        Mlp::forward(self, x)
+    }
+
+    fn parameters(&self) -> Vec<(String, ArrayViewD<'_, T>)> {
+        super::prefixed("fc1.", self.fc1.parameters())
+            .chain(super::prefixed("fc2.", self.fc2.parameters()))
+            .collect()
+    }
+}
+
+impl<T: Float> Checkpoint<T> for Mlp<T> {
+    type Config = MlpConfig;
+
+    fn load(reader: &TensorReader<'_>, c: &MlpConfig) -> Result<Self> {
+        c.check()?;
+        Self::from_parts(
+            Linear::load(&reader.scoped("fc1."), &LinearConfig::new(c.dim, c.hidden))?,
+            Linear::load(&reader.scoped("fc2."), &LinearConfig::new(c.hidden, c.dim))?,
+        )
+    }
+
+    fn save(&self, writer: &mut ScopedWriter<'_>) -> Result<()> {
+        super::save_parameters(self, writer)
+    }
+}

@@ -1,0 +1,245 @@
+//! The causal TSSA of the reference language model.
+
+use ndarray::{Array1, Array2, Array3, ArrayRef2, ArrayRef3, ArrayView2, ArrayViewD};
+use rand::Rng;
+
+use super::tssa::{CAUSAL_NAMES, Tssa, TssaConfig};
+use super::{NORM_FLOOR, PI_FLOOR, per_sequence};
+use crate::nn::{Checkpoint, Layer, ScopedWriter, TensorReader, check_batch};
+use crate::{Error, Float, Result};
+
+/// Sizes of a [`CausalTssa`] layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct CausalTssaConfig {
+    /// Token dimension.
+    pub dim: usize,
+    /// Heads (must divide dim).
+    pub heads: usize,
+    /// Longest sequence (the reference `block_size`).
+    pub block_size: usize,
+}
+
+impl CausalTssaConfig {
+    /// Largest accepted |denom_bias| entry: beyond it the membership logits of finite tokens
+    /// may overflow.
+    pub const MAX_DENOM_BIAS: f64 = 1e6;
+
+    /// Errors unless the sizes are valid.
+    pub fn check(&self) -> Result<()> {
+        TssaConfig::new(self.dim, self.heads).check()?;
+        crate::validate::at_least_one("block_size", self.block_size)?;
+        crate::validate::elements(&[self.heads, self.block_size])?;
+        Ok(())
+    }
+}
+
+/// The causal TSSA of the reference language model (`CausalSelfAttention_TSSA`): token i only
+/// sees tokens 0..=i. With `S_ic = Σ_{i'≤i} W_i'c²`:
+///
+/// * `Π_ik = softmax_k(temp_k Σ_{c∈k} (W_ic² / max(S_ic, 1e-12) + β_ki))`, β the learned
+///   `denom_bias` (heads × block_size), added to every coordinate before the sum over the head;
+/// * `m_ic = Σ_{i'≤i} Π_i'k W_i'c² / (Σ_{i'≤i} Π_i'k + 1e-8)`;
+/// * `O_ic = −Π_ik W_ic / (1 + m_ic)`, then the output projection.
+///
+/// Running sums make it O(n·dim); weights `c_attn.weight`, `c_attn.bias`, `temp`,
+/// `denom_bias` (heads × block_size × 1), `c_proj.weight`, `c_proj.bias`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CausalTssa<T: Float> {
+    inner: Tssa<T>,
+    /// heads × block_size
+    denom_bias: Array2<T>,
+}
+
+impl<T: Float> CausalTssa<T> {
+    /// The reference initialization (as [`Tssa::new`] with a biased `c_attn`,
+    /// `denom_bias` 0).
+    pub fn new<R: Rng + ?Sized>(config: &CausalTssaConfig, rng: &mut R) -> Result<Self> {
+        config.check()?;
+        Self::from_parts(
+            Tssa::new(&TssaConfig::new(config.dim, config.heads), rng)?,
+            Array2::zeros((config.heads, config.block_size)),
+        )
+    }
+
+    /// From a [`Tssa`] (its `qkv` is the reference `c_attn`, its `to_out` the `c_proj`) and
+    /// the per-head, per-position bias (heads × block_size; block_size bounds the sequence
+    /// length; entries bounded by [`CausalTssaConfig::MAX_DENOM_BIAS`]).
+    pub fn from_parts(inner: Tssa<T>, denom_bias: Array2<T>) -> Result<Self> {
+        if denom_bias.nrows() != inner.heads() || denom_bias.ncols() == 0 {
+            return Err(Error::ShapeMismatch {
+                what: "denom_bias",
+                expected: format!("{} × block_size (≥ 1)", inner.heads()),
+                got: format!("{}×{}", denom_bias.nrows(), denom_bias.ncols()),
+            });
+        }
+        crate::validate::matrix("denom_bias", &denom_bias)?;
+        if denom_bias
+            .iter()
+            .any(|v| v.abs().as_f64() > CausalTssaConfig::MAX_DENOM_BIAS)
+        {
+            return Err(Error::InvalidParameter {
+                name: "denom_bias",
+                value: "an entry above 1e6 in magnitude".into(),
+                reason: "entries must be at most 1e6 in magnitude",
+            });
+        }
+        Ok(Self { inner, denom_bias })
+    }
+
+    /// Feature dimension.
+    pub fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    /// Longest sequence.
+    pub fn block_size(&self) -> usize {
+        self.denom_bias.ncols()
+    }
+
+    /// This layer's sizes.
+    pub fn config(&self) -> CausalTssaConfig {
+        CausalTssaConfig {
+            dim: self.dim(),
+            heads: self.inner.heads(),
+            block_size: self.block_size(),
+        }
+    }
+
+    fn check_len(&self, n: usize) -> Result<()> {
+        if n > self.block_size() {
+            return Err(Error::ShapeMismatch {
+                what: "tokens",
+                expected: format!("at most {} tokens (block_size)", self.block_size()),
+                got: format!("{n} tokens"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The causal update of one sequence (n × dim, n ≤ block_size).
+    pub fn forward(&self, x: &ArrayRef2<T>) -> Result<Array2<T>> {
+        crate::validate::matrix_with_cols("tokens", x, self.dim())?;
+        self.check_len(x.nrows())?;
+        let y = self.apply(x.view());
+        crate::validate::finite_output("causal TSSA output", &y)?;
+        Ok(y)
+    }
+
+    /// The causal update of a batch (b × n × dim).
+    pub fn forward_batch(&self, x: &ArrayRef3<T>) -> Result<Array3<T>> {
+        check_batch(x, self.dim())?;
+        self.check_len(x.dim().1)?;
+        let y = per_sequence(x, |s| self.apply(s));
+        crate::validate::finite_output("causal TSSA output", &y)?;
+        Ok(y)
+    }
+
+    fn apply(&self, x: ArrayView2<T>) -> Array2<T> {
+        let t = &self.inner;
+        let mut w = t.qkv.apply(x);
+        let dim = t.dim();
+        let (h, p) = (t.heads(), dim / t.heads());
+        let floor = T::from_f64(NORM_FLOOR);
+        let eps = T::from_f64(PI_FLOOR);
+        let mut s2 = Array1::<T>::zeros(dim);
+        let mut pw = Array1::<T>::zeros(dim);
+        let mut mass = Array1::<T>::zeros(h);
+        let mut pi = vec![T::zero(); h];
+        for (i, mut r) in w.rows_mut().into_iter().enumerate() {
+            for (s, &v) in s2.iter_mut().zip(r.iter()) {
+                *s += v * v;
+            }
+            for (k, pk) in pi.iter_mut().enumerate() {
+                let mut e = T::zero();
+                for c in k * p..(k + 1) * p {
+                    e += r[c] * r[c] / s2[c].max(floor) + self.denom_bias[(k, i)];
+                }
+                *pk = t.temp[k] * e;
+            }
+            crate::kernels::softmax_in_place(&mut pi);
+            for k in 0..h {
+                mass[k] += pi[k];
+                for c in k * p..(k + 1) * p {
+                    pw[c] += pi[k] * r[c] * r[c];
+                    let m = pw[c] / (mass[k] + eps);
+                    r[c] = -pi[k] * r[c] / (T::one() + m);
+                }
+            }
+        }
+        t.to_out.apply(w.view())
+    }
+}
+
+impl<T: Float> Layer<T> for CausalTssa<T> {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    fn forward(&self, x: &ArrayRef2<T>) -> Result<Array2<T>> {
+        CausalTssa::forward(self, x)
+    }
+
+    fn forward_batch(&self, x: &ArrayRef3<T>) -> Result<Array3<T>> {
+        CausalTssa::forward_batch(self, x)
+    }
+
+    /// `c_attn.*`, `temp`, `c_proj.*` (as [`Tssa`] under the causal names), `denom_bias`.
+    fn parameters(&self) -> Vec<(String, ArrayViewD<'_, T>)> {
+        let mut p: Vec<_> = self
+            .inner
+            .parameters()
+            .into_iter()
+            .map(|(n, v)| {
+                let n = n
+                    .replacen("qkv.", "c_attn.", 1)
+                    .replacen("to_out.0.", "c_proj.", 1);
+                (n, v)
+            })
+            .collect();
+        p.push((
+            "denom_bias".to_string(),
+            self.denom_bias
+                .view()
+                .insert_axis(ndarray::Axis(2))
+                .into_dyn(),
+        ));
+        p
+    }
+}
+
+impl<T: Float> Checkpoint<T> for CausalTssa<T> {
+    type Config = CausalTssaConfig;
+
+    /// Reads `c_attn.weight`, `c_attn.bias`, `temp` (heads × 1), `denom_bias`
+    /// (heads × block_size × 1), `c_proj.weight`, `c_proj.bias`.
+    fn load(reader: &TensorReader<'_>, c: &CausalTssaConfig) -> Result<Self> {
+        c.check()?;
+        let inner = Tssa::load_named(reader, &CAUSAL_NAMES, &TssaConfig::new(c.dim, c.heads))?;
+        let denom = reader.reshaped(
+            "denom_bias",
+            &[c.heads, c.block_size, 1],
+            (c.heads, c.block_size),
+        )?;
+        Self::from_parts(inner, denom)
+    }
+
+    fn save(&self, writer: &mut ScopedWriter<'_>) -> Result<()> {
+        let t = &self.inner;
+        t.save_named(writer, &CAUSAL_NAMES)?;
+        // the reference's `c_attn` always has a bias: a projection without one stores zeros
+        if t.qkv.bias().is_none() {
+            writer.put_shaped(
+                "c_attn.bias",
+                &[t.dim()],
+                Array1::<T>::zeros(t.dim()).iter().copied(),
+            );
+        }
+        writer.put_shaped(
+            "denom_bias",
+            &[t.heads(), self.block_size(), 1],
+            self.denom_bias.iter().copied(),
+        );
+        Ok(())
+    }
+}
