@@ -55,7 +55,8 @@ impl<T: Float> Membership<T> {
     /// Hard labels, each in `0..classes`.
     ///
     /// Errors: `classes == 0`, no labels, a label ≥ `classes` ([`Error::LabelOutOfRange`]),
-    /// or more than 2³² − 1 samples.
+    /// more than 2³² − 1 samples or classes, or per-class offsets past the memory budget
+    /// ([`Error::TooLarge`]).
     pub fn hard(labels: &[usize], classes: usize) -> Result<Self> {
         if classes == 0 {
             return Err(Error::InvalidMembership(
@@ -71,6 +72,12 @@ impl<T: Float> Membership<T> {
                 labels.len()
             )));
         }
+        if classes > u32::MAX as usize {
+            return Err(Error::InvalidMembership(format!(
+                "{classes} classes exceed the supported 2^32 - 1"
+            )));
+        }
+        crate::validate::elements_of::<usize>("class offsets", &[classes, 1])?;
         let mut offsets = vec![0usize; classes + 1];
         for (index, &label) in labels.iter().enumerate() {
             if label >= classes {

@@ -17,26 +17,12 @@ pub(crate) fn matrix<T: Float>(what: &'static str, a: &ArrayRef2<T>) -> Result<(
 
 /// Errors on the first non-finite entry.
 pub(crate) fn finite<T: Float>(what: &'static str, a: &ArrayRef2<T>) -> Result<()> {
-    // 0·x is 0 for finite x and NaN otherwise: one vectorizable pass in the common case
     // (eight independent lanes, so that the additions do not form one serial chain)
-    let all_finite = match a.as_slice_memory_order() {
-        Some(s) => {
-            let mut acc = [T::zero(); 8];
-            let chunks = s.chunks_exact(8);
-            let rest = chunks
-                .remainder()
-                .iter()
-                .fold(T::zero(), |m, &x| m + T::zero() * x);
-            for c in chunks {
-                for k in 0..8 {
-                    acc[k] += T::zero() * c[k];
-                }
-            }
-            acc.iter().fold(rest, |m, &x| m + x) == T::zero()
-        }
+    let ok = match a.as_slice_memory_order() {
+        Some(s) => all_finite(s),
         None => a.iter().all(|x| x.is_finite()),
     };
-    if all_finite {
+    if ok {
         return Ok(());
     }
     for ((row, col), x) in a.indexed_iter() {
@@ -53,6 +39,11 @@ pub(crate) fn finite_output<T: Float, D: ndarray::Dimension>(
     what: &'static str,
     a: &ndarray::ArrayRef<T, D>,
 ) -> Result<()> {
+    if let Some(s) = a.as_slice_memory_order() {
+        if all_finite(s) {
+            return Ok(());
+        }
+    }
     match a.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
         Some(pos) => {
@@ -64,6 +55,24 @@ pub(crate) fn finite_output<T: Float, D: ndarray::Dimension>(
             })
         }
     }
+}
+
+/// Whether every entry is finite: 0·x is 0 for finite x and NaN otherwise, summed in one
+/// vectorizable pass (eight independent lanes, so that the additions do not form one serial
+/// chain).
+fn all_finite<T: Float>(s: &[T]) -> bool {
+    let mut acc = [T::zero(); 8];
+    let chunks = s.chunks_exact(8);
+    let rest = chunks
+        .remainder()
+        .iter()
+        .fold(T::zero(), |m, &x| m + T::zero() * x);
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] += T::zero() * c[k];
+        }
+    }
+    acc.iter().fold(rest, |m, &x| m + x) == T::zero()
 }
 
 /// Errors unless `value` is finite and > 0.
@@ -128,11 +137,15 @@ static MEMORY_BUDGET: AtomicUsize = AtomicUsize::new(DEFAULT_MEMORY_BUDGET);
 /// [`Error::TooLarge`] before allocating. The budget is global to the process.
 ///
 /// ```
-/// use mcr2::{Membership, memory_budget, set_memory_budget};
+/// use mcr2::{Error, RateStats, memory_budget, set_memory_budget};
 /// let before = memory_budget();
-/// set_memory_budget(1 << 10);
-/// // a 100-class membership of 10 samples needs 8 kB in f64: refused
-/// assert!(Membership::<f64>::soft(ndarray::Array2::zeros((10, 100))).is_err());
+/// // ten 100 × 100 Gram matrices need 800 kB in f64
+/// assert!(RateStats::<f64>::new(100, 10).is_ok());
+/// set_memory_budget(100_000);
+/// assert!(matches!(
+///     RateStats::<f64>::new(100, 10),
+///     Err(Error::TooLarge { bytes: Some(800_000), .. })
+/// ));
 /// set_memory_budget(before);
 /// ```
 pub fn set_memory_budget(bytes: usize) {

@@ -289,7 +289,9 @@ impl<T: Float> CrateBlock<T> {
     pub fn forward(&self, x: &ArrayRef2<T>) -> Result<Array2<T>> {
         crate::validate::matrix("tokens", x)?;
         self.check_input(x.ncols(), x.nrows())?;
-        Ok(self.apply(x.view(), x.nrows()))
+        let y = self.apply(x.view(), x.nrows());
+        crate::validate::finite_output("CRATE block output", &y)?;
+        Ok(y)
     }
 
     /// A batch: `x` is b × n × dim.
@@ -297,7 +299,9 @@ impl<T: Float> CrateBlock<T> {
         let (b, n, d) = x.dim();
         let rows = batch_rows(x)?;
         self.check_input(d, n)?;
-        Ok(unflat(self.apply(rows.view(), n), b, n))
+        let y = self.apply(rows.view(), n);
+        crate::validate::finite_output("CRATE block output", &y)?;
+        Ok(unflat(y, b, n))
     }
 
     /// A batch with every intermediate.

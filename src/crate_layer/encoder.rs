@@ -97,6 +97,7 @@ impl<T: Float> CrateEncoder<T> {
         for block in &self.blocks[1..] {
             z = block.apply(z.view(), n);
         }
+        crate::validate::finite_output("CRATE encoder output", &z)?;
         Ok(z.into_shape_with_order((b, n, d)).expect("rows are b·n"))
     }
 

@@ -88,6 +88,13 @@ impl<T: Float> Ista<T> {
         m.scaled_add(eta, &d);
         // m −= η DᵀD
         crate::linalg::gemm(-eta, d.t(), d.view(), true, m.view_mut(), true);
+        if m.iter().any(|v| !v.is_finite()) {
+            return Err(Error::InvalidParameter {
+                name: "ISTA dictionary",
+                value: "entries too large".into(),
+                reason: "I + η(D − DᵀD) overflows the float type",
+            });
+        }
         Ok(Self { d, step, lambda, m })
     }
 
@@ -153,7 +160,9 @@ impl<T: Float> Ista<T> {
     /// CRATE's ISTA step `ReLU(x + η Dᵀ(x − D x) − ηλ)` on every row (token) of `x` (n × d).
     pub fn forward(&self, x: &ArrayRef2<T>) -> Result<Array2<T>> {
         self.check(x, "x")?;
-        Ok(self.apply(x.view()))
+        let y = self.apply(x.view());
+        crate::validate::finite_output("ISTA output", &y)?;
+        Ok(y)
     }
 
     /// The general step from `z0`: `ReLU(z₀ − η Dᵀ(D z₀ − x) − ηλ)`, row by row.

@@ -50,7 +50,8 @@ pub struct RateStats<T: Float> {
 }
 
 impl<T: Float> RateStats<T> {
-    /// Empty statistics for features of dimension `dim` and `classes` classes.
+    /// Empty statistics for features of dimension `dim` and `classes` classes: `classes`
+    /// Gram matrices of dim × dim, refused with [`Error::TooLarge`] past the memory budget.
     pub fn new(dim: usize, classes: usize) -> Result<Self> {
         if dim == 0 {
             return Err(Error::InvalidParameter {
@@ -66,6 +67,7 @@ impl<T: Float> RateStats<T> {
                 reason: "must be ≥ 1",
             });
         }
+        crate::validate::elements_of::<T>("per-class Gram matrices", &[classes, dim, dim])?;
         Ok(Self {
             dim,
             n: 0,

@@ -1,0 +1,81 @@
+//! Reproducers of the reliability audit: each one now an error or a correct value.
+
+use mcr2::crate_layer::{CrateBlock, CrateBlockConfig, CrateClassifier, CrateConfig, Ista};
+use mcr2::{Error, Membership, RateStats};
+use ndarray::{Array2, Array3, Array4};
+use rand::{SeedableRng, rngs::StdRng};
+
+/// The ISTA step no longer maps NaN to 0: a classifier whose intermediates overflow reports
+/// `NonFinite` instead of finite logits that are the same for every image.
+#[test]
+fn overflowing_images_are_an_error_not_identical_logits() {
+    let config = CrateConfig::new(16, 4, 5, 16, 2, 2, 8);
+    let model = CrateClassifier::<f32>::new(&config, &mut StdRng::seed_from_u64(0)).unwrap();
+    let mut images = Array4::<f32>::from_elem((2, 3, 16, 16), 3e38);
+    images[(1, 0, 0, 0)] = -3e38;
+    match model.forward(&images) {
+        Err(Error::NonFinite { .. }) => {}
+        other => panic!("expected NonFinite, got {other:?}"),
+    }
+    // ordinary images still give finite logits
+    let ok = Array4::<f32>::from_shape_fn((2, 3, 16, 16), |(b, c, h, w)| {
+        ((b + c * 3 + h * 5 + w * 7) % 11) as f32 / 11.0
+    });
+    assert!(model.forward(&ok).unwrap().iter().all(|v| v.is_finite()));
+}
+
+/// A dictionary whose ISTA matrix overflows is refused; tokens that overflow inside a block
+/// give an error or finite values, never NaN or zeros in disguise.
+#[test]
+fn ista_and_blocks_stay_finite_or_fail() {
+    let huge = Array2::<f64>::eye(3) * 1e200;
+    assert!(matches!(
+        Ista::<f64>::from_parts(huge, 0.1, 0.1),
+        Err(Error::InvalidParameter { .. })
+    ));
+    let block = CrateBlock::<f64>::new(
+        &CrateBlockConfig::new(3, 1, 3),
+        &mut StdRng::seed_from_u64(1),
+    )
+    .unwrap();
+    let x = Array3::<f64>::from_shape_fn(
+        (1, 4, 3),
+        |(_, i, j)| {
+            if (i + j) % 2 == 0 { 1e300 } else { -1e300 }
+        },
+    );
+    match block.forward_batch(&x) {
+        Ok(y) => assert!(y.iter().all(|v| v.is_finite())),
+        Err(e) => assert!(matches!(e, Error::NonFinite { .. }), "{e}"),
+    }
+}
+
+#[test]
+fn huge_class_counts_are_errors_not_panics() {
+    assert!(Membership::<f64>::hard(&[0, 1], usize::MAX).is_err());
+    assert!(Membership::<f64>::hard(&[0, 1], 1 << 60).is_err());
+    assert!(matches!(
+        RateStats::<f64>::new(1 << 32, 1),
+        Err(Error::TooLarge { .. })
+    ));
+    assert!(matches!(
+        RateStats::<f64>::new(100_000, 1),
+        Err(Error::TooLarge { .. })
+    ));
+    assert!(matches!(
+        RateStats::<f32>::new(2, 1 << 60),
+        Err(Error::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn huge_layer_sizes_are_errors_not_aborts() {
+    let mut rng = StdRng::seed_from_u64(2);
+    assert!(CrateBlock::<f32>::new(&CrateBlockConfig::new(8, 1 << 62, 4), &mut rng).is_err());
+    assert!(CrateBlock::<f32>::new(&CrateBlockConfig::new(1 << 20, 1, 1 << 20), &mut rng).is_err());
+    let deep = mcr2::crate_layer::CrateEncoderConfig {
+        depth: 1_000_000_000,
+        block: CrateBlockConfig::new(8, 2, 4),
+    };
+    assert!(deep.check().is_err());
+}
