@@ -17,7 +17,6 @@ pub(crate) fn matrix<T: Float>(what: &'static str, a: &ArrayRef2<T>) -> Result<(
 
 /// Errors on the first non-finite entry.
 pub(crate) fn finite<T: Float>(what: &'static str, a: &ArrayRef2<T>) -> Result<()> {
-    // (eight independent lanes, so that the additions do not form one serial chain)
     let ok = match a.as_slice_memory_order() {
         Some(s) => all_finite(s),
         None => a.iter().all(|x| x.is_finite()),
