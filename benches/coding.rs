@@ -32,7 +32,7 @@ fn benches(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(3));
     group.bench_function("micl fit+predict n=2000 d=5", |b| {
         b.iter(|| {
-            let m = Micl::fit(&data.samples, &data.labels, 3, coder).unwrap();
+            let m = Micl::fit(&data.samples, &data.labels, coder).unwrap();
             black_box(m.predict(&data.samples).unwrap())
         })
     });

@@ -34,8 +34,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .into());
     }
     let (pixels, labels) = common::digits()?;
-    if index >= labels.len() {
-        return Err(format!("--index must be below {}", labels.len()).into());
+    if index >= labels.n_samples() {
+        return Err(format!("--index must be below {}", labels.n_samples()).into());
     }
     // 8 × 8 digit (values 0..16) → 32 × 32, each pixel a 4 × 4 block, 3 channels
     let image = Array4::<f64>::from_shape_fn((1, 3, 32, 32), |(_, _, y, x)| {
@@ -51,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "digit {} (image {index}), layer {layer}, head {head}: attention of the class token over \
          its 64 patches (plus {:.3} on itself; row sum {total:.6})",
-        labels[index],
+        labels.to_vec()[index],
         att[(0, head, 0, 0)]
     );
     for row in map.rows() {
@@ -70,7 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (left, right) = root.split_horizontally(340);
     heatmap(
         &left,
-        &format!("digit {} (32 × 32)", labels[index]),
+        &format!("digit {} (32 × 32)", labels.to_vec()[index]),
         &Array2::from_shape_fn((32, 32), |(y, x)| image[(0, 0, y, x)]),
     )?;
     heatmap(

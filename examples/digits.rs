@@ -21,15 +21,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut x, labels) = common::digits()?;
     common::normalize_rows(&mut x);
     let (train_idx, test_idx): (Vec<usize>, Vec<usize>) =
-        (0..labels.len()).partition(|i| i % 4 != 3);
+        (0..labels.n_samples()).partition(|i| i % 4 != 3);
     let (xtr, xte) = (x.select(Axis(0), &train_idx), x.select(Axis(0), &test_idx));
-    let ytr: Vec<usize> = train_idx.iter().map(|&i| labels[i]).collect();
-    let yte: Vec<usize> = test_idx.iter().map(|&i| labels[i]).collect();
-    let (k, rank) = (10usize, 12usize);
+    let (ytr, yte) = (labels.select(&train_idx)?, labels.select(&test_idx)?);
+    let rank = 12usize;
     let eps = Precision::from_eps_sq(0.5)?;
-    let membership = Membership::hard(&ytr, k)?;
+    let membership = Membership::from(ytr.clone());
 
-    let raw = NearestSubspace::fit(&xtr, &ytr, k, rank, false)?;
+    let raw = NearestSubspace::fit(&xtr, &ytr, rank, false)?;
     let raw_acc = raw.accuracy(&xte, &yte)?;
     let before = rate_reduction(&xtr, &membership, eps)?;
 
@@ -48,13 +47,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     bar.finish_and_clear();
     let ztr = map.transform(&xtr)?;
     let after = rate_reduction(&ztr, &membership, eps)?;
-    let learned = NearestSubspace::fit(&ztr, &ytr, k, rank, false)?;
+    let learned = NearestSubspace::fit(&ztr, &ytr, rank, false)?;
     let learned_acc = learned.accuracy(&map.transform(&xte)?, &yte)?;
 
     println!(
         "digits: {} training and {} test images, 64 pixels, 10 classes",
-        ytr.len(),
-        yte.len()
+        ytr.n_samples(),
+        yte.n_samples()
     );
     println!(
         "ΔR on the training set: {:.4} (pixels) → {:.4} (learned features), {} iterations",

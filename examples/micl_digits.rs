@@ -19,11 +19,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut x, labels) = common::digits()?;
     common::normalize_rows(&mut x);
     let (train_idx, test_idx): (Vec<usize>, Vec<usize>) =
-        (0..labels.len()).partition(|i| i % 4 != 3);
+        (0..labels.n_samples()).partition(|i| i % 4 != 3);
     let pick = |idx: &[usize]| {
         (
             x.select(Axis(0), idx),
-            idx.iter().map(|&i| labels[i]).collect::<Vec<_>>(),
+            labels.select(idx).expect("indices of the data set"),
         )
     };
     let (xtr, ytr) = pick(&train_idx);
@@ -49,15 +49,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     println!(
         "digits: {} training ({} to fit, {} to validate) and {} test images, 64 pixels, 10 classes",
-        ytr.len(),
-        yfit.len(),
-        yval.len(),
-        yte.len()
+        ytr.n_samples(),
+        yfit.n_samples(),
+        yval.n_samples(),
+        yte.n_samples()
     );
     println!("validation accuracy of MICL by ε:");
     let mut best = (f64::NEG_INFINITY, grid[0]);
     for &eps in grid {
-        let micl = Micl::fit(&xfit, &yfit, k, Coder::new(Precision::from_eps(eps)?))?;
+        let micl = Micl::fit(&xfit, &yfit, Coder::new(Precision::from_eps(eps)?))?;
         let acc = micl.accuracy(&xval, &yval)?;
         println!("  ε = {eps:<5} {:.1}%", 100.0 * acc);
         if acc > best.0 {
@@ -66,11 +66,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let eps = best.1;
     let start = std::time::Instant::now();
-    let micl = Micl::fit(&xtr, &ytr, k, Coder::new(Precision::from_eps(eps)?))?;
+    let micl = Micl::fit(&xtr, &ytr, Coder::new(Precision::from_eps(eps)?))?;
     let micl_acc = micl.accuracy(&xte, &yte)?;
     let elapsed = start.elapsed();
     let rank = 12;
-    let ns = NearestSubspace::fit(&xtr, &ytr, k, rank, false)?;
+    let ns = NearestSubspace::fit(&xtr, &ytr, rank, false)?;
     let ns_acc = ns.accuracy(&xte, &yte)?;
     println!(
         "test accuracy: MICL (ε = {eps}) {:.1}%, nearest subspace (rank {rank}) {:.1}%",
@@ -79,7 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!(
         "MICL fit and {} test predictions in {:.1} ms",
-        yte.len(),
+        yte.n_samples(),
         elapsed.as_secs_f64() * 1e3
     );
     Ok(())

@@ -15,7 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut x, mut labels) = common::digits()?;
     if common::quick() {
         x = x.slice(ndarray::s![..500, ..]).to_owned();
-        labels.truncate(500);
+        labels = labels.select(&(0..500).collect::<Vec<_>>())?;
     }
     common::normalize_rows(&mut x);
     let (n, d) = x.dim();
@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eps.eps_sq()
     );
 
-    let truth = Membership::hard(&labels, k)?;
+    let truth = Membership::from(labels.clone());
     let rr = rate_reduction(&x, &truth, eps)?;
     println!(
         "\ntrue labels:     R = {:.6}  Rc = {:.6}  ΔR = {:.6}",
@@ -37,9 +37,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("  class {j}: {c:>4} samples, term {term:.6}");
     }
 
-    let mut shuffled = labels.clone();
-    shuffled.shuffle(&mut StdRng::seed_from_u64(7));
-    let rs = rate_reduction(&x, &Membership::hard(&shuffled, k)?, eps)?;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(7));
+    let shuffled = labels.select(&order)?;
+    let rs = rate_reduction(&x, &Membership::from(shuffled), eps)?;
     println!(
         "shuffled labels: R = {:.6}  Rc = {:.6}  ΔR = {:.6}",
         rs.r, rs.rc, rs.delta_r
@@ -50,7 +51,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut stats = RateStats::new(d, k)?;
     for (start, chunk) in x.axis_chunks_iter(ndarray::Axis(0), 256).enumerate() {
         let lo = start * 256;
-        stats.push(&chunk, &labels[lo..lo + chunk.nrows()])?;
+        let rows: Vec<usize> = (lo..lo + chunk.nrows()).collect();
+        stats.push(&chunk, &labels.select(&rows)?)?;
     }
     let streamed = stats.rate_reduction(eps)?;
     println!(

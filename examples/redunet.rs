@@ -12,6 +12,7 @@
 
 mod common;
 
+use mcr2::Labels;
 use mcr2::data::SubspaceMixtureConfig;
 use mcr2::data::gaussian_toy;
 use mcr2::data::mixture_of_subspaces;
@@ -22,8 +23,9 @@ use ndarray::{Array2, Axis, array};
 use plotters::prelude::*;
 use rand::{SeedableRng, rngs::StdRng};
 
-fn mean_cosine(z: &Array2<f64>, labels: &[usize], k: usize) -> Result<f64, mcr2::Error> {
-    let means = class_means(z, labels, k)?;
+fn mean_cosine(z: &Array2<f64>, labels: &Labels) -> Result<f64, mcr2::Error> {
+    let means = class_means(z, labels)?;
+    let k = labels.n_classes();
     let mut cos = Vec::new();
     for a in 0..k {
         for b in (a + 1)..k {
@@ -43,12 +45,11 @@ struct Run {
 fn fit(
     name: &'static str,
     x: &Array2<f64>,
-    labels: &[usize],
-    k: usize,
+    labels: &Labels,
     config: &ReduNetConfig,
 ) -> Result<Run, Box<dyn std::error::Error>> {
     let bar = common::progress_bar(config.layers)?;
-    let (net, z) = ReduNet::fit(x, labels, k, config, |p| {
+    let (net, z) = ReduNet::fit(x, labels, config, |p| {
         bar.set_position(p.layer as u64);
         bar.set_message(format!("ΔR {:.4}", p.delta_r));
     })?;
@@ -59,7 +60,7 @@ fn fit(
         config.layers,
         h[0].delta_r,
         h[h.len() - 1].delta_r,
-        mean_cosine(&z, labels, k)?
+        mean_cosine(&z, labels)?
     );
     Ok(Run { name, net, z })
 }
@@ -85,7 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let k = centers.nrows();
         let (x, labels) = gaussian_toy(&centers, 100, 0.1, &mut StdRng::seed_from_u64(1))?;
         let (xt, lt) = gaussian_toy(&centers, 100, 0.1, &mut StdRng::seed_from_u64(2))?;
-        let run = fit(name, &x, &labels, k, &toy_config)?;
+        let run = fit(name, &x, &labels, &toy_config)?;
         println!(
             "  held-out accuracy {:.1}%",
             100.0 * run.net.accuracy(&xt, &lt)?
@@ -101,15 +102,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut c = SubspaceMixtureConfig::new(8, 3, 2, 150, 0.05);
     c.samples = vec![150; 3];
     let data = mixture_of_subspaces::<f64, _>(&c, &mut rng)?;
-    let (train, test): (Vec<usize>, Vec<usize>) = (0..data.labels.len()).partition(|i| i % 3 != 2);
-    let pick = |idx: &[usize]| {
-        (
-            data.samples.select(Axis(0), idx),
-            idx.iter().map(|&i| data.labels[i]).collect::<Vec<_>>(),
-        )
+    let (train, test): (Vec<usize>, Vec<usize>) =
+        (0..data.labels.n_samples()).partition(|i| i % 3 != 2);
+    let pick = |idx: &[usize]| -> Result<_, mcr2::Error> {
+        Ok((data.samples.select(Axis(0), idx), data.labels.select(idx)?))
     };
-    let ((xs, ls), (xst, lst)) = (pick(&train), pick(&test));
-    let run = fit("subspaces", &xs, &ls, 3, &toy_config)?;
+    let ((xs, ls), (xst, lst)) = (pick(&train)?, pick(&test)?);
+    let run = fit("subspaces", &xs, &ls, &toy_config)?;
     println!(
         "  held-out accuracy {:.1}%",
         100.0 * run.net.accuracy(&xst, &lst)?
@@ -120,17 +119,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // setting)
     let (mut x, labels) = common::digits()?;
     common::normalize_rows(&mut x);
-    let (train, test): (Vec<usize>, Vec<usize>) = (0..labels.len()).partition(|i| i % 4 != 3);
+    let (train, test): (Vec<usize>, Vec<usize>) = (0..labels.n_samples()).partition(|i| i % 4 != 3);
     let (xtr, xte) = (x.select(Axis(0), &train), x.select(Axis(0), &test));
-    let ytr: Vec<usize> = train.iter().map(|&i| labels[i]).collect();
-    let yte: Vec<usize> = test.iter().map(|&i| labels[i]).collect();
+    let (ytr, yte) = (labels.select(&train)?, labels.select(&test)?);
     let digits_config = ReduNetConfig {
         layers: if quick { 10 } else { 50 },
         lambda: 500.0,
         ..ReduNetConfig::default()
     };
-    let run = fit("digits", &xtr, &ytr, 10, &digits_config)?;
-    let ns = NearestSubspace::fit(&xtr, &ytr, 10, 12, false)?;
+    let run = fit("digits", &xtr, &ytr, &digits_config)?;
+    let ns = NearestSubspace::fit(&xtr, &ytr, 12, false)?;
     println!(
         "  test accuracy: ReduNet (π̂ of the last layer) {:.1}%, nearest subspace on raw pixels (rank 12) {:.1}%",
         100.0 * run.net.accuracy(&xte, &yte)?,
@@ -166,7 +164,7 @@ fn scatter(
     title: &str,
     before: &Array2<f64>,
     after: &Array2<f64>,
-    labels: &[usize],
+    labels: &Labels,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let root = SVGBackend::new(path, (900, 440)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -185,8 +183,8 @@ fn scatter(
             chart.draw_series(
                 z.rows()
                     .into_iter()
-                    .zip(labels)
-                    .map(|(r, &l)| Circle::new((r[0], r[1]), 2, color(l).filled())),
+                    .zip(labels.iter())
+                    .map(|(r, l)| Circle::new((r[0], r[1]), 2, color(l).filled())),
             )?;
         } else {
             let mut chart = ChartBuilder::on(&area)
@@ -203,8 +201,8 @@ fn scatter(
             chart.draw_series(
                 z.rows()
                     .into_iter()
-                    .zip(labels)
-                    .map(|(r, &l)| Circle::new((r[0], r[1], r[2]), 2, color(l).filled())),
+                    .zip(labels.iter())
+                    .map(|(r, l)| Circle::new((r[0], r[1], r[2]), 2, color(l).filled())),
             )?;
         }
     }

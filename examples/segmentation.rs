@@ -29,18 +29,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data = mixture_of_subspaces::<f64, _>(&config, &mut rng)?;
     let outliers = Array2::from_shape_simple_fn((15, 5), || rng.random_range(-2.0..2.0));
     let x = concatenate(Axis(0), &[data.samples.view(), outliers.view()])?;
-    let inliers = data.labels.len();
+    let inliers: Vec<usize> = (0..data.labels.n_samples()).collect();
 
     let coder = Coder::new(Precision::from_eps(0.03)?);
     let start = std::time::Instant::now();
     let seg = alc(&x, &coder, |_| {})?;
     let elapsed = start.elapsed();
-    let mut sizes = vec![0usize; seg.groups];
-    for &l in &seg.labels {
-        sizes[l] += 1;
-    }
+    let mut sizes = seg.labels.class_sizes();
     sizes.sort_unstable_by(|a, b| b.cmp(a));
-    let err = segmentation_error(&seg.labels[..inliers], &data.labels)?;
+    let err = segmentation_error(&seg.labels.select(&inliers)?, &data.labels)?;
     println!(
         "{} samples (3 subspaces of dimensions 1, 2, 3 in R^5, 100 each, noise 0.01, and 15 outliers)",
         x.nrows()
@@ -67,7 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..n_eps {
         let eps = lo * (hi / lo).powf(i as f64 / (n_eps - 1) as f64);
         let s = alc(&x, &Coder::new(Precision::from_eps(eps)?), |_| {})?;
-        let e = segmentation_error(&s.labels[..inliers], &data.labels)?;
+        let e = segmentation_error(&s.labels.select(&inliers)?, &data.labels)?;
         println!(
             "  ε = {eps:<9.4} {:>4} groups  {:>5.1}%",
             s.groups,

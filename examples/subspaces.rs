@@ -49,16 +49,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut c = SubspaceMixtureConfig::new(32, k, p, 150, 0.1);
         c.samples = vec![150; k];
         let all = mixture_of_subspaces::<f64, _>(&c, &mut r)?;
-        let rows: Vec<usize> = (0..all.labels.len()).filter(|i| i % 150 >= 100).collect();
+        let rows: Vec<usize> = (0..all.labels.n_samples())
+            .filter(|i| i % 150 >= 100)
+            .collect();
         (
             all.samples.select(ndarray::Axis(0), &rows),
-            rows.iter().map(|&i| all.labels[i]).collect::<Vec<_>>(),
+            all.labels.select(&rows)?,
         )
     };
     let eps = Precision::from_eps_sq(1.0)?;
-    let membership = Membership::hard(&train.labels, k)?;
+    let membership = Membership::from(train.labels.clone());
 
-    let raw = NearestSubspace::fit(&train.samples, &train.labels, k, rank, false)?;
+    let raw = NearestSubspace::fit(&train.samples, &train.labels, rank, false)?;
     let raw_acc = raw.accuracy(&test.0, &test.1)?;
 
     let mut config = FitConfig::new(eps);
@@ -73,7 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let z = map.transform(&train.samples)?;
     let after = rate_reduction(&z, &membership, eps)?;
-    let learned = NearestSubspace::fit(&z, &train.labels, k, rank, false)?;
+    let learned = NearestSubspace::fit(&z, &train.labels, rank, false)?;
     let learned_acc = learned.accuracy(&map.transform(&test.0)?, &test.1)?;
 
     println!("{k} subspaces of dimension {p} in R^32, noise 0.1, 100 training samples per class");
@@ -91,11 +93,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     print_angles(
         "smallest principal angle between class subspaces (rank 3), raw samples:",
-        &class_subspace_angles(&train.samples, &train.labels, k, rank)?,
+        &class_subspace_angles(&train.samples, &train.labels, rank)?,
     );
     print_angles(
         "… learned features:",
-        &class_subspace_angles(&z, &train.labels, k, rank)?,
+        &class_subspace_angles(&z, &train.labels, rank)?,
     );
     println!(
         "nearest-subspace test accuracy: raw {:.1}%, learned features {:.1}%",
@@ -108,7 +110,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         common::plot_delta_r(&dir, "subspaces_delta_r.svg", "ΔR during the fit", &report)?;
     let mut series = Vec::new();
     for (name, data) in [("before", &train.samples), ("after", &z)] {
-        for (j, s) in class_singular_values(data, &train.labels, k)?
+        for (j, s) in class_singular_values(data, &train.labels)?
             .into_iter()
             .enumerate()
         {

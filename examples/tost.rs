@@ -33,14 +33,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let assigned = pi
         .rows()
         .into_iter()
-        .zip(&data.labels)
+        .zip(data.labels.iter())
         .filter(|(r, l)| {
             let best =
                 r.iter().enumerate().fold(
                     (0, f64::NEG_INFINITY),
                     |b, (k, &v)| if v > b.1 { (k, v) } else { b },
                 );
-            best.0 == **l
+            best.0 == *l
         })
         .count();
     println!(

@@ -14,7 +14,7 @@ use ndarray::{Array2, ArrayRef2, Axis};
 use rand::Rng;
 use rand_distr::StandardNormal;
 
-use crate::{Error, Float, Result};
+use crate::{Error, Float, Labels, Result};
 
 /// A mixture of K linear subspaces of R^d: class k has `samples[k]` points
 /// `x = U_k a + σ e` (a, e standard normal), optionally projected to the unit sphere.
@@ -105,7 +105,7 @@ pub struct SubspaceMixture<T> {
     /// n × d, rows are samples, grouped by class.
     pub samples: Array2<T>,
     /// The class of each row.
-    pub labels: Vec<usize>,
+    pub labels: Labels,
     /// Orthonormal basis U_k (d × p_k) of each class's subspace.
     pub bases: Vec<Array2<T>>,
 }
@@ -173,7 +173,7 @@ pub fn mixture_of_subspaces<T: Float, R: Rng + ?Sized>(
     }
     Ok(SubspaceMixture {
         samples,
-        labels,
+        labels: Labels::new(&labels, config.samples.len())?,
         bases,
     })
 }
@@ -186,7 +186,7 @@ pub fn gaussian_toy<T: Float, R: rand::Rng + ?Sized>(
     per_class: usize,
     noise: f64,
     rng: &mut R,
-) -> Result<(Array2<T>, Vec<usize>)> {
+) -> Result<(Array2<T>, Labels)> {
     crate::validate::matrix("centers", centers)?;
     if per_class == 0 {
         return Err(Error::InvalidParameter {
@@ -217,5 +217,5 @@ pub fn gaussian_toy<T: Float, R: rand::Rng + ?Sized>(
         }
         labels.push(j);
     }
-    Ok((x, labels))
+    Ok((x, Labels::new(&labels, k)?))
 }

@@ -111,8 +111,8 @@ mod error;
 pub mod fit;
 mod float;
 mod kernels;
+mod labels;
 pub(crate) mod linalg;
-mod membership;
 pub mod metrics;
 pub mod nn;
 mod precision;
@@ -125,7 +125,7 @@ mod workspace;
 
 pub use error::{Error, Result};
 pub use float::Float;
-pub use membership::Membership;
+pub use labels::{Labels, Membership};
 pub use precision::Precision;
 pub use rate::{
     RateReduction, RateStats, ReferenceLoss, ReferenceLossValue, class_coding_rate,

@@ -19,7 +19,7 @@
 
 use ndarray::{Array2, ArrayRef2, ArrayView2, ArrayViewMut2, Axis};
 
-use crate::{Error, Float, Membership, Precision, RateReduction, Result};
+use crate::{Error, Float, Labels, Membership, Precision, RateReduction, Result};
 
 /// Sizes and constants of a ReduNet, with the reference defaults.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -229,15 +229,14 @@ impl<T: Float> ReduNet<T> {
     /// blocks of rows bounded independently of m.
     pub fn fit(
         x: &ArrayRef2<T>,
-        labels: &[usize],
-        classes: usize,
+        labels: &Labels,
         config: &ReduNetConfig,
         mut observer: impl FnMut(&LayerProgress),
     ) -> Result<(Self, Array2<T>)> {
         config.check()?;
         crate::validate::matrix("samples", x)?;
-        let rows = crate::membership::class_members(labels, classes, x.nrows())?;
-        let membership = Membership::hard(labels, classes)?;
+        let rows = labels.nonempty_groups(x.nrows())?;
+        let membership = Membership::from(labels.clone());
         let mut z = to_sphere(x)?;
         let eps_sq = config.eps.eps_sq();
         let mut history = vec![crate::rate_reduction(&z, &membership, config.eps)?];
@@ -291,7 +290,7 @@ impl<T: Float> ReduNet<T> {
     /// `x` (labels in 0..classes, the same classes as the fit) entering each layer, every
     /// operator moves towards the one those features give, `E ← E + τ(E_new − E)` (the same
     /// for each C_j; γ_j is kept), and the updated layer carries the features on. τ ∈ (0, 1].
-    pub fn update(&mut self, x: &ArrayRef2<T>, labels: &[usize], tau: f64) -> Result<()> {
+    pub fn update(&mut self, x: &ArrayRef2<T>, labels: &Labels, tau: f64) -> Result<()> {
         if !(tau > 0.0 && tau <= 1.0) {
             return Err(Error::InvalidParameter {
                 name: "tau",
@@ -300,7 +299,14 @@ impl<T: Float> ReduNet<T> {
             });
         }
         crate::validate::matrix_with_cols("samples", x, self.dim)?;
-        let rows = crate::membership::class_members(labels, self.classes(), x.nrows())?;
+        if labels.n_classes() != self.n_classes() {
+            return Err(Error::ShapeMismatch {
+                what: "labels",
+                expected: format!("{} classes (the fit's)", self.n_classes()),
+                got: format!("{} classes", labels.n_classes()),
+            });
+        }
+        let rows = labels.nonempty_groups(x.nrows())?;
         let mut z = to_sphere(x)?;
         let t = T::from_f64(tau);
         for layer in &mut self.layers {
@@ -325,7 +331,7 @@ impl<T: Float> ReduNet<T> {
     }
 
     /// Number of classes.
-    pub fn classes(&self) -> usize {
+    pub fn n_classes(&self) -> usize {
         self.layers[0].c.len()
     }
 
@@ -375,7 +381,7 @@ impl<T: Float> ReduNet<T> {
     }
 
     /// Fraction of rows of `x` predicted as `labels`.
-    pub fn accuracy(&self, x: &ArrayRef2<T>, labels: &[usize]) -> Result<f64> {
-        crate::metrics::accuracy_of(x.nrows(), labels, || self.predict(x))
+    pub fn accuracy(&self, x: &ArrayRef2<T>, labels: &Labels) -> Result<f64> {
+        crate::metrics::accuracy(&self.predict(x)?, labels)
     }
 }

@@ -13,7 +13,7 @@
 
 use ndarray::{Array1, Array2, ArrayRef2, Axis};
 
-use crate::{Error, Float, Result};
+use crate::{Error, Float, Labels, Result};
 
 /// A subspace fitted to samples: `x ≈ mean + basis · a`.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,28 +97,15 @@ pub struct NearestSubspace<T> {
 }
 
 impl<T: Float> NearestSubspace<T> {
-    /// Fits one rank-`rank` subspace per class to the rows of `x` with labels in `0..classes`
-    /// (every class needs at least one sample).
-    pub fn fit(
-        x: &ArrayRef2<T>,
-        labels: &[usize],
-        classes: usize,
-        rank: usize,
-        center: bool,
-    ) -> Result<Self> {
+    /// Fits one rank-`rank` subspace per class to the rows of `x` (every class needs at
+    /// least one sample: [`Error::EmptyClass`] otherwise).
+    pub fn fit(x: &ArrayRef2<T>, labels: &Labels, rank: usize, center: bool) -> Result<Self> {
         crate::validate::matrix("samples", x)?;
-        let m = crate::Membership::<T>::hard(labels, classes)?;
-        m.check_samples(x.nrows())?;
-        let mut fits = Vec::with_capacity(classes);
-        for j in 0..classes {
-            let rows = crate::membership::rows_of_class(labels, j);
-            if rows.is_empty() {
-                return Err(Error::InvalidMembership(format!(
-                    "class {j} has no samples to fit a subspace to"
-                )));
-            }
-            fits.push(SubspaceFit::fit(&x.select(Axis(0), &rows), rank, center)?);
-        }
+        let fits = labels
+            .nonempty_groups(x.nrows())?
+            .iter()
+            .map(|rows| SubspaceFit::fit(&x.select(Axis(0), rows), rank, center))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self { fits })
     }
 
@@ -148,7 +135,7 @@ impl<T: Float> NearestSubspace<T> {
     }
 
     /// Fraction of rows of `x` predicted as `labels`.
-    pub fn accuracy(&self, x: &ArrayRef2<T>, labels: &[usize]) -> Result<f64> {
-        crate::metrics::accuracy_of(x.nrows(), labels, || self.predict(x))
+    pub fn accuracy(&self, x: &ArrayRef2<T>, labels: &Labels) -> Result<f64> {
+        crate::metrics::accuracy(&self.predict(x)?, labels)
     }
 }

@@ -5,7 +5,7 @@ use mcr2::coding::{Coder, MeanCoding, Micl, Unit, alc};
 use mcr2::data::SubspaceMixtureConfig;
 use mcr2::data::mixture_of_subspaces;
 use mcr2::metrics::segmentation_error;
-use mcr2::{Error, Precision};
+use mcr2::{Error, Labels, Precision};
 use ndarray::{Array2, Axis, concatenate};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
@@ -115,7 +115,7 @@ fn coding_length_closed_forms() {
     assert!(rel(zero.length(&e).unwrap(), 16.0 * 5.0f64.log2()) < 1e-13);
     // one group: the segmentation length is the coding length (no membership bits)
     let w = gaussian(&mut StdRng::seed_from_u64(1), 30, 4, 1.0, 0.0);
-    let one = coder.segmentation_length(&w, &[7; 30]).unwrap();
+    let one = coder.segmentation_length(&w, &ids(&[7; 30])).unwrap();
     assert!(rel(one, coder.length(&w).unwrap()) < 1e-14);
     // two groups: Σ L(W_i) − |W_i| log₂(|W_i|/m)
     let labels: Vec<usize> = (0..30).map(|i| usize::from(i >= 10)).collect();
@@ -127,7 +127,7 @@ fn coding_length_closed_forms() {
             .unwrap()
         - 10.0 * (10.0f64 / 30.0).log2()
         - 20.0 * (20.0f64 / 30.0).log2();
-    assert!(rel(coder.segmentation_length(&w, &labels).unwrap(), want) < 1e-13);
+    assert!(rel(coder.segmentation_length(&w, &ids(&labels)).unwrap(), want) < 1e-13);
 }
 
 fn three_subspaces(seed: u64, per: usize) -> (Array2<f64>, Vec<usize>) {
@@ -135,7 +135,7 @@ fn three_subspaces(seed: u64, per: usize) -> (Array2<f64>, Vec<usize>) {
     config.subspace_dims = vec![1, 2, 3];
     config.unit_sphere = false;
     let d = mixture_of_subspaces::<f64, _>(&config, &mut StdRng::seed_from_u64(seed)).unwrap();
-    (d.samples, d.labels)
+    (d.samples, d.labels.to_vec())
 }
 
 /// The acceptance case: three subspaces of dimensions 1, 2, 3 in R^5, 100 samples each,
@@ -147,7 +147,7 @@ fn alc_segments_a_mixture_of_subspaces() {
         let coder = Coder::new(Precision::from_eps(0.03).unwrap());
         let mut seen = Vec::new();
         let seg = alc(&x, &coder, |p| seen.push(*p)).unwrap();
-        let err = segmentation_error(&seg.labels, &truth).unwrap();
+        let err = segmentation_error(&seg.labels, &ids(&truth)).unwrap();
         println!(
             "seed {seed}: {} groups, error {:.2}%",
             seg.groups,
@@ -163,7 +163,7 @@ fn alc_segments_a_mixture_of_subspaces() {
             rel(
                 seg.trace[0],
                 coder
-                    .segmentation_length(&x, &(0..300).collect::<Vec<_>>())
+                    .segmentation_length(&x, &ids(&(0..300).collect::<Vec<_>>()))
                     .unwrap()
             ) < 1e-9
         );
@@ -193,20 +193,26 @@ fn alc_groups_fall_as_eps_grows() {
 #[test]
 fn segmentation_error_matches_groups_to_classes() {
     assert_eq!(
-        segmentation_error(&[2, 2, 0, 0, 1], &[0, 0, 1, 1, 2]).unwrap(),
+        segmentation_error(&ids(&[2, 2, 0, 0, 1]), &ids(&[0, 0, 1, 1, 2])).unwrap(),
         0.0
     );
     // one sample in the wrong group
-    assert!((segmentation_error(&[5, 5, 5, 9, 9], &[0, 0, 1, 1, 1]).unwrap() - 0.2).abs() < 1e-15);
+    assert!(
+        (segmentation_error(&ids(&[5, 5, 5, 9, 9]), &ids(&[0, 0, 1, 1, 1])).unwrap() - 0.2).abs()
+            < 1e-15
+    );
     // more groups than classes: the extra group's samples count as errors
-    assert!((segmentation_error(&[0, 0, 1, 2], &[0, 0, 1, 1]).unwrap() - 0.25).abs() < 1e-15);
+    assert!(
+        (segmentation_error(&ids(&[0, 0, 1, 2]), &ids(&[0, 0, 1, 1])).unwrap() - 0.25).abs()
+            < 1e-15
+    );
     // the optimum is not the greedy one
     let pred = [0, 0, 0, 1, 1, 1, 1, 2, 2];
     let truth = [0, 0, 1, 0, 1, 1, 2, 1, 2];
     // best: 0→0 (2), 1→1 (2), 2→2 (1) = 5 of 9
-    assert!((segmentation_error(&pred, &truth).unwrap() - 4.0 / 9.0).abs() < 1e-15);
-    assert!(segmentation_error(&[0], &[0, 1]).is_err());
-    assert!(segmentation_error(&[], &[]).is_err());
+    assert!((segmentation_error(&ids(&pred), &ids(&truth)).unwrap() - 4.0 / 9.0).abs() < 1e-15);
+    assert!(segmentation_error(&ids(&[0]), &ids(&[0, 1])).is_err());
+    assert!(Labels::from_ids(&[]).is_err());
 }
 
 /// MICL's rank-one path equals coding X_j ∪ {x} from scratch, for classes with fewer and
@@ -239,7 +245,7 @@ fn micl_rank_one_path_equals_direct_recomputation() {
             let coder = Coder::new(Precision::from_eps_sq(0.2).unwrap())
                 .with_mean(mean)
                 .with_unit(unit);
-            let micl = Micl::fit(&x, &labels, 3, coder).unwrap();
+            let micl = Micl::fit(&x, &Labels::new(&labels, 3).unwrap(), coder).unwrap();
             let d = micl.length_increase(&test).unwrap();
             let log = |v: f64| match unit {
                 Unit::Bits => v.log2(),
@@ -289,25 +295,46 @@ fn bad_input_is_an_error() {
         Err(Error::NonFinite { .. })
     ));
     assert!(matches!(
-        Micl::fit(&bad, &[0, 0, 1, 1], 2, coder),
+        Labels::new(&[0, 0, 1, 1], 2).and_then(|l| Micl::fit(&bad, &l, coder)),
         Err(Error::NonFinite { .. })
     ));
     let good = Array2::<f64>::ones((4, 3));
-    assert!(coder.segmentation_length(&good, &[0, 1]).is_err());
+    assert!(coder.segmentation_length(&good, &ids(&[0, 1])).is_err());
     assert!(matches!(
-        Micl::fit(&good, &[0, 0, 1, 3], 2, coder),
+        Labels::new(&[0, 0, 1, 3], 2).and_then(|l| Micl::fit(&good, &l, coder)),
         Err(Error::LabelOutOfRange { .. })
     ));
     assert!(
-        Micl::fit(&good, &[0, 0, 0, 0], 2, coder).is_err(),
+        matches!(
+            Labels::new(&[0, 0, 0, 0], 2).and_then(|l| Micl::fit(&good, &l, coder)),
+            Err(Error::EmptyClass { class: 1 })
+        ),
         "class 1 has no samples"
     );
-    assert!(Micl::fit(&good, &[0, 0, 0], 1, coder).is_err());
-    assert!(Micl::fit(&good, &[0, 0, 0, 0], 0, coder).is_err());
-    let micl = Micl::fit(&good, &[0, 0, 1, 1], 2, coder).unwrap();
+    assert!(
+        Labels::new(&[0, 0, 0], 1)
+            .and_then(|l| Micl::fit(&good, &l, coder))
+            .is_err()
+    );
+    assert!(
+        Labels::new(&[0, 0, 0, 0], 0)
+            .and_then(|l| Micl::fit(&good, &l, coder))
+            .is_err()
+    );
+    let micl = Labels::new(&[0, 0, 1, 1], 2)
+        .and_then(|l| Micl::fit(&good, &l, coder))
+        .unwrap();
     assert!(micl.predict(&Array2::<f64>::ones((2, 4))).is_err());
-    assert!(micl.accuracy(&good, &[0]).is_err());
+    assert!(
+        micl.accuracy(&good, &Labels::new(&[0], 2).unwrap())
+            .is_err()
+    );
     // a single sample is one group
     let one = alc(&Array2::<f64>::ones((1, 3)), &coder, |_| {}).unwrap();
-    assert_eq!((one.groups, one.labels.clone()), (1, vec![0]));
+    assert_eq!((one.groups, one.labels.to_vec()), (1, vec![0]));
+}
+
+/// Labels from arbitrary group ids.
+fn ids(v: &[usize]) -> Labels {
+    Labels::from_ids(v).unwrap()
 }

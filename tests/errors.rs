@@ -1,7 +1,7 @@
 //! Every bad input returns its error variant; nothing panics.
 
 use mcr2::{
-    Error, Membership, Precision, RateStats, ReferenceLoss, class_coding_rate,
+    Error, Labels, Membership, Precision, RateStats, ReferenceLoss, class_coding_rate,
     class_coding_rate_grad_membership, coding_rate, coding_rate_with_grad, rate_reduction,
     rate_reduction_with_grad_into,
 };
@@ -197,19 +197,19 @@ fn stats_errors() {
     let mut s = RateStats::<f64>::new(2, 2).unwrap();
     assert!(matches!(s.rate_reduction(eps()), Err(Error::Empty { .. })));
     assert!(matches!(
-        s.push(&array![[1.0, 2.0, 3.0]], &[0]),
+        Labels::new(&[0], 2).and_then(|l| s.push(&array![[1.0, 2.0, 3.0]], &l)),
         Err(Error::ShapeMismatch { .. })
     ));
     assert!(matches!(
-        s.push(&array![[1.0, 2.0]], &[2]),
+        Labels::new(&[2], 2).and_then(|l| s.push(&array![[1.0, 2.0]], &l)),
         Err(Error::LabelOutOfRange { .. })
     ));
     assert!(matches!(
-        s.push(&array![[1.0, 2.0]], &[0, 1]),
+        Labels::new(&[0, 1], 2).and_then(|l| s.push(&array![[1.0, 2.0]], &l)),
         Err(Error::ShapeMismatch { .. })
     ));
     assert!(matches!(
-        s.push(&array![[1.0, f64::NAN]], &[0]),
+        Labels::new(&[0], 2).and_then(|l| s.push(&array![[1.0, f64::NAN]], &l)),
         Err(Error::NonFinite { .. })
     ));
     let other = RateStats::<f64>::new(3, 2).unwrap();

@@ -7,7 +7,7 @@ use mcr2::fit::{FitConfig, LinearMap, ascend_regularized};
 use mcr2::metrics::class_singular_values;
 use mcr2::metrics::class_subspace_angles;
 use mcr2::subspace::NearestSubspace;
-use mcr2::{Membership, Precision, rate_reduction};
+use mcr2::{Labels, Membership, Precision, rate_reduction};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
@@ -64,7 +64,7 @@ fn regularized_optimum_matches_closed_form_equal_classes() {
     let want = sigma_sq(d, 40, 20, eps_sq, lambda);
     assert!((want - 5.701941016011037).abs() < 1e-12);
     let (z, labels) = run_regularized(d, &counts, eps_sq, lambda, 1);
-    let sv = class_singular_values(&z, &labels, 2).unwrap();
+    let sv = class_singular_values(&z, &Labels::new(&labels, 2).unwrap()).unwrap();
     let mut rank = 0;
     for s in &sv {
         for &v in s.iter().filter(|v| **v > 1e-4) {
@@ -94,7 +94,7 @@ fn regularized_optimum_matches_closed_form_unequal_classes() {
     // λ ≤ λ_max = d(√(N/N_max) − 1)/(N(√(N/N_max) + 1)ε²) = 0.0287 here
     let (d, counts, eps_sq, lambda) = (8, [12usize, 28], 0.5, 0.02);
     let (z, labels) = run_regularized(d, &counts, eps_sq, lambda, 2);
-    let sv = class_singular_values(&z, &labels, 2).unwrap();
+    let sv = class_singular_values(&z, &Labels::new(&labels, 2).unwrap()).unwrap();
     let mut ranks = Vec::new();
     for (k, s) in sv.iter().enumerate() {
         let want = sigma_sq(d, 40, counts[k], eps_sq, lambda);
@@ -164,14 +164,14 @@ fn fit_map(seed: u64) -> MapFit {
     let data =
         mixture_of_subspaces::<f64, _>(&SubspaceMixtureConfig::new(32, 4, 3, 100, 0.1), &mut rng)
             .unwrap();
-    let m = Membership::hard(&data.labels, 4).unwrap();
+    let m = Membership::from(data.labels.clone());
     let eps = Precision::from_eps_sq(1.0).unwrap();
     let mut config = FitConfig::new(eps);
     config.step = 1.0;
     config.max_iterations = 3000;
     let (map, report) = LinearMap::fit(&data.samples, &m, 12, &config, &mut rng, |_| {}).unwrap();
     let z = map.transform(&data.samples).unwrap();
-    let angle = min_angle(&class_subspace_angles(&z, &data.labels, 4, 3).unwrap());
+    let angle = min_angle(&class_subspace_angles(&z, &data.labels, 3).unwrap());
     let b = ndarray::concatenate(
         ndarray::Axis(1),
         &data.bases.iter().map(|u| u.view()).collect::<Vec<_>>(),
@@ -196,8 +196,7 @@ fn fit_map(seed: u64) -> MapFit {
 #[test]
 fn linear_map_separates_a_mixture_of_subspaces() {
     let fit = fit_map(0);
-    let before =
-        min_angle(&class_subspace_angles(&fit.data.samples, &fit.data.labels, 4, 3).unwrap());
+    let before = min_angle(&class_subspace_angles(&fit.data.samples, &fit.data.labels, 3).unwrap());
     let dr0 = fit.report.history.first().unwrap().delta_r;
     let worst_drop = fit
         .report
@@ -221,7 +220,7 @@ fn linear_map_separates_a_mixture_of_subspaces() {
     )
     .unwrap();
     let z = fit.map.transform(&fit.data.samples).unwrap();
-    let ns = NearestSubspace::fit(&z, &fit.data.labels, 4, 3, false).unwrap();
+    let ns = NearestSubspace::fit(&z, &fit.data.labels, 3, false).unwrap();
     let acc = ns
         .accuracy(&fit.map.transform(&test.samples).unwrap(), &test.labels)
         .unwrap();
@@ -257,7 +256,7 @@ fn ascent_on_the_sphere() {
     let data =
         mixture_of_subspaces::<f64, _>(&SubspaceMixtureConfig::new(16, 3, 2, 30, 0.2), &mut rng)
             .unwrap();
-    let m = Membership::hard(&data.labels, 3).unwrap();
+    let m = Membership::from(data.labels.clone());
     let mut config = FitConfig::new(Precision::from_eps_sq(0.5).unwrap());
     config.step = 0.05;
     config.max_iterations = 300;

@@ -1,7 +1,7 @@
 //! Invariances, finite-difference gradients and streaming statistics, on random inputs.
 
 use mcr2::{
-    Membership, Precision, RateStats, ReferenceLoss, class_coding_rate,
+    Labels, Membership, Precision, RateStats, ReferenceLoss, class_coding_rate,
     class_coding_rate_grad_membership, class_coding_rate_with_grad, coding_rate,
     coding_rate_with_grad, rate_reduction, rate_reduction_with_grad,
 };
@@ -111,9 +111,13 @@ proptest! {
         let m = Membership::hard(&labels, k).unwrap();
         let one = rate_reduction(&z, &m, eps).unwrap();
         let mut a = RateStats::new(z.ncols(), k).unwrap();
-        a.push(&z.slice(ndarray::s![..cut, ..]), &labels[..cut]).unwrap();
+        if cut > 0 {
+            a.push(&z.slice(ndarray::s![..cut, ..]), &Labels::new(&labels[..cut], k).unwrap()).unwrap();
+        }
         let mut b = RateStats::new(z.ncols(), k).unwrap();
-        b.push(&z.slice(ndarray::s![cut.., ..]), &labels[cut..]).unwrap();
+        if cut < n {
+            b.push(&z.slice(ndarray::s![cut.., ..]), &Labels::new(&labels[cut..], k).unwrap()).unwrap();
+        }
         let mut ab = a.clone();
         ab.merge(&b).unwrap();
         let mut ba = b.clone();

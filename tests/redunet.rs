@@ -4,7 +4,7 @@
 use mcr2::data::gaussian_toy;
 use mcr2::metrics::class_means;
 use mcr2::redunet::{ReduNet, ReduNetConfig};
-use mcr2::{Error, Precision};
+use mcr2::{Error, Labels, Precision};
 use ndarray::{Array2, ArrayView2, array};
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -90,7 +90,7 @@ fn operators_match_closed_forms() {
         layers: 2,
         ..ReduNetConfig::default()
     };
-    let (net, _) = ReduNet::fit(&x, &labels, 3, &config, |_| {}).unwrap();
+    let (net, _) = ReduNet::fit(&x, &labels, &config, |_| {}).unwrap();
     let mut z: Array2<f64> = x.clone();
     for mut row in z.rows_mut() {
         let n: f64 = row.dot(&row).sqrt();
@@ -102,11 +102,13 @@ fn operators_match_closed_forms() {
         worst = worst.max(max_rel(layer.expansion(), &e));
         let mut cs = Vec::new();
         for j in 0..3 {
-            let rows: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == j).collect();
+            let rows: Vec<usize> = labels.members(j).collect();
             let zj = z.select(ndarray::Axis(0), &rows);
             let cj = operator(zj.view(), 0.1);
             worst = worst.max(max_rel(layer.compression(j).unwrap(), &cj));
-            assert!((layer.gamma()[j] - rows.len() as f64 / labels.len() as f64).abs() < 1e-15);
+            assert!(
+                (layer.gamma()[j] - rows.len() as f64 / labels.n_samples() as f64).abs() < 1e-15
+            );
             cs.push(cj);
         }
         z = layer_forward(&z, &e, &cs, layer.gamma(), 0.5, 200.0);
@@ -118,18 +120,18 @@ fn operators_match_closed_forms() {
     println!("E, C_j against the closed forms: worst relative error {worst:.1e}");
 }
 
-fn run_toy(centers: Array2<f64>, name: &str) -> (ReduNet<f64>, Array2<f64>, Vec<usize>) {
+fn run_toy(centers: Array2<f64>, name: &str) -> (ReduNet<f64>, Array2<f64>, Labels) {
     let k = centers.nrows();
     let mut rng = StdRng::seed_from_u64(1);
     let (x, labels) = gaussian_toy(&centers, 100, 0.1, &mut rng).unwrap();
-    let (net, z) = ReduNet::fit(&x, &labels, k, &ReduNetConfig::default(), |_| {}).unwrap();
+    let (net, z) = ReduNet::fit(&x, &labels, &ReduNetConfig::default(), |_| {}).unwrap();
     let h = net.history();
     assert_eq!(h.len(), 201);
     let worst_drop = h
         .windows(2)
         .map(|w| w[0].delta_r - w[1].delta_r)
         .fold(0.0f64, f64::max);
-    let means = class_means(&z, &labels, k).unwrap();
+    let means = class_means(&z, &labels).unwrap();
     let mut cos = Vec::new();
     for a in 0..k {
         for b in (a + 1)..k {
@@ -201,7 +203,7 @@ fn f32_networks_run() {
         layers: 20,
         ..ReduNetConfig::default()
     };
-    let (net, _) = ReduNet::fit(&x, &labels, 2, &config, |_| {}).unwrap();
+    let (net, _) = ReduNet::fit(&x, &labels, &config, |_| {}).unwrap();
     assert!(net.accuracy(&x, &labels).unwrap() > 0.95);
 }
 
@@ -213,22 +215,32 @@ fn bad_input_is_an_error() {
         ..ReduNetConfig::default()
     };
     assert!(matches!(
-        ReduNet::fit(&x, &[0, 1, 2], 2, &cfg, |_| {}),
+        Labels::new(&[0, 1, 2], 2).and_then(|l| ReduNet::fit(&x, &l, &cfg, |_| {})),
         Err(Error::LabelOutOfRange { .. })
     ));
     assert!(
-        ReduNet::fit(&x, &[0, 0, 0], 2, &cfg, |_| {}).is_err(),
+        Labels::new(&[0, 0, 0], 2)
+            .and_then(|l| ReduNet::fit(&x, &l, &cfg, |_| {}))
+            .is_err(),
         "class 1 has no samples"
     );
-    assert!(ReduNet::fit(&x, &[0, 1], 2, &cfg, |_| {}).is_err());
+    assert!(
+        Labels::new(&[0, 1], 2)
+            .and_then(|l| ReduNet::fit(&x, &l, &cfg, |_| {}))
+            .is_err()
+    );
     let mut nan = x.clone();
     nan[(1, 1)] = f64::NAN;
     assert!(matches!(
-        ReduNet::fit(&nan, &[0, 1, 1], 2, &cfg, |_| {}),
+        Labels::new(&[0, 1, 1], 2).and_then(|l| ReduNet::fit(&nan, &l, &cfg, |_| {})),
         Err(Error::NonFinite { .. })
     ));
     let zero = array![[1.0, 0.0], [0.0, 0.0], [0.7, 0.7]];
-    assert!(ReduNet::fit(&zero, &[0, 1, 1], 2, &cfg, |_| {}).is_err());
+    assert!(
+        Labels::new(&[0, 1, 1], 2)
+            .and_then(|l| ReduNet::fit(&zero, &l, &cfg, |_| {}))
+            .is_err()
+    );
     for bad in [
         ReduNetConfig { layers: 0, ..cfg },
         ReduNetConfig { eta: 0.0, ..cfg },
@@ -237,12 +249,24 @@ fn bad_input_is_an_error() {
             ..cfg
         },
     ] {
-        assert!(ReduNet::fit(&x, &[0, 1, 1], 2, &bad, |_| {}).is_err());
+        assert!(
+            Labels::new(&[0, 1, 1], 2)
+                .and_then(|l| ReduNet::fit(&x, &l, &bad, |_| {}))
+                .is_err()
+        );
     }
-    let (mut net, _) = ReduNet::fit(&x, &[0, 1, 1], 2, &cfg, |_| {}).unwrap();
+    let (mut net, _) = Labels::new(&[0, 1, 1], 2)
+        .and_then(|l| ReduNet::fit(&x, &l, &cfg, |_| {}))
+        .unwrap();
     assert!(net.transform(&array![[1.0, 0.0, 0.0]]).is_err());
     assert!(net.predict(&array![[0.0, 0.0]]).is_err());
-    assert!(net.update(&x, &[0, 1, 1], 0.0).is_err());
-    assert!(net.update(&x, &[0, 1, 1], 1.5).is_err());
+    assert!(
+        net.update(&x, &Labels::new(&[0, 1, 1], 2).unwrap(), 0.0)
+            .is_err()
+    );
+    assert!(
+        net.update(&x, &Labels::new(&[0, 1, 1], 2).unwrap(), 1.5)
+            .is_err()
+    );
     let _ = Precision::from_eps_sq(0.1).unwrap();
 }

@@ -79,3 +79,29 @@ fn huge_layer_sizes_are_errors_not_aborts() {
     };
     assert!(deep.check().is_err());
 }
+
+/// The matching behind `segmentation_error` scales with the smaller side: 20,000 singleton
+/// groups against 10 classes take little time; 20,000 groups on both sides are refused at
+/// once instead of running for hours.
+#[test]
+fn segmentation_error_scales_or_refuses() {
+    use mcr2::Labels;
+    use mcr2::metrics::segmentation_error;
+    let m = 20_000;
+    let singletons = Labels::from_ids(&(0..m).collect::<Vec<_>>()).unwrap();
+    let truth = Labels::new(&(0..m).map(|i| i % 10).collect::<Vec<_>>(), 10).unwrap();
+    let start = std::time::Instant::now();
+    // each class matches one singleton: 10 of 20,000 samples are right
+    let err = segmentation_error(&singletons, &truth).unwrap();
+    assert!((err - (1.0 - 10.0 / m as f64)).abs() < 1e-12);
+    let start2 = std::time::Instant::now();
+    assert!(matches!(
+        segmentation_error(&singletons, &singletons),
+        Err(Error::TooLarge { .. })
+    ));
+    println!(
+        "20,000 × 10 matching: {:?}; 20,000 × 20,000 refused in {:?}",
+        start2 - start,
+        start2.elapsed()
+    );
+}

@@ -1,7 +1,7 @@
 //! Serialization round trips (feature `serde`).
 #![cfg(feature = "serde")]
 
-use mcr2::{Precision, RateStats, ReferenceLoss};
+use mcr2::{Labels, Precision, RateStats, ReferenceLoss};
 use ndarray::Array2;
 
 #[test]
@@ -11,7 +11,7 @@ fn rate_stats_round_trip_preserves_rates() {
     });
     let labels: Vec<usize> = (0..40).map(|i| i % 3).collect();
     let mut stats = RateStats::new(6, 3).unwrap();
-    stats.push(&z, &labels).unwrap();
+    stats.push(&z, &Labels::new(&labels, 3).unwrap()).unwrap();
     let eps = Precision::from_eps(0.5).unwrap();
     let json = serde_json::to_string(&stats).unwrap();
     let back: RateStats<f64> = serde_json::from_str(&json).unwrap();

@@ -1,11 +1,11 @@
 //! Subspace tools: principal angles against a closed form, the mixture generator, the
 //! nearest-subspace classifier, and input errors.
 
-use mcr2::Error;
 use mcr2::data::SubspaceMixtureConfig;
 use mcr2::data::mixture_of_subspaces;
 use mcr2::metrics::class_subspace_angles;
 use mcr2::subspace::{NearestSubspace, SubspaceFit, principal_angles};
+use mcr2::{Error, Labels};
 use ndarray::{Array2, array};
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -36,7 +36,7 @@ fn mixture_generator_and_nearest_subspace() {
     config.orthogonal = true;
     let data = mixture_of_subspaces::<f64, _>(&config, &mut StdRng::seed_from_u64(1)).unwrap();
     assert_eq!(data.samples.dim(), (180, 20));
-    assert_eq!(data.labels.len(), 180);
+    assert_eq!(data.labels.n_samples(), 180);
     // orthonormal, mutually orthogonal bases
     for (i, u) in data.bases.iter().enumerate() {
         let g = u.t().dot(u);
@@ -57,18 +57,18 @@ fn mixture_generator_and_nearest_subspace() {
             .all(|r| (r.dot(&r) - 1.0).abs() < 1e-12)
     );
     // the fitted class subspaces recover the true ones (small noise): angles near 0 to the truth
-    let ns = NearestSubspace::fit(&data.samples, &data.labels, 3, 4, false).unwrap();
+    let ns = NearestSubspace::fit(&data.samples, &data.labels, 4, false).unwrap();
     for (fit, u) in ns.fits().iter().zip(&data.bases) {
         let ang = principal_angles(&fit.basis, u).unwrap();
         assert!(ang.iter().all(|a| a.to_degrees() < 10.0), "{ang:?}");
     }
-    let angles = class_subspace_angles(&data.samples, &data.labels, 3, 4).unwrap();
+    let angles = class_subspace_angles(&data.samples, &data.labels, 4).unwrap();
     assert!(angles[(0, 1)] > 80.0 && angles[(1, 2)] > 80.0);
     let test = mixture_of_subspaces::<f64, _>(&config, &mut StdRng::seed_from_u64(1)).unwrap();
     assert!(ns.accuracy(&test.samples, &test.labels).unwrap() > 0.98);
     // f32 works too
     let d32 = mixture_of_subspaces::<f32, _>(&config, &mut StdRng::seed_from_u64(2)).unwrap();
-    assert!(NearestSubspace::fit(&d32.samples, &d32.labels, 3, 4, true).is_ok());
+    assert!(NearestSubspace::fit(&d32.samples, &d32.labels, 4, true).is_ok());
 }
 
 #[test]
@@ -87,14 +87,14 @@ fn bad_inputs() {
     let x = Array2::<f64>::ones((4, 3));
     assert!(SubspaceFit::fit(&x, 0, true).is_err());
     assert!(matches!(
-        NearestSubspace::fit(&x, &[0, 0, 0, 0], 2, 1, false),
-        Err(Error::InvalidMembership(_))
+        NearestSubspace::fit(&x, &Labels::new(&[0, 0, 0, 0], 2).unwrap(), 1, false),
+        Err(Error::EmptyClass { class: 1 })
     ));
     assert!(matches!(
-        NearestSubspace::fit(&x, &[0, 1], 2, 1, false),
+        NearestSubspace::fit(&x, &Labels::new(&[0, 1], 2).unwrap(), 1, false),
         Err(Error::ShapeMismatch { .. })
     ));
-    let ns = NearestSubspace::fit(&x, &[0, 0, 1, 1], 2, 1, false).unwrap();
+    let ns = NearestSubspace::fit(&x, &Labels::new(&[0, 0, 1, 1], 2).unwrap(), 1, false).unwrap();
     assert!(matches!(
         ns.predict(&Array2::<f64>::ones((2, 4))),
         Err(Error::ShapeMismatch { .. })

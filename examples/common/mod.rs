@@ -9,8 +9,8 @@ use ndarray::Array2;
 /// E. Alpaydin and C. Kaynak, 1998, CC BY 4.0), shipped in `data/digits.csv.gz`.
 const DIGITS_GZ: &[u8] = include_bytes!("../../data/digits.csv.gz");
 
-/// Pixels (n × 64, values 0..16) and labels (0..9).
-pub fn digits() -> Result<(Array2<f64>, Vec<usize>), String> {
+/// Pixels (n × 64, values 0..16) and labels (10 classes).
+pub fn digits() -> Result<(Array2<f64>, mcr2::Labels), String> {
     let mut text = String::new();
     flate2::read::GzDecoder::new(DIGITS_GZ)
         .read_to_string(&mut text)
@@ -46,6 +46,7 @@ pub fn digits() -> Result<(Array2<f64>, Vec<usize>), String> {
     }
     let n = labels.len();
     let x = Array2::from_shape_vec((n, 64), pixels).map_err(|e| e.to_string())?;
+    let labels = mcr2::Labels::new(&labels, 10).map_err(|e| e.to_string())?;
     Ok((x, labels))
 }
 

@@ -3,7 +3,7 @@
 use ndarray::{Array2, ArrayRef2, Axis};
 
 use super::{Coder, Group};
-use crate::{Float, Result};
+use crate::{Float, Labels, Result};
 
 /// One merge of [`alc`], as the observer sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -22,7 +22,7 @@ pub struct AlcProgress {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Segmentation {
     /// Group of each sample, numbered 0.. in order of each group's first sample.
-    pub labels: Vec<usize>,
+    pub labels: Labels,
     /// Number of groups.
     pub groups: usize,
     /// The segmentation coding length before the first merge and after each merge (in the
@@ -180,7 +180,7 @@ pub fn alc<T: Float>(
         }
     }
     Ok(Segmentation {
-        labels,
+        labels: Labels::new(&labels, order.len())?,
         groups: order.len(),
         trace,
     })

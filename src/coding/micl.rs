@@ -3,7 +3,7 @@
 use ndarray::{Array1, Array2, ArrayRef2, ArrayView1};
 
 use super::{Coder, scatter_of};
-use crate::{Error, Float, Result};
+use crate::{Error, Float, Labels, Result};
 
 /// One class of a [`Micl`] classifier: its count, mean, the eigendecomposition of its
 /// scatter (the factor every test sample's rank-one update uses) and its coding length.
@@ -38,14 +38,10 @@ pub struct Micl {
 impl Micl {
     /// Fits one code per class from the rows of `x` labelled `labels` (0..classes); every
     /// class needs at least one sample.
-    pub fn fit<T: Float>(
-        x: &ArrayRef2<T>,
-        labels: &[usize],
-        classes: usize,
-        coder: Coder,
-    ) -> Result<Self> {
+    pub fn fit<T: Float>(x: &ArrayRef2<T>, labels: &Labels, coder: Coder) -> Result<Self> {
         crate::validate::matrix("samples", x)?;
-        let members = crate::membership::class_members(labels, classes, x.nrows())?;
+        let members = labels.nonempty_groups(x.nrows())?;
+        let classes = labels.n_classes();
         let x = x.mapv(|v| v.as_f64());
         let n = x.ncols();
         let mut codes = Vec::with_capacity(classes);
@@ -74,7 +70,7 @@ impl Micl {
     }
 
     /// Number of classes.
-    pub fn classes(&self) -> usize {
+    pub fn n_classes(&self) -> usize {
         self.classes.len()
     }
 
@@ -142,7 +138,7 @@ impl Micl {
     }
 
     /// Fraction of rows of `x` predicted as `labels`.
-    pub fn accuracy<T: Float>(&self, x: &ArrayRef2<T>, labels: &[usize]) -> Result<f64> {
-        crate::metrics::accuracy_of(x.nrows(), labels, || self.predict(x))
+    pub fn accuracy<T: Float>(&self, x: &ArrayRef2<T>, labels: &Labels) -> Result<f64> {
+        crate::metrics::accuracy(&self.predict(x)?, labels)
     }
 }

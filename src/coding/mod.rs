@@ -32,7 +32,7 @@ mod micl;
 pub use alc::{AlcProgress, Segmentation, alc};
 pub use micl::Micl;
 
-use crate::{Error, Float, Precision, Result};
+use crate::{Float, Labels, Precision, Result};
 
 /// The unit of coding lengths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -123,14 +123,15 @@ impl Coder {
     }
 
     /// The segmentation coding length `Σ_i [L(W_i) − |W_i| log₂(|W_i|/m)]` of the rows of `x`
-    /// grouped by `labels` (any values; each distinct label is a group).
-    pub fn segmentation_length<T: Float>(&self, x: &ArrayRef2<T>, labels: &[usize]) -> Result<f64> {
+    /// grouped by `labels` (empty groups cost nothing; [`Labels::from_ids`] groups arbitrary
+    /// ids).
+    pub fn segmentation_length<T: Float>(&self, x: &ArrayRef2<T>, labels: &Labels) -> Result<f64> {
         crate::validate::matrix("samples", x)?;
-        check_labels(labels, x.nrows())?;
+        labels.check_samples(x.nrows())?;
         let x = x.mapv(|v| v.as_f64());
         let m = x.nrows() as f64;
         let mut total = 0.0;
-        for members in groups_of(labels) {
+        for members in labels.groups().into_iter().filter(|g| !g.is_empty()) {
             let k = members.len() as f64;
             total += self.group(&x, members).length - k * (k / m).ln();
         }
@@ -248,29 +249,4 @@ pub(crate) fn scatter_of(x: &Array2<f64>, members: &[usize], mean: &Array1<f64>)
         r -= mean;
     }
     w.t().dot(&w)
-}
-
-pub(crate) fn check_labels(labels: &[usize], rows: usize) -> Result<()> {
-    if labels.len() != rows {
-        return Err(Error::ShapeMismatch {
-            what: "labels",
-            expected: format!("{rows} labels (one per sample)"),
-            got: format!("{}", labels.len()),
-        });
-    }
-    Ok(())
-}
-
-/// Member lists of the distinct labels, in order of first appearance.
-pub(crate) fn groups_of(labels: &[usize]) -> Vec<Vec<usize>> {
-    let mut index = std::collections::HashMap::new();
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    for (i, &l) in labels.iter().enumerate() {
-        let g = *index.entry(l).or_insert_with(|| {
-            groups.push(Vec::new());
-            groups.len() - 1
-        });
-        groups[g].push(i);
-    }
-    groups
 }

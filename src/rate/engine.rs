@@ -11,8 +11,8 @@
 
 use ndarray::{Array2, ArrayRef2, ArrayView2, ArrayViewMut2, Axis};
 
+use crate::labels::ClassRows;
 use crate::linalg::{Cholesky, shifted_identity};
-use crate::membership::ClassRows;
 use crate::{Float, Membership, Result};
 
 /// Elements of the gather buffer used to stream a class through the Gram and gradient

@@ -5,7 +5,7 @@ use ndarray::{Array2, ArrayRef2};
 use super::RateReduction;
 use super::engine::{sqrt_weights, weighted_gram};
 use crate::linalg::{Cholesky, shifted_identity, symmetrize_from_lower};
-use crate::{Error, Float, Membership, Precision, Result};
+use crate::{Error, Float, Labels, Membership, Precision, Result};
 
 /// Per-class Gram matrices `G_j = Zᵀ Π_j Z` (d × d) and weights `tr(Π_j)`: everything the
 /// rates need. Statistics add, so data larger than memory is processed chunk by chunk
@@ -15,14 +15,14 @@ use crate::{Error, Float, Membership, Precision, Result};
 /// Memory is O(k d²) whatever the number of samples.
 ///
 /// ```
-/// use mcr2::{rate_reduction, Membership, Precision, RateStats};
+/// use mcr2::{rate_reduction, Labels, Membership, Precision, RateStats};
 /// use ndarray::array;
 /// let z: ndarray::Array2<f64> = array![[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
 /// let eps = Precision::from_eps_sq(0.5)?;
 /// let mut a = RateStats::new(3, 2)?;
-/// a.push(&z.slice(ndarray::s![..2, ..]), &[0, 0])?;
+/// a.push(&z.slice(ndarray::s![..2, ..]), &Labels::new(&[0, 0], 2)?)?;
 /// let mut b = RateStats::new(3, 2)?;
-/// b.push(&z.slice(ndarray::s![2.., ..]), &[1, 1])?;
+/// b.push(&z.slice(ndarray::s![2.., ..]), &Labels::new(&[1, 1], 2)?)?;
 /// a.merge(&b)?;
 /// let one_shot = rate_reduction(&z, &Membership::hard(&[0, 0, 1, 1], 2)?, eps)?;
 /// assert!((a.rate_reduction(eps)?.delta_r - one_shot.delta_r).abs() < 1e-12);
@@ -76,13 +76,16 @@ impl<T: Float> RateStats<T> {
         })
     }
 
-    /// Adds a chunk of samples (rows of `z`) with hard labels in `0..classes`.
-    pub fn push(&mut self, z: &ArrayRef2<T>, labels: &[usize]) -> Result<()> {
-        if z.nrows() == 0 && labels.is_empty() {
-            return self.check_dim(z);
+    /// Adds a chunk of samples (rows of `z`) with hard labels over the same classes.
+    pub fn push(&mut self, z: &ArrayRef2<T>, labels: &Labels) -> Result<()> {
+        if labels.n_classes() != self.traces.len() {
+            return Err(Error::ShapeMismatch {
+                what: "labels",
+                expected: format!("{} classes", self.traces.len()),
+                got: format!("{} classes", labels.n_classes()),
+            });
         }
-        let m = Membership::hard(labels, self.traces.len())?;
-        self.push_membership(z, &m)
+        self.push_membership(z, &Membership::from(labels.clone()))
     }
 
     /// Adds a chunk of samples with any [`Membership`] (hard or soft) over those samples.
