@@ -40,7 +40,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let (xfit, yfit) = pick(&fit_idx);
     let (xval, yval) = pick(&val_idx);
-    let k = 10;
 
     let grid: &[f64] = if common::quick() {
         &[0.05, 0.1, 0.2]

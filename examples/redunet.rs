@@ -83,7 +83,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             array![[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
         ),
     ] {
-        let k = centers.nrows();
         let (x, labels) = gaussian_toy(&centers, 100, 0.1, &mut StdRng::seed_from_u64(1))?;
         let (xt, lt) = gaussian_toy(&centers, 100, 0.1, &mut StdRng::seed_from_u64(2))?;
         let run = fit(name, &x, &labels, &toy_config)?;
