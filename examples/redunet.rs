@@ -49,7 +49,7 @@ fn fit(
     config: &ReduNetConfig,
 ) -> Result<Run, Box<dyn std::error::Error>> {
     let bar = common::progress_bar(config.layers)?;
-    let (net, z) = ReduNet::fit(x, labels, config, |p| {
+    let (net, z, _) = ReduNet::fit(x, labels, config, |p| {
         bar.set_position(p.layer as u64);
         bar.set_message(format!("ΔR {:.4}", p.delta_r));
     })?;

@@ -82,7 +82,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "fit: {} iterations{}",
         report.iterations,
-        if report.converged { " (converged)" } else { "" }
+        if report.converged() {
+            " (converged)"
+        } else {
+            ""
+        }
     );
     // ΔR of the features normalize(X W) at the random initial W and after the fit (both in
     // R^12, so comparable; ΔR grows with the dimension, so the raw samples' is not)

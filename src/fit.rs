@@ -9,13 +9,14 @@
 //! * [`LinearMap::fit`]: learn `W` so that the features `normalize(X W)` maximize ΔR; new
 //!   samples are then mapped with [`LinearMap::transform`].
 //!
-//! Progress is reported through an observer closure (iteration, ΔR, R, Rc, gradient norm);
-//! the library never prints.
+//! Progress is reported through an observer closure (iteration, ΔR, R, Rc, gradient norm)
+//! that may stop the run ([`crate::observe`]); the library never prints.
 
 use ndarray::{Array2, ArrayRef2};
 use rand::Rng;
 use rand_distr::StandardNormal;
 
+use crate::observe::{Flow, Report, Stop};
 use crate::{Error, Float, Membership, Precision, Result, rate_reduction_with_grad};
 
 /// Step size, iteration budget and stopping tolerance of a fit.
@@ -92,17 +93,8 @@ impl Progress {
     }
 }
 
-/// How a fit ended.
-#[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct FitReport {
-    /// Iterations run.
-    pub iterations: usize,
-    /// Whether the gradient norm fell below the tolerance.
-    pub converged: bool,
-    /// Every iteration's [`Progress`].
-    pub history: Vec<Progress>,
-}
+/// How a fit ended (see [`Report`]).
+pub type FitReport = Report<Progress>;
 
 fn normalize_rows<T: Float>(z: &mut Array2<T>) -> Vec<T> {
     z.rows_mut()
@@ -138,91 +130,180 @@ fn check_inputs<T: Float>(z: &ArrayRef2<T>, m: &Membership<T>, config: &FitConfi
     m.check_samples(z.nrows())
 }
 
-/// The loop shared by the fits: `step` returns the iteration's progress and, unless the fit
-/// has converged (gradient norm ≤ tolerance), applies the update to its state.
-fn ascend<S>(
-    state: &mut S,
+/// One gradient-ascent problem: the state it moves (features or weights), how to evaluate
+/// it, and how to step it.
+trait Ascent {
+    /// The iteration's progress at the current state, and the ascent direction.
+    fn evaluate(&mut self, iteration: usize) -> Result<Progress>;
+    /// Moves the state one step along the direction of the last evaluation.
+    fn step(&mut self);
+}
+
+/// The loop shared by the fits: evaluate, report, stop on convergence (gradient norm ≤
+/// tolerance), on the observer's request or at the budget, else step.
+fn ascend<R: Flow>(
+    problem: &mut impl Ascent,
     config: &FitConfig,
-    observer: &mut impl FnMut(&Progress),
-    mut step: impl FnMut(&mut S, usize, bool) -> Result<Progress>,
+    observer: &mut impl FnMut(&Progress) -> R,
 ) -> Result<FitReport> {
     let mut history = Vec::new();
     for it in 0..config.max_iterations {
-        let p = step(state, it, false)?;
-        observer(&p);
+        let p = problem.evaluate(it)?;
+        let flow = observer(&p).flow();
         history.push(p);
-        if p.grad_norm <= config.tolerance {
-            return Ok(FitReport {
+        let stop = if p.grad_norm <= config.tolerance {
+            Some(Stop::Converged)
+        } else if flow.is_break() {
+            Some(Stop::Observer)
+        } else {
+            None
+        };
+        if let Some(stop) = stop {
+            return Ok(Report {
                 iterations: it + 1,
-                converged: true,
+                stop,
                 history,
             });
         }
-        step(state, it, true)?;
+        problem.step();
     }
-    Ok(FitReport {
+    Ok(Report {
         iterations: config.max_iterations,
-        converged: false,
+        stop: Stop::MaxIterations,
         history,
     })
+}
+
+/// Features on the sphere (see [`ascend_on_sphere`]).
+struct Sphere<'m, T: Float> {
+    z: Array2<T>,
+    grad: Array2<T>,
+    membership: &'m Membership<T>,
+    eps: Precision,
+    step: T,
+}
+
+impl<T: Float> Ascent for Sphere<'_, T> {
+    fn evaluate(&mut self, it: usize) -> Result<Progress> {
+        let (rr, mut g) = rate_reduction_with_grad(&self.z, self.membership, self.eps)?;
+        tangent(&mut g, &self.z);
+        let p = Progress::of(it, &rr, rr.delta_r.as_f64(), fro(&g));
+        self.grad = g;
+        Ok(p)
+    }
+
+    fn step(&mut self) {
+        self.z.scaled_add(self.step, &self.grad);
+        normalize_rows(&mut self.z);
+    }
+}
+
+/// Features with the ‖Z‖² penalty (see [`ascend_regularized`]).
+struct Regularized<'m, T: Float> {
+    z: Array2<T>,
+    grad: Array2<T>,
+    membership: &'m Membership<T>,
+    eps: Precision,
+    step: T,
+    lambda: f64,
+}
+
+impl<T: Float> Ascent for Regularized<'_, T> {
+    fn evaluate(&mut self, it: usize) -> Result<Progress> {
+        let (rr, mut g) = rate_reduction_with_grad(&self.z, self.membership, self.eps)?;
+        g.scaled_add(-T::from_f64(self.lambda), &self.z);
+        let sq: f64 = self.z.iter().map(|v| v.as_f64() * v.as_f64()).sum();
+        let objective = rr.delta_r.as_f64() - 0.5 * self.lambda * sq;
+        let p = Progress::of(it, &rr, objective, fro(&g));
+        self.grad = g;
+        Ok(p)
+    }
+
+    fn step(&mut self) {
+        self.z.scaled_add(self.step, &self.grad);
+    }
+}
+
+/// The weights of a linear map (see [`LinearMap::fit`]).
+struct Weights<'a, T: Float> {
+    w: Array2<T>,
+    grad: Array2<T>,
+    x: &'a ArrayRef2<T>,
+    membership: &'a Membership<T>,
+    eps: Precision,
+    step: T,
+}
+
+impl<T: Float> Ascent for Weights<'_, T> {
+    fn evaluate(&mut self, it: usize) -> Result<Progress> {
+        let mut z = self.x.dot(&self.w);
+        let norms = normalize_rows(&mut z);
+        if let Some(i) = norms.iter().position(|n| *n <= T::zero()) {
+            return Err(Error::InvalidParameter {
+                name: "X W",
+                value: format!("row {i} is zero"),
+                reason: "every sample must have a nonzero feature vector",
+            });
+        }
+        let (rr, mut g) = rate_reduction_with_grad(&z, self.membership, self.eps)?;
+        tangent(&mut g, &z);
+        for (mut gi, &ni) in g.rows_mut().into_iter().zip(&norms) {
+            gi.mapv_inplace(|v| v / ni);
+        }
+        self.grad = self.x.t().dot(&g);
+        Ok(Progress::of(it, &rr, rr.delta_r.as_f64(), fro(&self.grad)))
+    }
+
+    fn step(&mut self) {
+        self.w.scaled_add(self.step, &self.grad);
+    }
 }
 
 /// Projected gradient ascent on ΔR over the features, each row kept on the unit sphere:
 /// `Z ← normalize(Z + step · P_T(∂ΔR/∂Z))` with `P_T` the projection on the sphere's tangent
 /// spaces. Returns the final features and the report.
-pub fn ascend_on_sphere<T: Float>(
+pub fn ascend_on_sphere<T: Float, R: Flow>(
     z0: &ArrayRef2<T>,
     membership: &Membership<T>,
     config: &FitConfig,
-    mut observer: impl FnMut(&Progress),
+    mut observer: impl FnMut(&Progress) -> R,
 ) -> Result<(Array2<T>, FitReport)> {
     check_inputs(z0, membership, config)?;
     let mut z = z0.to_owned();
     normalize_rows(&mut z);
-    let step = T::from_f64(config.step);
-    let mut grad = Array2::<T>::zeros(z.dim());
-    let report = ascend(&mut z, config, &mut observer, |z, it, apply| {
-        if apply {
-            z.scaled_add(step, &grad);
-            normalize_rows(z);
-            return Ok(Progress::default());
-        }
-        let (rr, mut g) = rate_reduction_with_grad(z, membership, config.eps)?;
-        tangent(&mut g, z);
-        let p = Progress::of(it, &rr, rr.delta_r.as_f64(), fro(&g));
-        grad = g;
-        Ok(p)
-    })?;
-    Ok((z, report))
+    let mut problem = Sphere {
+        grad: Array2::zeros(z.dim()),
+        z,
+        membership,
+        eps: config.eps,
+        step: T::from_f64(config.step),
+    };
+    let report = ascend(&mut problem, config, &mut observer)?;
+    Ok((problem.z, report))
 }
 
 /// Gradient ascent on `R(Z) − Rc(Z) − (λ/2)‖Z‖²_F` (no normalization):
 /// `Z ← Z + step · (∂ΔR/∂Z − λ Z)`.
-pub fn ascend_regularized<T: Float>(
+pub fn ascend_regularized<T: Float, R: Flow>(
     z0: &ArrayRef2<T>,
     membership: &Membership<T>,
     lambda: f64,
     config: &FitConfig,
-    mut observer: impl FnMut(&Progress),
+    mut observer: impl FnMut(&Progress) -> R,
 ) -> Result<(Array2<T>, FitReport)> {
     check_inputs(z0, membership, config)?;
     crate::validate::positive("lambda", lambda)?;
-    let mut z = z0.to_owned();
-    let (step, lam) = (T::from_f64(config.step), T::from_f64(lambda));
-    let mut grad = Array2::<T>::zeros(z.dim());
-    let report = ascend(&mut z, config, &mut observer, |z, it, apply| {
-        if apply {
-            z.scaled_add(step, &grad);
-            return Ok(Progress::default());
-        }
-        let (rr, mut g) = rate_reduction_with_grad(z, membership, config.eps)?;
-        g.scaled_add(-lam, z);
-        let sq: f64 = z.iter().map(|v| v.as_f64() * v.as_f64()).sum();
-        let p = Progress::of(it, &rr, rr.delta_r.as_f64() - 0.5 * lambda * sq, fro(&g));
-        grad = g;
-        Ok(p)
-    })?;
-    Ok((z, report))
+    let z = z0.to_owned();
+    let mut problem = Regularized {
+        grad: Array2::zeros(z.dim()),
+        z,
+        membership,
+        eps: config.eps,
+        step: T::from_f64(config.step),
+        lambda,
+    };
+    let report = ascend(&mut problem, config, &mut observer)?;
+    Ok((problem.z, report))
 }
 
 /// A learned linear feature map `x ↦ normalize(x W)`, W: input dim × feature dim.
@@ -255,51 +336,31 @@ impl<T: Float> LinearMap<T> {
     /// Learns W (`x.ncols()` × `out_dim`, Gaussian initialization scaled by 1/√in) by gradient
     /// ascent on ΔR(normalize(X W)): with F = X W and G = ∂ΔR/∂Z,
     /// `∂ΔR/∂W = Xᵀ [ (G_i − (G_i·z_i) z_i) / ‖F_i‖ ]_i`.
-    pub fn fit<R: Rng + ?Sized>(
+    pub fn fit<R: Rng + ?Sized, F: Flow>(
         x: &ArrayRef2<T>,
         membership: &Membership<T>,
         out_dim: usize,
         config: &FitConfig,
         rng: &mut R,
-        mut observer: impl FnMut(&Progress),
+        mut observer: impl FnMut(&Progress) -> F,
     ) -> Result<(Self, FitReport)> {
         check_inputs(x, membership, config)?;
-        if out_dim == 0 {
-            return Err(Error::InvalidParameter {
-                name: "out_dim",
-                value: "0".into(),
-                reason: "must be ≥ 1",
-            });
-        }
+        crate::validate::at_least_one("out_dim", out_dim)?;
         let d_in = x.ncols();
+        crate::validate::elements_of::<T>("linear map weights", &[d_in, out_dim])?;
         let scale = 1.0 / (d_in as f64).sqrt();
-        let mut w = Array2::<T>::from_shape_simple_fn((d_in, out_dim), || {
+        let w = Array2::<T>::from_shape_simple_fn((d_in, out_dim), || {
             T::from_f64(scale * rng.sample::<f64, _>(StandardNormal))
         });
-        let step = T::from_f64(config.step);
-        let mut grad = Array2::<T>::zeros(w.dim());
-        let report = ascend(&mut w, config, &mut observer, |w, it, apply| {
-            if apply {
-                w.scaled_add(step, &grad);
-                return Ok(Progress::default());
-            }
-            let mut z = x.dot(&*w);
-            let norms = normalize_rows(&mut z);
-            if let Some(i) = norms.iter().position(|n| *n <= T::zero()) {
-                return Err(Error::InvalidParameter {
-                    name: "X W",
-                    value: format!("row {i} is zero"),
-                    reason: "every sample must have a nonzero feature vector",
-                });
-            }
-            let (rr, mut g) = rate_reduction_with_grad(&z, membership, config.eps)?;
-            tangent(&mut g, &z);
-            for (mut gi, &ni) in g.rows_mut().into_iter().zip(&norms) {
-                gi.mapv_inplace(|v| v / ni);
-            }
-            grad = x.t().dot(&g);
-            Ok(Progress::of(it, &rr, rr.delta_r.as_f64(), fro(&grad)))
-        })?;
-        Ok((Self { w }, report))
+        let mut problem = Weights {
+            grad: Array2::zeros(w.dim()),
+            w,
+            x,
+            membership,
+            eps: config.eps,
+            step: T::from_f64(config.step),
+        };
+        let report = ascend(&mut problem, config, &mut observer)?;
+        Ok((Self { w: problem.w }, report))
     }
 }

@@ -115,6 +115,7 @@ mod labels;
 pub(crate) mod linalg;
 pub mod metrics;
 pub mod nn;
+pub mod observe;
 mod precision;
 pub mod rate;
 pub mod redunet;

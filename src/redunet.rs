@@ -19,6 +19,7 @@
 
 use ndarray::{Array2, ArrayRef2, ArrayView2, ArrayViewMut2, Axis};
 
+use crate::observe::{Flow, Report, Stop};
 use crate::{Error, Float, Labels, Membership, Precision, RateReduction, Result};
 
 /// Sizes and constants of a ReduNet, with the reference defaults.
@@ -227,33 +228,51 @@ impl<T: Float> ReduNet<T> {
     /// Memory: the training features (m × d) are updated in place; besides the stored
     /// operators ((classes + 1) d² per layer), a layer needs the d × d Gram matrices and
     /// blocks of rows bounded independently of m.
-    pub fn fit(
+    pub fn fit<R: Flow>(
         x: &ArrayRef2<T>,
         labels: &Labels,
         config: &ReduNetConfig,
-        mut observer: impl FnMut(&LayerProgress),
-    ) -> Result<(Self, Array2<T>)> {
+        mut observer: impl FnMut(&LayerProgress) -> R,
+    ) -> Result<(Self, Array2<T>, Report<LayerProgress>)> {
         config.check()?;
         crate::validate::matrix("samples", x)?;
         let rows = labels.nonempty_groups(x.nrows())?;
+        // every layer stores E and the C_j: (classes + 1) d² values
+        crate::validate::elements_of::<T>(
+            "ReduNet operators",
+            &[config.layers, labels.n_classes() + 1, x.ncols(), x.ncols()],
+        )?;
         let membership = Membership::from(labels.clone());
         let mut z = to_sphere(x)?;
         let eps_sq = config.eps.eps_sq();
         let mut history = vec![crate::rate_reduction(&z, &membership, config.eps)?];
-        let mut layers = Vec::with_capacity(config.layers);
+        let mut layers = Vec::new();
+        let mut progress = Vec::new();
+        let mut stop = Stop::MaxIterations;
         for l in 0..config.layers {
             let layer = ReduLayer::from_features(z.view(), &rows, eps_sq)?;
             Self::apply_layer(&layer, config, &mut z);
             let rr = crate::rate_reduction(&z, &membership, config.eps)?;
-            observer(&LayerProgress {
+            let p = LayerProgress {
                 layer: l + 1,
                 delta_r: rr.delta_r.as_f64(),
                 r: rr.r.as_f64(),
                 rc: rr.rc.as_f64(),
-            });
+            };
+            let flow = observer(&p).flow();
+            progress.push(p);
             history.push(rr);
             layers.push(layer);
+            if flow.is_break() {
+                stop = Stop::Observer;
+                break;
+            }
         }
+        let report = Report {
+            iterations: layers.len(),
+            stop,
+            history: progress,
+        };
         Ok((
             Self {
                 config: *config,
@@ -262,6 +281,7 @@ impl<T: Float> ReduNet<T> {
                 history,
             },
             z,
+            report,
         ))
     }
 

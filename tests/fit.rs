@@ -43,7 +43,7 @@ fn run_regularized(
     config.tolerance = 1e-11;
     let (z, report) = ascend_regularized(&z0, &m, lambda, &config, |_| {}).unwrap();
     assert!(
-        report.converged,
+        report.converged(),
         "not converged after {} iterations",
         report.iterations
     );
@@ -208,7 +208,7 @@ fn linear_map_separates_a_mixture_of_subspaces() {
         "linear map: min pairwise angle {before:.1}° → {:.1}°, ΔR {dr0:.4} → {:.4} in {} iterations, largest decrease between iterations {worst_drop:.2e}",
         fit.angle, fit.delta_r, fit.report.iterations
     );
-    assert!(fit.report.converged);
+    assert!(fit.report.converged());
     assert!(fit.angle > 80.0, "smallest angle {}", fit.angle);
     assert!(worst_drop <= 1e-9, "ΔR decreased by {worst_drop:e}");
     assert!(fit.delta_r > dr0);
@@ -241,7 +241,7 @@ fn linear_map_over_ten_draws() {
             "ΔR learned {:.4}, orthogonalizing map {:.4}",
             f.delta_r, f.delta_r_orthogonal
         );
-        assert!(f.report.converged);
+        assert!(f.report.converged());
         assert!(f.delta_r > f.delta_r_orthogonal);
     }
     assert!(angles.iter().all(|&a| a > 75.0));
@@ -294,4 +294,61 @@ fn fit_parameters_are_checked() {
     assert!(ascend_regularized(&z, &bad, 0.1, &config, |_| {}).is_err());
     let map = LinearMap::from_weights(Array2::<f64>::eye(4)).unwrap();
     assert!(map.transform(&Array2::<f64>::eye(3)).is_err());
+}
+
+/// An observer can stop every iterative fit; the report says so.
+#[test]
+fn observers_stop_runs() {
+    use mcr2::coding::{Coder, alc};
+    use mcr2::data::gaussian_toy;
+    use mcr2::observe::Stop;
+    use mcr2::redunet::{ReduNet, ReduNetConfig};
+    use std::ops::ControlFlow;
+    let stop_at = |n: usize| {
+        move |i: usize| {
+            if i + 1 >= n {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    };
+    let z = Array2::from_shape_fn((12, 4), |(i, j)| ((i * 5 + j * 3) % 7) as f64 + 0.3);
+    let m = Membership::hard(&(0..12).map(|i| i % 3).collect::<Vec<_>>(), 3).unwrap();
+    let config = FitConfig::new(Precision::from_eps_sq(0.5).unwrap());
+    let (_, report) =
+        ascend_regularized(&z, &m, 0.05, &config, |p| stop_at(4)(p.iteration)).unwrap();
+    assert_eq!((report.iterations, report.stop), (4, Stop::Observer));
+    assert_eq!(report.history.len(), 4);
+
+    let centers = ndarray::array![[1.0, 0.0], [0.0, 1.0]];
+    let (x, labels) = gaussian_toy(&centers, 20, 0.1, &mut StdRng::seed_from_u64(3)).unwrap();
+    let (net, _, report) = ReduNet::fit(&x, &labels, &ReduNetConfig::default(), |p| {
+        stop_at(3)(p.layer - 1)
+    })
+    .unwrap();
+    assert_eq!(
+        (report.iterations, report.stop, net.layers().len()),
+        (3, Stop::Observer, 3)
+    );
+    let (_, _, full) = ReduNet::fit(
+        &x,
+        &labels,
+        &ReduNetConfig {
+            layers: 5,
+            ..ReduNetConfig::default()
+        },
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!((full.iterations, full.stop), (5, Stop::MaxIterations));
+
+    let coder = Coder::new(Precision::from_eps(0.1).unwrap());
+    let seg = alc(&x, &coder, |p| stop_at(6)(p.merges)).unwrap();
+    assert_eq!(
+        (seg.stop, seg.trace.len(), seg.groups),
+        (Stop::Observer, 6, 40 - 5)
+    );
+    let seg = alc(&x, &coder, |_| {}).unwrap();
+    assert_eq!(seg.stop, Stop::Converged);
 }

@@ -90,7 +90,7 @@ fn operators_match_closed_forms() {
         layers: 2,
         ..ReduNetConfig::default()
     };
-    let (net, _) = ReduNet::fit(&x, &labels, &config, |_| {}).unwrap();
+    let (net, _, _) = ReduNet::fit(&x, &labels, &config, |_| {}).unwrap();
     let mut z: Array2<f64> = x.clone();
     for mut row in z.rows_mut() {
         let n: f64 = row.dot(&row).sqrt();
@@ -124,7 +124,7 @@ fn run_toy(centers: Array2<f64>, name: &str) -> (ReduNet<f64>, Array2<f64>, Labe
     let k = centers.nrows();
     let mut rng = StdRng::seed_from_u64(1);
     let (x, labels) = gaussian_toy(&centers, 100, 0.1, &mut rng).unwrap();
-    let (net, z) = ReduNet::fit(&x, &labels, &ReduNetConfig::default(), |_| {}).unwrap();
+    let (net, z, _) = ReduNet::fit(&x, &labels, &ReduNetConfig::default(), |_| {}).unwrap();
     let h = net.history();
     assert_eq!(h.len(), 201);
     let worst_drop = h
@@ -203,7 +203,7 @@ fn f32_networks_run() {
         layers: 20,
         ..ReduNetConfig::default()
     };
-    let (net, _) = ReduNet::fit(&x, &labels, &config, |_| {}).unwrap();
+    let (net, _, _) = ReduNet::fit(&x, &labels, &config, |_| {}).unwrap();
     assert!(net.accuracy(&x, &labels).unwrap() > 0.95);
 }
 
@@ -255,7 +255,7 @@ fn bad_input_is_an_error() {
                 .is_err()
         );
     }
-    let (mut net, _) = Labels::new(&[0, 1, 1], 2)
+    let (mut net, _, _) = Labels::new(&[0, 1, 1], 2)
         .and_then(|l| ReduNet::fit(&x, &l, &cfg, |_| {}))
         .unwrap();
     assert!(net.transform(&array![[1.0, 0.0, 0.0]]).is_err());

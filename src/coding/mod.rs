@@ -29,7 +29,7 @@ use ndarray::{Array1, Array2, ArrayRef2};
 mod alc;
 mod micl;
 
-pub use alc::{AlcProgress, Segmentation, alc};
+pub use alc::{ALC_MAX_SAMPLES, AlcProgress, Segmentation, alc};
 pub use micl::Micl;
 
 use crate::{Float, Labels, Precision, Result};
