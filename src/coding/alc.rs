@@ -130,19 +130,22 @@ pub fn alc<T: Float, R: Flow>(
     };
     let mut best: Vec<(f64, usize)> = (0..m).map(|i| best_in(&delta, &active, i)).collect();
     let scale = |v: f64| coder.scale(v);
-    let mut trace = vec![scale(total)];
+    let mut trace = Vec::new();
     let mut merges = 0;
-    let mut stop = Stop::Converged;
-    let flow = observer(&AlcProgress {
-        merges,
-        groups: active.len(),
-        coding_length: scale(total),
-    })
-    .flow();
-    if flow.is_break() {
-        stop = Stop::Observer;
-    }
-    while stop == Stop::Converged && active.len() > 1 {
+    let stop = loop {
+        trace.push(scale(total));
+        let flow = observer(&AlcProgress {
+            merges,
+            groups: active.len(),
+            coding_length: scale(total),
+        })
+        .flow();
+        if flow.is_break() {
+            break Stop::Observer;
+        }
+        if active.len() <= 1 {
+            break Stop::Converged;
+        }
         let (gain, a) =
             active
                 .iter()
@@ -152,7 +155,7 @@ pub fn alc<T: Float, R: Flow>(
                     |b, c| if c.0 < b.0 { c } else { b },
                 );
         if gain.is_nan() || gain >= 0.0 {
-            break;
+            break Stop::Converged;
         }
         let b = best[a].1;
         let (a, b) = (a.min(b), a.max(b));
@@ -188,17 +191,7 @@ pub fn alc<T: Float, R: Flow>(
         }
         best[a] = best_in(&delta, &active, a);
         merges += 1;
-        trace.push(scale(total));
-        let flow = observer(&AlcProgress {
-            merges,
-            groups: active.len(),
-            coding_length: scale(total),
-        })
-        .flow();
-        if flow.is_break() {
-            stop = Stop::Observer;
-        }
-    }
+    };
     let mut labels = vec![0usize; m];
     let mut order: Vec<&Group> = groups.iter().flatten().collect();
     order.sort_by_key(|g| g.members.iter().min().copied());

@@ -53,27 +53,6 @@ pub(crate) fn gram_cols<T: RealField>(
     );
 }
 
-pub(crate) fn gram_rows<T: RealField>(
-    a: ArrayView2<T>,
-    alpha: T,
-    accumulate: bool,
-    out: ArrayViewMut2<T>,
-    parallel: bool,
-) {
-    let a = a.into_faer();
-    faer::linalg::matmul::triangular::matmul(
-        out.into_faer(),
-        BlockStructure::TriangularLower,
-        accum(accumulate),
-        a,
-        BlockStructure::Rectangular,
-        a.transpose(),
-        BlockStructure::Rectangular,
-        alpha,
-        par(parallel),
-    );
-}
-
 pub(crate) fn gemm<T: RealField>(
     alpha: T,
     a: ArrayView2<T>,

@@ -15,17 +15,6 @@ pub(crate) fn gram_cols<T: Lapack + Scalar<Real = T>>(
     general_mat_mul(alpha, &a.t(), &a, beta, &mut out);
 }
 
-pub(crate) fn gram_rows<T: Lapack + Scalar<Real = T>>(
-    a: ArrayView2<T>,
-    alpha: T,
-    accumulate: bool,
-    mut out: ArrayViewMut2<T>,
-    _parallel: bool,
-) {
-    let beta = if accumulate { T::one() } else { T::zero() };
-    general_mat_mul(alpha, &a, &a.t(), beta, &mut out);
-}
-
 pub(crate) fn gemm<T: Lapack + Scalar<Real = T>>(
     alpha: T,
     a: ArrayView2<T>,

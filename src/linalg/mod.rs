@@ -26,14 +26,6 @@ pub trait Backend<S> {
         out: ArrayViewMut2<S>,
         parallel: bool,
     );
-    /// `out ← alpha·a aᵀ (+ out if accumulate)`, lower triangle only (n × n for a: n × d).
-    fn gram_rows(
-        a: ArrayView2<S>,
-        alpha: S,
-        accumulate: bool,
-        out: ArrayViewMut2<S>,
-        parallel: bool,
-    );
     /// `c ← alpha·a b (+ c if accumulate)`.
     fn gemm(
         alpha: S,
@@ -67,14 +59,6 @@ macro_rules! impl_backend {
                 {
                     use $imp as b;
                     b::gram_cols(a, alpha, acc, out, p);
-                }
-                clear_upper_simd_state();
-            }
-            #[inline]
-            fn gram_rows(a: ArrayView2<$t>, alpha: $t, acc: bool, out: ArrayViewMut2<$t>, p: bool) {
-                {
-                    use $imp as b;
-                    b::gram_rows(a, alpha, acc, out, p);
                 }
                 clear_upper_simd_state();
             }
@@ -171,7 +155,8 @@ pub(crate) fn gram_rows<T: Float>(
     out: ArrayViewMut2<T>,
     parallel: bool,
 ) {
-    <T::Kernels as Backend<T>>::gram_rows(a, alpha, accumulate, out, parallel)
+    // a aᵀ is the Gram of the columns of aᵀ
+    <T::Kernels as Backend<T>>::gram_cols(a.t(), alpha, accumulate, out, parallel)
 }
 
 /// `c ← alpha·a b (+ c if accumulate)`.
