@@ -122,6 +122,10 @@ pub(crate) fn softmax_rows_in_place<T: Float>(a: &mut Array2<T>) {
 /// `GELU(x) = x Φ(x) = ½ x (1 + erf(x/√2))`, the exact form PyTorch's `nn.GELU()` uses.
 pub fn gelu<T: Float>(x: T) -> T {
     let v = x.as_f64();
+    // the limits: GELU(+∞) = +∞, GELU(−∞) = 0 (x Φ(x) would be −∞ · 0)
+    if v == f64::NEG_INFINITY {
+        return T::zero();
+    }
     T::from_f64(0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2)))
 }
 

@@ -119,7 +119,12 @@ impl<T: Float> NearestSubspace<T> {
         let residuals = self
             .fits
             .iter()
-            .map(|f| f.residual_norms(x))
+            .map(|f| {
+                let r = f.residual_norms(x)?;
+                // never answer a class for a sample whose residuals overflowed
+                crate::validate::finite_output("subspace residual norms", &r)?;
+                Ok(r)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok((0..x.nrows())
             .map(|i| {

@@ -105,3 +105,39 @@ fn segmentation_error_scales_or_refuses() {
         start2.elapsed()
     );
 }
+
+#[test]
+fn parameters_that_would_overflow_are_refused() {
+    use mcr2::{Precision, ReferenceLoss};
+    let eps = Precision::from_eps_sq(0.5).unwrap();
+    assert!(ReferenceLoss::new(eps, 1.0, 1e308).is_err());
+    assert!(ReferenceLoss::new(eps, 1e308, 1.0).is_err());
+    assert!(Ista::<f64>::from_parts(Array2::eye(3), 1e308, 0.1).is_err());
+    assert_eq!(mcr2::nn::gelu(f64::NEG_INFINITY), 0.0);
+    assert_eq!(mcr2::nn::gelu(f64::INFINITY), f64::INFINITY);
+}
+
+/// Deserialization goes through the checked constructors.
+#[cfg(feature = "serde")]
+#[test]
+fn deserialization_is_checked() {
+    use mcr2::{Labels, Precision, ReferenceLoss};
+    let eps = Precision::from_eps_sq(0.5).unwrap();
+    let json = serde_json::to_string(&ReferenceLoss::new(eps, 1.0, 1.0).unwrap()).unwrap();
+    for (from, to) in [
+        ("\"gam1\":1.0", "\"gam1\":-1.0"),
+        ("\"gam2\":1.0", "\"gam2\":-1.0"),
+        ("\"trace_offset\":0.0", "\"trace_offset\":-1.0"),
+    ] {
+        let bad = json.replacen(from, to, 1);
+        assert_ne!(bad, json);
+        assert!(
+            serde_json::from_str::<ReferenceLoss>(&bad).is_err(),
+            "{bad}"
+        );
+    }
+    let labels = Labels::new(&[0, 2, 1], 3).unwrap();
+    let json = serde_json::to_string(&labels).unwrap();
+    assert_eq!(serde_json::from_str::<Labels>(&json).unwrap(), labels);
+    assert!(serde_json::from_str::<Labels>("{\"labels\":[0,5],\"n_classes\":3}").is_err());
+}

@@ -123,6 +123,8 @@ impl Micl {
     /// The class of smallest coding-length increase for every row of `x`.
     pub fn predict<T: Float>(&self, x: &ArrayRef2<T>) -> Result<Vec<usize>> {
         let d = self.length_increase(x)?;
+        // never answer a class for a sample whose scores overflowed
+        crate::validate::finite_output("MICL coding length increase", &d)?;
         Ok(d.rows()
             .into_iter()
             .map(|r| {

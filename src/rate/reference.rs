@@ -27,6 +27,7 @@ use crate::{Error, Float, Membership, Precision, Result};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "LossRepr", into = "LossRepr"))]
 pub struct ReferenceLoss {
     eps: Precision,
     gam1: f64,
@@ -50,17 +51,16 @@ impl ReferenceLoss {
     /// The offset the reference code adds to tr(Π_j).
     pub const REFERENCE_TRACE_OFFSET: f64 = 1e-8;
 
-    /// Loss with precision ε, `gam1` (γ₁ > 0) and `gam2` (γ₂ ≥ 0, finite).
-    /// The reference defaults are γ₁ = γ₂ = 1.
+    /// Largest accepted γ₁ and γ₂: beyond it the loss of finite features may overflow.
+    pub const MAX_GAMMA: f64 = 1e12;
+
+    /// Loss with precision ε, `gam1` (0 < γ₁ ≤ [`MAX_GAMMA`](Self::MAX_GAMMA)) and `gam2`
+    /// (0 ≤ γ₂ ≤ `MAX_GAMMA`). The reference defaults are γ₁ = γ₂ = 1.
     pub fn new(eps: Precision, gam1: f64, gam2: f64) -> Result<Self> {
         crate::validate::positive("gam1", gam1)?;
-        if !(gam2.is_finite() && gam2 >= 0.0) {
-            return Err(Error::InvalidParameter {
-                name: "gam2",
-                value: gam2.to_string(),
-                reason: "must be finite and ≥ 0",
-            });
-        }
+        crate::validate::finite_non_negative("gam2", gam2)?;
+        crate::validate::at_most("gam1", gam1, Self::MAX_GAMMA)?;
+        crate::validate::at_most("gam2", gam2, Self::MAX_GAMMA)?;
         Ok(Self {
             eps,
             gam1,
@@ -72,13 +72,7 @@ impl ReferenceLoss {
     /// Adds `offset` (finite, ≥ 0) to every tr(Π_j), in both the weight and the scale of
     /// the class term, as the reference code does with 1e-8.
     pub fn with_trace_offset(mut self, offset: f64) -> Result<Self> {
-        if !(offset.is_finite() && offset >= 0.0) {
-            return Err(Error::InvalidParameter {
-                name: "trace_offset",
-                value: offset.to_string(),
-                reason: "must be finite and ≥ 0",
-            });
-        }
+        crate::validate::finite_non_negative("trace_offset", offset)?;
         self.trace_offset = offset;
         Ok(self)
     }
@@ -127,5 +121,35 @@ impl ReferenceLoss {
         let mut g = Array2::zeros(z.dim());
         ev.gradient_into(-self.gam2, 1.0, g.view_mut());
         Ok((value, g))
+    }
+}
+
+/// The serialized form, read back through the checked constructors.
+#[cfg(feature = "serde")]
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LossRepr {
+    eps: Precision,
+    gam1: f64,
+    gam2: f64,
+    trace_offset: f64,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<LossRepr> for ReferenceLoss {
+    type Error = Error;
+    fn try_from(r: LossRepr) -> Result<Self> {
+        ReferenceLoss::new(r.eps, r.gam1, r.gam2)?.with_trace_offset(r.trace_offset)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl From<ReferenceLoss> for LossRepr {
+    fn from(l: ReferenceLoss) -> Self {
+        LossRepr {
+            eps: l.eps,
+            gam1: l.gam1,
+            gam2: l.gam2,
+            trace_offset: l.trace_offset,
+        }
     }
 }
