@@ -3,7 +3,7 @@
 use ndarray::{Array2, ArrayRef2};
 
 use super::engine::{Evaluation, Params};
-use crate::{Error, Float, Membership, Precision, Result};
+use crate::{Float, Membership, Precision, Result};
 
 /// The MCR² training loss of the reference implementation (ryanchankh/mcr2, `loss.py`),
 /// to be **minimized**:
@@ -136,7 +136,7 @@ struct LossRepr {
 
 #[cfg(feature = "serde")]
 impl TryFrom<LossRepr> for ReferenceLoss {
-    type Error = Error;
+    type Error = crate::Error;
     fn try_from(r: LossRepr) -> Result<Self> {
         ReferenceLoss::new(r.eps, r.gam1, r.gam2)?.with_trace_offset(r.trace_offset)
     }
