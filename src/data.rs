@@ -78,14 +78,34 @@ impl SubspaceMixtureConfig {
                 "each must be in 1..=dim",
             );
         }
-        if self.samples.iter().sum::<usize>() == 0 {
+        let total = self
+            .samples
+            .iter()
+            .try_fold(0usize, |acc, &n| acc.checked_add(n));
+        let Some(total) = total else {
+            return Err(Error::TooLarge {
+                what: "samples (their sum overflows)",
+                bytes: None,
+                budget: crate::validate::memory_budget(),
+            });
+        };
+        crate::validate::elements(&[total, self.dim])?;
+        let widest = self.subspace_dims.iter().copied().max().unwrap_or(0);
+        crate::validate::elements(&[self.dim, widest])?;
+        if total == 0 {
             return bad(
                 "samples",
                 format!("{:?}", self.samples),
                 "at least one sample is needed",
             );
         }
-        if self.orthogonal && self.subspace_dims.iter().sum::<usize>() > self.dim {
+        if self.orthogonal
+            && self
+                .subspace_dims
+                .iter()
+                .try_fold(0usize, |acc, &p| acc.checked_add(p))
+                .is_none_or(|total| total > self.dim)
+        {
             return bad(
                 "subspace_dims",
                 format!("{:?}", self.subspace_dims),
@@ -203,8 +223,14 @@ pub fn gaussian_toy<T: Float, R: rand::Rng + ?Sized>(
         });
     }
     let (k, d) = centers.dim();
-    let mut x = Array2::<T>::zeros((k * per_class, d));
-    let mut labels = Vec::with_capacity(k * per_class);
+    let n = k.checked_mul(per_class).ok_or(Error::TooLarge {
+        what: "gaussian_toy samples",
+        bytes: None,
+        budget: crate::validate::memory_budget(),
+    })?;
+    crate::validate::elements_of::<T>("gaussian_toy samples", &[n, d])?;
+    let mut x = Array2::<T>::zeros((n, d));
+    let mut labels = Vec::with_capacity(n);
     for (i, mut row) in x.rows_mut().into_iter().enumerate() {
         let j = i / per_class;
         for (t, v) in row.iter_mut().enumerate() {

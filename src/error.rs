@@ -104,6 +104,20 @@ pub enum Error {
         /// The budget in force.
         budget: usize,
     },
+    /// A log-determinant `logdet(I + a·G)` whose scale is beyond the range where it can be
+    /// computed to the crate's accuracy (see the [crate docs](crate#reliability)): the data's
+    /// norm or `1/ε²` is too large, or `a·G` overflows.
+    #[error(
+        "{what}: the scale a·tr(G) = {scale:e} is beyond {limit:e}, past which the log-det loses accuracy; rescale the data or use a larger ε"
+    )]
+    Scale {
+        /// Which matrix.
+        what: &'static str,
+        /// `a·tr(G)` or `a·σ_max²` (may be infinite).
+        scale: f64,
+        /// The largest scale that would be accepted for this matrix.
+        limit: f64,
+    },
     /// An iterative decomposition (eigen, SVD) did not converge.
     #[error("{0} did not converge")]
     NoConvergence(&'static str),

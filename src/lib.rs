@@ -90,6 +90,22 @@
 //! size is known from the arguments. Forward passes of the networks return finite outputs or
 //! [`Error::NonFinite`]. Scratch buffers are kept per thread and can be released with
 //! [`release_workspace`].
+//!
+//! Quadratic or worse work is bounded: ALC refuses more than
+//! [`coding::ALC_MAX_SAMPLES`] samples, and the matching of
+//! [`metrics::segmentation_error`] more than [`metrics::MAX_MATCHING_WORK`] steps.
+//!
+//! Log-determinants `logdet(I + a·G)` (every rate) are accurate to about 10⁻¹² relative in
+//! f64 and 10⁻⁶ in f32 wherever they are returned: Cholesky of the Gram matrix where its
+//! estimated error allows, otherwise the singular values of the rows themselves (in f64),
+//! which stay accurate up to a scale `a·σ_max²` of about `10⁻⁷ ln(det)/(dim·u²)` (≈ 10²⁶ for
+//! a log-det near 30); beyond it the answer is [`Error::Scale`], never a drifting value.
+//! Identical rows of norm s, for example, match `½ ln(1 + d s²/ε²)` to 10⁻⁶ for s up to
+//! 10¹² in f64 and 10⁶ in f32 (test `identical_rows_of_large_norm_match_the_closed_form`).
+//! Gradients are backward stable (exact for data within rounding of the input); their
+//! relative accuracy is about `u·a·σ_max²`, so at extreme scales they are as ill-conditioned
+//! as the problem. [`RateStats`] keeps only Gram matrices and answers [`Error::Scale`] where
+//! their log-det could be off by more than 100 times that tolerance.
 
 //! ## Features
 //!

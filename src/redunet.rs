@@ -105,14 +105,14 @@ impl<T: Float> ReduLayer<T> {
         };
         // Gram matrices accumulated over row blocks: no copy of a class's rows is larger
         // than one block
-        let block = crate::rate::engine::chunk_rows(d).max(1);
+        let block = crate::rate::gram::chunk_rows(d).max(1);
         let mut total = Array2::<T>::zeros((d, d));
         let mut c = Vec::with_capacity(rows.len());
         let mut buf = Array2::<T>::zeros((block.min(m).max(1), d));
         for members in rows {
             let mut g = Array2::<T>::zeros((d, d));
             for chunk in members.chunks(block) {
-                let mut part = crate::rate::engine::head_rows(&mut buf, chunk.len());
+                let mut part = crate::rate::gram::head_rows(&mut buf, chunk.len());
                 for (mut r, &i) in part.rows_mut().into_iter().zip(chunk) {
                     r.assign(&z.row(i));
                 }

@@ -141,3 +141,66 @@ fn deserialization_is_checked() {
     assert_eq!(serde_json::from_str::<Labels>(&json).unwrap(), labels);
     assert!(serde_json::from_str::<Labels>("{\"labels\":[0,5],\"n_classes\":3}").is_err());
 }
+
+/// Identical rows of norm s (all in direction v): `R = ½ ln(1 + d s²/ε²)` and
+/// `∂R/∂Z = a s 1 vᵀ/(1 + a n s²)`, `a = d/(nε²)`. Within 1e-6 relative for s up to 10¹² (f64)
+/// and 10⁶ (f32) — in fact to any s where `d s²/ε²` stays below the documented scale bound —
+/// and a specific `Error::Scale` beyond it, never a wrong value.
+#[test]
+fn identical_rows_of_large_norm_match_the_closed_form() {
+    use mcr2::{Labels, Membership};
+    use mcr2::{Precision, coding_rate, coding_rate_with_grad, rate_reduction};
+    let eps = Precision::from_eps_sq(0.5).unwrap();
+    let directions: [&[f64]; 3] = [
+        &[1.0, -2.0, 0.0, 2.0, -1.0, 1.0, -2.0, 0.0],
+        &[1.0; 8],
+        &[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+    ];
+    for dir in directions {
+        let d = dir.len();
+        let norm = dir.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let v: Vec<f64> = dir.iter().map(|x| x / norm).collect();
+        for &n in &[16usize, 4] {
+            let a = d as f64 / (n as f64 * 0.5);
+            for exp in [-3i32, 0, 2, 4, 6, 8, 10, 12] {
+                let s = 10f64.powi(exp);
+                let exact = 0.5 * (d as f64 * s * s / 0.5).ln_1p();
+                let z = Array2::from_shape_fn((n, d), |(_, j)| v[j] * s);
+                let (r, g) = coding_rate_with_grad(&z, eps).unwrap();
+                assert!(
+                    (r - exact).abs() <= 1e-6 * exact,
+                    "f64 n={n} s={s}: {r} vs {exact}"
+                );
+                // the gradient's condition number is about u·d s²/ε² (a perturbation of Z by
+                // u·s in a direction where (I + aG)⁻¹ = 1 moves it by a·u·s, against its size
+                // 1/(n s)): compare it to 1e-6 where that is below 1e-6
+                let gscale = a * s / (1.0 + a * n as f64 * s * s);
+                let conditioned = f64::EPSILON * d as f64 * s * s / 0.5 <= 1e-6;
+                for ((_, j), &gij) in g.indexed_iter().filter(|_| conditioned) {
+                    let want = gscale * v[j];
+                    assert!(
+                        (gij - want).abs() <= 1e-6 * gscale,
+                        "grad n={n} s={s}: {gij} vs {want}"
+                    );
+                }
+                // two classes of identical rows: Rc is the same closed form per class
+                let labels = Labels::new(&(0..n).map(|i| i % 2).collect::<Vec<_>>(), 2).unwrap();
+                let rr = rate_reduction(&z, &Membership::from(labels), eps).unwrap();
+                let half = 0.5 * (d as f64 * s * s / 0.5).ln_1p() * 0.5;
+                assert!((rr.rc - 2.0 * half).abs() <= 1e-6 * rr.rc, "Rc s={s}");
+                if exp <= 6 {
+                    let r32 = coding_rate(&z.mapv(|x| x as f32), eps).unwrap() as f64;
+                    assert!(
+                        (r32 - exact).abs() <= 1e-6 * exact,
+                        "f32 n={n} s={s}: {r32}"
+                    );
+                }
+            }
+        }
+    }
+    // beyond the bound: a specific error, not a value
+    let z = Array2::<f64>::from_elem((16, 8), 1e16);
+    assert!(matches!(coding_rate(&z, eps), Err(Error::Scale { .. })));
+    let z = Array2::<f64>::from_elem((16, 8), 1e200);
+    assert!(matches!(coding_rate(&z, eps), Err(Error::Scale { .. })));
+}

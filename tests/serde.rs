@@ -34,6 +34,19 @@ fn malformed_stats_are_rejected() {
     let bad = json.replacen("\"traces\":[0.0,0.0]", "\"traces\":[-1.0,0.0]", 1);
     assert_ne!(bad, json);
     assert!(serde_json::from_str::<RateStats<f64>>(&bad).is_err());
+    // class weights beyond the sample count (1e300 made Rc = NaN in f32)
+    let mut stats = RateStats::<f32>::new(2, 1).unwrap();
+    let one = Labels::new(&[0, 0], 1).unwrap();
+    stats
+        .push(&ndarray::array![[1.0f32, 0.0], [0.0, 1.0]], &one)
+        .unwrap();
+    let json = serde_json::to_string(&stats).unwrap();
+    let bad = json.replacen("\"traces\":[2.0]", "\"traces\":[1e300]", 1);
+    assert_ne!(bad, json);
+    assert!(serde_json::from_str::<RateStats<f32>>(&bad).is_err());
+    let back: RateStats<f32> = serde_json::from_str(&json).unwrap();
+    let eps = Precision::from_eps_sq(0.5).unwrap();
+    assert!(back.rate_reduction(eps).unwrap().rc.is_finite());
 }
 
 #[test]

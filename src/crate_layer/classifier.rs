@@ -94,15 +94,19 @@ impl CrateConfig {
         self.encoder.block.dim
     }
 
-    /// Patches of a full-size image: (image_size / patch_size)².
+    /// Patches of a full-size image: (image_size / patch_size)² (saturating at `usize::MAX`,
+    /// which [`check`](Self::check) refuses).
     pub fn num_patches(&self) -> usize {
         let side = self.image_size / self.patch_size.max(1);
-        side * side
+        side.saturating_mul(side)
     }
 
-    /// Length of a flattened patch: patch_size² · channels.
+    /// Length of a flattened patch: patch_size² · channels (saturating at `usize::MAX`,
+    /// which [`check`](Self::check) refuses).
     pub fn patch_dim(&self) -> usize {
-        self.patch_size * self.patch_size * self.channels
+        self.patch_size
+            .saturating_mul(self.patch_size)
+            .saturating_mul(self.channels)
     }
 
     /// Number of parameters: patch embedding `2·P + dim·P + dim + 2·dim` (P = patch_dim),
@@ -123,8 +127,9 @@ impl CrateConfig {
             + (2 * d + c * d + c)
     }
 
-    /// Errors unless every size is ≥ 1, the patch divides the image side, and the encoder
-    /// configuration is valid.
+    /// Errors unless every size is ≥ 1, the patch divides the image side, the encoder
+    /// configuration is valid, and the embedding matrices fit the memory budget
+    /// ([`Error::TooLarge`] otherwise).
     pub fn check(&self) -> Result<()> {
         let bad = |name: &'static str, value: usize, reason: &'static str| {
             Err(Error::InvalidParameter {
@@ -149,7 +154,13 @@ impl CrateConfig {
         if self.num_classes == 0 {
             return bad("num_classes", 0, "must be ≥ 1");
         }
-        self.encoder.check()
+        self.encoder.check()?;
+        let d = self.dim();
+        let tokens = self.num_patches().saturating_add(1);
+        crate::validate::elements(&[tokens, d])?;
+        crate::validate::elements(&[self.patch_dim(), d])?;
+        crate::validate::elements(&[self.num_classes, d])?;
+        Ok(())
     }
 }
 

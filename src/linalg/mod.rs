@@ -280,6 +280,11 @@ impl<T: Float> Cholesky<T> {
         two * self.l.diag().iter().map(|&x| x.ln()).sum::<T>()
     }
 
+    /// The diagonal of L.
+    pub(crate) fn diagonal(&self) -> ndarray::ArrayView1<'_, T> {
+        self.l.diag()
+    }
+
     /// `A⁻¹`, full symmetric.
     pub(crate) fn inverse(&self, parallel: bool) -> Array2<T> {
         // measured: threads pay off for the inverse from about n = 768

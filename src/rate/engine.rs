@@ -1,5 +1,7 @@
 //! One evaluation of R, Rc and their gradients: the Gram matrices are formed once, each
-//! log-det is taken on the smaller side by Cholesky, and the gradients reuse those factors.
+//! log-det is taken on the smaller side by [`factor::identity_plus`] (Cholesky, or the
+//! singular values of the rows where Cholesky would lose accuracy), and the gradients reuse
+//! those factors.
 //!
 //! Layout: `z` is n × d with samples as rows. With `G = ZᵀZ` (d × d) or `K = Z Zᵀ` (n × n):
 //!
@@ -11,13 +13,12 @@
 
 use ndarray::{Array2, ArrayRef2, ArrayView2, ArrayViewMut2, Axis};
 
+use super::factor::{self, Factor};
+use super::gram::{
+    chunk_rows, for_classes, gather, head_rows, sqrt_weights, threads, weighted_gram,
+};
 use crate::labels::ClassRows;
-use crate::linalg::{Cholesky, shifted_identity};
 use crate::{Float, Membership, Result};
-
-/// Elements of the gather buffer used to stream a class through the Gram and gradient
-/// kernels (rows = `CHUNK_ELEMS / d`): a fixed scratch, independent of n.
-const CHUNK_ELEMS: usize = 1 << 18;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Params {
@@ -31,9 +32,23 @@ pub(crate) struct Params {
 
 enum Side<T> {
     /// I + a·G, d × d.
-    Primal(Cholesky<T>),
+    Primal(Factor<T>),
     /// I + a·S Z Zᵀ S over the class's samples, n_j × n_j.
-    Dual(Cholesky<T>),
+    Dual(Factor<T>),
+}
+
+fn cholesky<T: Float>(side: &Option<Side<T>>) -> Option<&crate::linalg::Cholesky<T>> {
+    match side {
+        Some(Side::Primal(f)) | Some(Side::Dual(f)) => f.cholesky(),
+        None => None,
+    }
+}
+
+fn spectral<T: Float>(side: &Option<Side<T>>) -> Option<&factor::Spectral> {
+    match side {
+        Some(Side::Primal(f)) | Some(Side::Dual(f)) => f.spectral(),
+        None => None,
+    }
 }
 
 struct ClassEval<'m, T> {
@@ -52,92 +67,6 @@ pub(crate) struct Evaluation<'z, 'm, T> {
     pub(crate) r: T,
     classes: Vec<ClassEval<'m, T>>,
     soft: bool,
-}
-
-pub(crate) fn chunk_rows(d: usize) -> usize {
-    (CHUNK_ELEMS / d.max(1)).max(1)
-}
-
-fn threads() -> usize {
-    #[cfg(feature = "parallel")]
-    {
-        rayon::current_num_threads()
-    }
-    #[cfg(not(feature = "parallel"))]
-    {
-        1
-    }
-}
-
-/// Runs `f(j, inner)` for every class j: across the rayon pool when the `parallel` feature is
-/// on and there is more than one class (then `inner` is false: each class's kernels run
-/// sequentially), one after the other otherwise (`inner` true: kernels may use threads).
-fn for_classes<R: Send>(k: usize, f: impl Fn(usize, bool) -> R + Sync + Send) -> Vec<R> {
-    #[cfg(feature = "parallel")]
-    if k > 1 && threads() > 1 {
-        use rayon::prelude::*;
-        return (0..k)
-            .into_par_iter()
-            .map(|j| {
-                crate::linalg::clear_upper_simd_state();
-                f(j, false)
-            })
-            .collect();
-    }
-    (0..k).map(|j| f(j, true)).collect()
-}
-
-/// Copies rows `rows` of `z` into `out` (one row each), scaled by `scale` when given.
-pub(crate) fn gather<T: Float>(
-    z: ArrayView2<T>,
-    rows: &[u32],
-    scale: Option<&[T]>,
-    mut out: ArrayViewMut2<T>,
-) {
-    for (p, &i) in rows.iter().enumerate() {
-        let src = z.row(i as usize);
-        let mut dst = out.row_mut(p);
-        match scale {
-            Some(s) => {
-                let w = s[p];
-                dst.zip_mut_with(&src, |o, &x| *o = x * w);
-            }
-            None => dst.assign(&src),
-        }
-    }
-}
-
-/// The first `len` rows of a scratch buffer.
-pub(crate) fn head_rows<T>(buf: &mut Array2<T>, len: usize) -> ArrayViewMut2<'_, T> {
-    buf.slice_axis_mut(Axis(0), ndarray::Slice::from(0..len))
-}
-
-pub(crate) fn sqrt_weights<T: Float>(rows: &ClassRows<'_, T>) -> Option<Vec<T>> {
-    rows.weights
-        .as_ref()
-        .map(|w| w.iter().map(|x| x.sqrt()).collect())
-}
-
-/// `Σ_p w_p x_p x_pᵀ` over the given rows of `z` (lower triangle, d × d), streamed through a
-/// scratch of at most `CHUNK_ELEMS` elements.
-pub(crate) fn weighted_gram<T: Float>(
-    z: ArrayView2<T>,
-    rows: &[u32],
-    sqrt_w: Option<&[T]>,
-    accumulate_into: Option<Array2<T>>,
-    parallel: bool,
-) -> Array2<T> {
-    let d = z.ncols();
-    let chunk = chunk_rows(d);
-    let mut g = accumulate_into.unwrap_or_else(|| Array2::zeros((d, d)));
-    let mut buf = Array2::<T>::zeros((chunk.min(rows.len()), d));
-    for (c, idx) in rows.chunks(chunk).enumerate() {
-        let sc = sqrt_w.map(|s| &s[c * chunk..c * chunk + idx.len()]);
-        let mut xb = head_rows(&mut buf, idx.len());
-        gather(z, idx, sc, xb.view_mut());
-        crate::linalg::gram_cols(xb.view(), T::one(), true, g.view_mut(), parallel);
-    }
-    g
 }
 
 /// What a class contributes to the gradient, before it is written into the output rows.
@@ -201,7 +130,12 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
                         };
                     }
                 }
-                let f = Cholesky::new(shifted_identity(&kj, aj), "I + a_j·K_j", inner)?;
+                let class_x = || {
+                    let mut x = Array2::<T>::zeros((nj, d));
+                    gather(z, &rows.rows, sw.as_deref(), x.view_mut());
+                    x
+                };
+                let f = factor::identity_plus(&kj, aj, class_x, "I + a_j·K_j", inner)?;
                 let term = Self::class_weight(&rows, params, n) * f.logdet();
                 Ok(ClassEval {
                     rows,
@@ -213,8 +147,10 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
                 classes.push(e?);
             }
             r_side = if need_r {
-                Some(Side::Dual(Cholesky::new(
-                    shifted_identity(&kmat, a),
+                Some(Side::Dual(factor::identity_plus(
+                    &kmat,
+                    a,
+                    || z.to_owned(),
                     "I + a·K",
                     true,
                 )?))
@@ -253,7 +189,7 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
                         crate::linalg::gram_cols(x.view(), T::one(), false, gx.view_mut(), inner);
                         gx
                     });
-                    let f = Cholesky::new(shifted_identity(&kj, aj), "I + a_j·K_j", inner)?;
+                    let f = factor::identity_plus(&kj, aj, || x.clone(), "I + a_j·K_j", inner)?;
                     let term = weight * f.logdet();
                     Ok((
                         ClassEval {
@@ -265,7 +201,12 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
                     ))
                 } else {
                     let gj = weighted_gram(z, &rows.rows, sw.as_deref(), None, inner);
-                    let f = Cholesky::new(shifted_identity(&gj, aj), "I + a_j·G_j", inner)?;
+                    let class_x = || {
+                        let mut x = Array2::<T>::zeros((nj, d));
+                        gather(z, &rows.rows, sw.as_deref(), x.view_mut());
+                        x
+                    };
+                    let f = factor::identity_plus(&gj, aj, class_x, "I + a_j·G_j", inner)?;
                     let term = weight * f.logdet();
                     let gj = (!soft && need_r).then_some(gj);
                     Ok((
@@ -286,8 +227,10 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
                 classes.push(class);
             }
             r_side = if need_r {
-                Some(Side::Primal(Cholesky::new(
-                    shifted_identity(&g, a),
+                Some(Side::Primal(factor::identity_plus(
+                    &g,
+                    a,
+                    || z.to_owned(),
                     "I + a·G",
                     true,
                 )?))
@@ -335,8 +278,38 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
         self.classes.iter().map(|c| c.term).sum()
     }
 
-    /// Writes `c_r·∂R/∂Z + c_rc·∂Rc/∂Z` into `out` (n × d).
+    /// Writes `c_r·∂R/∂Z + c_rc·∂Rc/∂Z` into `out` (n × d): the terms factored by Cholesky
+    /// through their inverses, then those taken by singular values added row by row.
     pub(crate) fn gradient_into(&self, c_r: f64, c_rc: f64, mut out: ArrayViewMut2<T>) {
+        self.cholesky_terms_into(c_r, c_rc, out.view_mut());
+        self.add_spectral_terms(c_r, c_rc, out);
+    }
+
+    /// Adds `c_r·a·Z(I + aG)⁻¹` and `κ·S_j X_j(I + a_j X_jᵀX_j)⁻¹` for the terms whose
+    /// factor is [`Factor::Spectral`] (see [`factor::Spectral::solution`]).
+    fn add_spectral_terms(&self, c_r: f64, c_rc: f64, mut out: ArrayViewMut2<T>) {
+        let (n, d) = self.z.dim();
+        let a = self.params.gam1 * d as f64 / (n as f64 * self.params.eps_sq);
+        if let (Some(f), true) = (spectral(&self.r_side), c_r != 0.0) {
+            out += &f.solution::<T>(c_r * a);
+        }
+        let kappa = c_rc * d as f64 / (n as f64 * self.params.eps_sq);
+        for class in &self.classes {
+            let Some(f) = spectral(&class.side) else {
+                continue;
+            };
+            let rows = f.solution::<T>(kappa);
+            let sw = sqrt_weights(&class.rows);
+            for (p, &i) in class.rows.rows.iter().enumerate() {
+                let w = sw.as_ref().map_or(T::one(), |s| s[p]);
+                out.row_mut(i as usize)
+                    .zip_mut_with(&rows.row(p), |o, &v| *o += w * v);
+            }
+        }
+    }
+
+    /// The terms factored by Cholesky.
+    fn cholesky_terms_into(&self, c_r: f64, c_rc: f64, mut out: ArrayViewMut2<T>) {
         let z = self.z;
         let (n, d) = z.dim();
         let a = self.params.gam1 * d as f64 / (n as f64 * self.params.eps_sq);
@@ -347,15 +320,12 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
             // Everything is on the sample side: the gradient is W Z with the n × n matrix
             // W = c_r·a·(I + aK)⁻¹ + κ Σ_j S_j (I + a_j K_j)⁻¹ S_j (class blocks scattered to
             // their samples): one product, no per-class solves.
-            let mut w = match &self.r_side {
-                Some(Side::Primal(f)) | Some(Side::Dual(f)) if c_r != 0.0 => {
-                    f.inverse(true).mapv(|x| x * ca)
-                }
+            let mut w = match cholesky(&self.r_side) {
+                Some(f) if c_r != 0.0 => f.inverse(true).mapv(|x| x * ca),
                 _ => Array2::<T>::zeros((n, n)),
             };
-            let blocks = for_classes(self.classes.len(), |j, inner| match &self.classes[j].side {
-                Some(Side::Dual(f)) | Some(Side::Primal(f)) => Some(f.inverse(inner)),
-                None => None,
+            let blocks = for_classes(self.classes.len(), |j, inner| {
+                cholesky(&self.classes[j].side).map(|f| f.inverse(inner))
             });
             for (class, binv) in self.classes.iter().zip(blocks) {
                 let Some(binv) = binv else { continue };
@@ -372,12 +342,20 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
             crate::linalg::gemm(T::one(), w.view(), z, false, out.view_mut(), true);
             return;
         }
+        self.feature_side_into(c_r, c_rc, out);
+    }
+
+    /// The feature-side (d ≤ n) gradient of the terms factored by Cholesky.
+    fn feature_side_into(&self, c_r: f64, c_rc: f64, mut out: ArrayViewMut2<T>) {
+        let z = self.z;
+        let (n, d) = z.dim();
+        let a = self.params.gam1 * d as f64 / (n as f64 * self.params.eps_sq);
+        let kappa = T::from_f64(c_rc * d as f64 / (n as f64 * self.params.eps_sq));
+        let ca = T::from_f64(c_r * a);
 
         // R's part: E = c_r·a·(I + aG)⁻¹ (feature side, d ≤ n).
-        let e: Option<Array2<T>> = match &self.r_side {
-            Some(Side::Primal(f)) | Some(Side::Dual(f)) if c_r != 0.0 => {
-                Some(f.inverse(true).mapv(|x| x * ca))
-            }
+        let e: Option<Array2<T>> = match cholesky(&self.r_side) {
+            Some(f) if c_r != 0.0 => Some(f.inverse(true).mapv(|x| x * ca)),
             _ => {
                 out.fill(T::zero());
                 None
@@ -386,7 +364,10 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
         // With soft membership (rows in several classes), or no R part, the R part is applied
         // once to all rows and the class parts are added; with hard labels each row gets one
         // product with E + κ A_j⁻¹.
-        let additive = self.soft || e.is_none() || self.classes.is_empty();
+        let additive = self.soft
+            || e.is_none()
+            || self.classes.is_empty()
+            || self.classes.iter().any(|c| spectral(&c.side).is_some());
         if let (Some(e), true) = (&e, additive) {
             crate::linalg::gemm(T::one(), z, e.view(), false, out.view_mut(), true);
         }
@@ -395,15 +376,14 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
         let ops = for_classes(self.classes.len(), |j, inner| {
             let class = &self.classes[j];
             match &class.side {
-                None => ClassOp::None,
-                Some(Side::Primal(f)) => {
+                Some(Side::Primal(Factor::Cholesky(f))) => {
                     let mut m = f.inverse(inner).mapv(|x| x * kappa);
                     if !additive {
                         m += e_ref.expect("feature-side R when not additive");
                     }
                     ClassOp::Primal(m)
                 }
-                Some(Side::Dual(f)) => {
+                Some(Side::Dual(Factor::Cholesky(f))) => {
                     // κ·S (I + a_j S Z_s Z_sᵀ S)⁻¹ S Z_s  (n_j < d, so this is small)
                     let rows: &[u32] = &class.rows.rows;
                     let sw = sqrt_weights(&class.rows);
@@ -433,6 +413,7 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
                     }
                     ClassOp::Dual(y)
                 }
+                _ => ClassOp::None,
             }
         });
 

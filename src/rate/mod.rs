@@ -7,11 +7,15 @@
 //! * `Rc(Z | Π) = Σ_j tr(Π_j)/(2n) · logdet(I + d/(tr(Π_j) ε²) Zᵀ Π_j Z)`
 //! * `ΔR(Z | Π) = R(Z) − Rc(Z | Π)`
 //!
-//! Each log-det is computed by Cholesky on the smaller side (d × d or n_j × n_j, by
-//! Sylvester's identity `det(I + A B) = det(I + B A)`); with hard labels the per-class Gram
-//! matrices are formed once and their sum is the total Gram matrix.
+//! Each log-det is computed on the smaller side (d × d or n_j × n_j, by Sylvester's identity
+//! `det(I + A B) = det(I + B A)`), by Cholesky or, where that would lose accuracy (badly
+//! conditioned data of large norm), from the singular values of the rows (see the crate's
+//! reliability contract); with hard labels the per-class Gram matrices are formed once and
+//! their sum is the total Gram matrix.
 
 pub(crate) mod engine;
+mod factor;
+pub(crate) mod gram;
 mod reference;
 mod stats;
 
@@ -198,8 +202,8 @@ pub fn class_coding_rate_grad_membership<T: Float>(
             continue;
         }
         let aj = T::from_f64(d as f64 / (t * eps_sq));
-        let sw = engine::sqrt_weights(&rows);
-        let gj = engine::weighted_gram(z.view(), &rows.rows, sw.as_deref(), None, true);
+        let sw = gram::sqrt_weights(&rows);
+        let gj = gram::weighted_gram(z.view(), &rows.rows, sw.as_deref(), None, true);
         let f = crate::linalg::Cholesky::new(
             crate::linalg::shifted_identity(&gj, aj),
             "I + a_j·G_j",

@@ -3,8 +3,8 @@
 use ndarray::{Array2, ArrayRef2};
 
 use super::RateReduction;
-use super::engine::{sqrt_weights, weighted_gram};
-use crate::linalg::{Cholesky, shifted_identity, symmetrize_from_lower};
+use super::gram::{sqrt_weights, weighted_gram};
+use crate::linalg::symmetrize_from_lower;
 use crate::{Error, Float, Labels, Membership, Precision, Result};
 
 /// Per-class Gram matrices `G_j = Zᵀ Π_j Z` (d × d) and weights `tr(Π_j)`: everything the
@@ -185,7 +185,7 @@ impl<T: Float> RateStats<T> {
             g += gj;
         }
         let a = T::from_f64(self.dim as f64 / (self.n as f64 * eps.eps_sq()));
-        let f = Cholesky::new(shifted_identity(&g, a), "I + a·G", true)?;
+        let f = super::factor::identity_plus_gram(&g, a, "I + a·G", true)?;
         Ok(T::from_f64(0.5) * f.logdet())
     }
 
@@ -199,7 +199,7 @@ impl<T: Float> RateStats<T> {
                 continue;
             }
             let aj = T::from_f64(self.dim as f64 / (t * eps.eps_sq()));
-            let f = Cholesky::new(shifted_identity(gj, aj), "I + a_j·G_j", true)?;
+            let f = super::factor::identity_plus_gram(gj, aj, "I + a_j·G_j", true)?;
             terms.push(T::from_f64(t / (2.0 * self.n as f64)) * f.logdet());
         }
         Ok(terms)
@@ -250,8 +250,15 @@ impl<T: Float> TryFrom<StatsRepr<T>> for RateStats<T> {
         if r.grams.len() != r.traces.len() || r.grams.iter().any(|g| g.dim() != (r.dim, r.dim)) {
             return Err(bad("one dim × dim Gram matrix per class is required"));
         }
-        if r.traces.iter().any(|t| !(t.is_finite() && *t >= 0.0)) {
-            return Err(bad("class weights must be finite and ≥ 0"));
+        // each class weight is a sum of memberships of at most n samples (each ≤ 1)
+        let most = r.n as f64 * (1.0 + 1e-9);
+        if r.traces
+            .iter()
+            .any(|t| !(t.is_finite() && *t >= 0.0 && *t <= most))
+        {
+            return Err(bad(
+                "class weights must be finite, ≥ 0 and at most the sample count",
+            ));
         }
         for g in &r.grams {
             crate::validate::finite("Gram matrix", g)?;
