@@ -220,5 +220,6 @@ pub fn class_means<T: Float>(z: &ArrayRef2<T>, labels: &Labels) -> Result<Array2
         mean /= T::from_usize(members.len());
         out.row_mut(j).assign(&mean);
     }
+    crate::validate::finite_output("class means", &out)?;
     Ok(out)
 }

@@ -56,6 +56,20 @@ pub(crate) fn finite_output<T: Float, D: ndarray::Dimension>(
     }
 }
 
+/// Errors with [`Error::NonFinite`] when a computed scalar is NaN or ±∞; passes it through
+/// otherwise.
+pub(crate) fn finite_value<T: Float>(what: &'static str, value: T) -> Result<T> {
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(Error::NonFinite {
+            what,
+            row: 0,
+            col: 0,
+        })
+    }
+}
+
 /// Whether every entry is finite: 0·x is 0 for finite x and NaN otherwise, summed in one
 /// vectorizable pass (eight independent lanes, so that the additions do not form one serial
 /// chain).

@@ -320,7 +320,7 @@ fn block_is_the_composition_of_its_parts() {
     let block = ToStBlock::<f64>::new(&config, &mut rng).unwrap();
     let x = tokens(1, 6, 12).index_axis(Axis(0), 0).to_owned();
     // pieces through their public APIs (fresh LayerNorms: weight 1, bias 0, ε 1e-6)
-    let ln = LayerNorm::<f64>::new(&LayerNormConfig::new(12).with_eps(1e-6));
+    let ln = LayerNorm::<f64>::new(&LayerNormConfig::new(12).with_eps(1e-6)).unwrap();
     let a = block.attention().forward(&ln.forward(&x).unwrap()).unwrap();
     let y = &x + &a;
     let bytes = block.to_safetensors("").unwrap();

@@ -119,7 +119,7 @@ impl Coder {
         crate::validate::matrix("samples", x)?;
         let x = x.mapv(|v| v.as_f64());
         let g = self.group(&x, (0..x.nrows()).collect());
-        Ok(self.scale(g.length))
+        crate::validate::finite_value("coding length", self.scale(g.length))
     }
 
     /// The segmentation coding length `Σ_i [L(W_i) − |W_i| log₂(|W_i|/m)]` of the rows of `x`
@@ -135,7 +135,7 @@ impl Coder {
             let k = members.len() as f64;
             total += self.group(&x, members).length - k * (k / m).ln();
         }
-        Ok(self.scale(total))
+        crate::validate::finite_value("segmentation coding length", self.scale(total))
     }
 
     /// A group's statistics and coding length (nats) from its member rows of `x`.

@@ -152,9 +152,9 @@ impl<T: Float> CrateBlock<T> {
         let mssa = Mssa::new(&config.mssa(), rng)?;
         let ista = Ista::new(&config.ista(), rng)?;
         Self::from_parts(
-            LayerNorm::new(&config.layer_norm()),
+            LayerNorm::new(&config.layer_norm())?,
             mssa,
-            LayerNorm::new(&config.layer_norm()),
+            LayerNorm::new(&config.layer_norm())?,
             ista,
         )
     }

@@ -254,13 +254,13 @@ impl<T: Float> CrateClassifier<T> {
         let encoder = CrateEncoder::new(&config.encoder, rng)?;
         Ok(Self {
             config: *config,
-            patch_norm: ln(p),
+            patch_norm: ln(p)?,
             patch_linear,
-            embed_norm: ln(d),
+            embed_norm: ln(d)?,
             cls_token,
             pos_embedding,
             encoder,
-            head_norm: ln(d),
+            head_norm: ln(d)?,
             head_linear,
         })
     }

@@ -205,7 +205,10 @@ impl<T: Float> Ista<T> {
         crate::linalg::gemm(-T::one(), z.view(), self.d.t(), true, r.view_mut(), true);
         let l1: T = z.iter().map(|v| v.abs()).sum();
         let sq: T = r.iter().map(|v| *v * *v).sum();
-        Ok(T::from_f64(self.lambda) * l1 + T::from_f64(0.5) * sq)
+        crate::validate::finite_value(
+            "LASSO objective",
+            T::from_f64(self.lambda) * l1 + T::from_f64(0.5) * sq,
+        )
     }
 
     fn check(&self, x: &ArrayRef2<T>, what: &'static str) -> Result<()> {

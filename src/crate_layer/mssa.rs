@@ -248,7 +248,9 @@ impl<T: Float> Mssa<T> {
     /// white box: `κβ(β [U_1 … U_K][SSA_k]_k − Z)` (see [`from_subspaces`](Self::from_subspaces)).
     pub fn forward(&self, x: &ndarray::ArrayRef2<T>) -> Result<Array2<T>> {
         crate::validate::matrix_with_cols("tokens", x, self.dim())?;
-        Ok(self.apply(x.view(), x.nrows()))
+        let y = self.apply(x.view(), x.nrows());
+        crate::validate::finite_output("MSSA output", &y)?;
+        Ok(y)
     }
 
     /// The projected tokens `W = Z [U_1 … U_K]` (m × heads·dim_head) of `x` (m × dim).

@@ -43,6 +43,7 @@ impl LayerNormConfig {
     /// Errors on a zero dimension or an ε that is not finite and > 0.
     pub fn check(&self) -> Result<()> {
         crate::validate::at_least_one("layer norm dim", self.dim)?;
+        crate::validate::elements(&[self.dim, 2])?;
         crate::validate::positive("layer norm eps", self.eps)
     }
 }
@@ -59,18 +60,13 @@ pub struct LayerNorm<T: Float> {
 impl<T: Float> LayerNorm<T> {
     /// PyTorch's initialization: weight 1 and bias 0 (no randomness). Errors on an invalid
     /// configuration.
-    pub fn new(config: &LayerNormConfig) -> Self {
-        Self {
+    pub fn new(config: &LayerNormConfig) -> Result<Self> {
+        config.check()?;
+        Ok(Self {
             weight: Array1::ones(config.dim),
             bias: Array1::zeros(config.dim),
             eps: config.eps,
-        }
-    }
-
-    /// Weight 1 and bias 0, after checking the configuration.
-    pub fn try_new(config: &LayerNormConfig) -> Result<Self> {
-        config.check()?;
-        Ok(Self::new(config))
+        })
     }
 
     /// From a given affine weight and bias (both of length dim).
@@ -107,7 +103,9 @@ impl<T: Float> LayerNorm<T> {
     /// Normalizes every row (token) of `x` (n × dim).
     pub fn forward(&self, x: &ArrayRef2<T>) -> Result<Array2<T>> {
         crate::validate::matrix_with_cols("tokens", x, self.dim())?;
-        Ok(self.apply(x.view()))
+        let y = self.apply(x.view());
+        crate::validate::finite_output("LayerNorm output", &y)?;
+        Ok(y)
     }
 
     /// The affine weight.

@@ -17,7 +17,7 @@
 //! ```
 //! use mcr2::nn::{Checkpoint, Layer, LayerNorm, LayerNormConfig};
 //! use ndarray::array;
-//! let ln = LayerNorm::<f64>::new(&LayerNormConfig::new(3));
+//! let ln = LayerNorm::<f64>::new(&LayerNormConfig::new(3))?;
 //! let y = ln.forward(&array![[1.0, 2.0, 3.0]])?;
 //! assert!((y.sum()).abs() < 1e-12);
 //! let names: Vec<String> = ln.parameters().into_iter().map(|(n, _)| n).collect();

@@ -117,10 +117,10 @@ impl<T: Float> ToStBlock<T> {
         config.check()?;
         let g = Array1::from_elem(config.dim, T::from_f64(config.layer_scale));
         Ok(Self {
-            norm1: LayerNorm::new(&config.layer_norm()),
+            norm1: LayerNorm::new(&config.layer_norm())?,
             attn: Tssa::new(&config.tssa(), rng)?,
             gamma1: g.clone(),
-            norm2: LayerNorm::new(&config.layer_norm()),
+            norm2: LayerNorm::new(&config.layer_norm())?,
             mlp: Mlp::new(&config.mlp()?, rng)?,
             gamma2: g,
         })

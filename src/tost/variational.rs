@@ -81,6 +81,7 @@ impl<T: Float> VariationalCompression<T> {
                 pi[(j, k)] = r.dot(&r) * scale;
             }
         }
+        crate::validate::finite_output("membership logits ‖U_kᵀz‖²/(2η)", &pi)?;
         for mut r in pi.rows_mut() {
             crate::kernels::softmax_in_place(r.as_slice_mut().expect("standard layout"));
         }
@@ -118,11 +119,12 @@ impl<T: Float> VariationalCompression<T> {
         let n = T::from_usize(z.nrows());
         let a = self.alpha();
         let half = T::from_f64(0.5);
-        Ok(self
+        let value = self
             .stats(z, pi)
             .iter()
             .map(|(_, nk, s)| half * (*nk / n) * s.iter().map(|&x| (a * x).ln_1p()).sum::<T>())
-            .sum())
+            .sum();
+        crate::validate::finite_value("variational objective", value)
     }
 
     /// `∇_Z R^var(Z, Π)` with Π held fixed (n × d).
@@ -147,6 +149,7 @@ impl<T: Float> VariationalCompression<T> {
             }
             crate::linalg::gemm(T::one(), scaled.view(), u.t(), true, g.view_mut(), false);
         }
+        crate::validate::finite_output("variational gradient", &g)?;
         Ok(g)
     }
 
@@ -155,6 +158,8 @@ impl<T: Float> VariationalCompression<T> {
         crate::validate::positive("tau", tau)?;
         let pi = self.membership(z)?;
         let g = self.gradient(z, &pi)?;
-        Ok(z.to_owned() - &(g * T::from_f64(tau)))
+        let out = z.to_owned() - &(g * T::from_f64(tau));
+        crate::validate::finite_output("TSSA step", &out)?;
+        Ok(out)
     }
 }
