@@ -178,11 +178,8 @@ pub fn mixture_of_subspaces<T: Float, R: Rng + ?Sized>(
         let mut block = coef.dot(&u.t());
         block.zip_mut_with(&gauss(rng, nk, d), |x, &e| *x += sigma * e);
         if config.unit_sphere {
-            for mut r in block.rows_mut() {
-                let norm = r.dot(&r).sqrt();
-                if norm > T::zero() {
-                    r.mapv_inplace(|v| v / norm);
-                }
+            for r in block.rows_mut() {
+                crate::kernels::normalize_row(r);
             }
         }
         samples
@@ -237,10 +234,7 @@ pub fn gaussian_toy<T: Float, R: rand::Rng + ?Sized>(
             let e: f64 = rng.sample(rand_distr::StandardNormal);
             *v = centers[(j, t)] + T::from_f64(noise * e);
         }
-        let norm = row.dot(&row).sqrt();
-        if norm > T::zero() {
-            row.mapv_inplace(|v| v / norm);
-        }
+        crate::kernels::normalize_row(row);
         labels.push(j);
     }
     Ok((x, Labels::new(&labels, k)?))

@@ -99,13 +99,7 @@ pub type FitReport = Report<Progress>;
 fn normalize_rows<T: Float>(z: &mut Array2<T>) -> Vec<T> {
     z.rows_mut()
         .into_iter()
-        .map(|mut r| {
-            let norm = r.dot(&r).sqrt();
-            if norm > T::zero() {
-                r.mapv_inplace(|v| v / norm);
-            }
-            norm
-        })
+        .map(crate::kernels::normalize_row)
         .collect()
 }
 
@@ -309,6 +303,17 @@ pub fn ascend_regularized<T: Float, R: Flow>(
 /// A learned linear feature map `x ↦ normalize(x W)`, W: input dim × feature dim.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(
+        try_from = "LinearMapRepr<T>",
+        into = "LinearMapRepr<T>",
+        bound(
+            serialize = "T: Float + serde::Serialize",
+            deserialize = "T: Float + serde::Deserialize<'de>"
+        )
+    )
+)]
 pub struct LinearMap<T> {
     w: Array2<T>,
 }
@@ -329,6 +334,7 @@ impl<T: Float> LinearMap<T> {
     pub fn transform(&self, x: &ArrayRef2<T>) -> Result<Array2<T>> {
         crate::validate::matrix_with_cols("X", x, self.w.nrows())?;
         let mut z = x.dot(&self.w);
+        crate::validate::finite_output("X W", &z)?;
         normalize_rows(&mut z);
         Ok(z)
     }
@@ -362,5 +368,27 @@ impl<T: Float> LinearMap<T> {
         };
         let report = ascend(&mut problem, config, &mut observer)?;
         Ok((Self { w: problem.w }, report))
+    }
+}
+
+/// Serialized form of a [`LinearMap`], read back through [`LinearMap::from_weights`].
+#[cfg(feature = "serde")]
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LinearMapRepr<T> {
+    w: Array2<T>,
+}
+
+#[cfg(feature = "serde")]
+impl<T: Float> TryFrom<LinearMapRepr<T>> for LinearMap<T> {
+    type Error = Error;
+    fn try_from(r: LinearMapRepr<T>) -> Result<Self> {
+        Self::from_weights(r.w)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<T: Float> From<LinearMap<T>> for LinearMapRepr<T> {
+    fn from(m: LinearMap<T>) -> Self {
+        LinearMapRepr { w: m.w }
     }
 }

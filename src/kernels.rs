@@ -104,6 +104,21 @@ impl<T: Float> pulp::WithSimd for SoftmaxRows<'_, T> {
 }
 
 /// Row-wise softmax of a square score matrix, in place.
+/// Scales `row` to unit norm and returns its norm `‖x‖` (0 for a zero row, left as is).
+/// The row is divided by its largest magnitude first, so that rows whose squared norm
+/// would overflow (or underflow) still come out as unit vectors; the returned norm is then
+/// `+∞` only if ‖x‖ itself exceeds the type's range.
+pub(crate) fn normalize_row<T: Float>(mut row: ndarray::ArrayViewMut1<'_, T>) -> T {
+    let largest = row.iter().fold(T::zero(), |m, &v| m.max(v.abs()));
+    if largest == T::zero() || !largest.is_finite() {
+        return largest;
+    }
+    row.mapv_inplace(|v| v / largest);
+    let scaled = row.dot(&row).sqrt();
+    row.mapv_inplace(|v| v / scaled);
+    largest * scaled
+}
+
 pub(crate) fn softmax_rows_in_place<T: Float>(a: &mut Array2<T>) {
     let n = a.ncols();
     match a.as_slice_mut() {

@@ -202,19 +202,18 @@ fn block_rows(d: usize, classes: usize) -> usize {
     ((1usize << 18) / (d * (classes + 1)).max(1)).max(1)
 }
 
-/// Projects every row to the unit sphere, erroring on a zero row.
+/// Projects every row to the unit sphere (rows of any finite magnitude), erroring on a
+/// zero row.
 fn to_sphere<T: Float>(x: &ArrayRef2<T>) -> Result<Array2<T>> {
     let mut z = x.to_owned();
-    for (i, mut row) in z.rows_mut().into_iter().enumerate() {
-        let norm = row.dot(&row).sqrt();
-        if norm <= T::zero() || !norm.is_finite() {
+    for (i, row) in z.rows_mut().into_iter().enumerate() {
+        if crate::kernels::normalize_row(row) == T::zero() {
             return Err(Error::InvalidParameter {
                 name: "samples",
                 value: format!("row {i}"),
                 reason: "a zero vector cannot be projected to the unit sphere",
             });
         }
-        row.mapv_inplace(|v| v / norm);
     }
     Ok(z)
 }

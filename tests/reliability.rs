@@ -204,3 +204,127 @@ fn identical_rows_of_large_norm_match_the_closed_form() {
     let z = Array2::<f64>::from_elem((16, 8), 1e200);
     assert!(matches!(coding_rate(&z, eps), Err(Error::Scale { .. })));
 }
+
+/// Finding 2: sizes whose arithmetic wrapped are refused.
+#[test]
+fn wrapping_sizes_are_refused() {
+    use mcr2::data::{SubspaceMixtureConfig, gaussian_toy, mixture_of_subspaces};
+    let mut rng = StdRng::seed_from_u64(4);
+    let mix = SubspaceMixtureConfig {
+        samples: vec![usize::MAX, 2],
+        ..SubspaceMixtureConfig::new(4, 2, 1, 1, 0.0)
+    };
+    assert!(matches!(
+        mixture_of_subspaces::<f64, _>(&mix, &mut rng),
+        Err(Error::TooLarge { .. })
+    ));
+    assert!(matches!(
+        gaussian_toy(&Array2::<f64>::eye(2), 1 << 62, 0.1, &mut rng),
+        Err(Error::TooLarge { .. })
+    ));
+    // image 2³² with patch 1 gave (2³²)² = 0 patches; patch 2³² gave patch_dim 0
+    for (image, patch) in [(1usize << 32, 1usize), (1 << 32, 1 << 32)] {
+        let config = CrateConfig::new(image, patch, 5, 16, 2, 2, 8);
+        assert!(config.check().is_err());
+        assert!(CrateClassifier::<f32>::new(&config, &mut rng).is_err());
+    }
+    let redunet = mcr2::redunet::ReduNetConfig {
+        layers: usize::MAX,
+        ..Default::default()
+    };
+    let x = Array2::<f64>::from_shape_fn((4, 2), |(i, j)| (i + 2 * j) as f64 + 1.0);
+    let labels = mcr2::Labels::new(&[0, 1, 0, 1], 2).unwrap();
+    // usize::MAX layers: refused, or built lazily and stopped by the observer
+    let stop = |_: &mcr2::redunet::LayerProgress| std::ops::ControlFlow::Break(());
+    match mcr2::redunet::ReduNet::fit(&x, &labels, &redunet, stop) {
+        Ok((net, _, _)) => assert!(net.layers().len() <= 1),
+        Err(e) => assert!(matches!(
+            e,
+            Error::TooLarge { .. } | Error::InvalidParameter { .. }
+        )),
+    }
+}
+
+/// Finding 4: allocations beyond the budget are errors before they happen.
+#[test]
+fn allocations_beyond_the_budget_are_refused() {
+    use mcr2::tost::{ToStBlock, ToStBlockConfig};
+    let mut rng = StdRng::seed_from_u64(5);
+    // ALC at m = 50,000 (a 20 GB pair table) and m = 20,000: refused at once
+    for m in [20_000usize, 50_000] {
+        let x = Array2::<f64>::from_shape_fn((m, 2), |(i, j)| ((i * 7 + j) % 13) as f64);
+        let start = std::time::Instant::now();
+        let coder = mcr2::coding::Coder::new(mcr2::Precision::from_eps_sq(0.1).unwrap());
+        let r = mcr2::coding::alc(&x, &coder, |_: &mcr2::coding::AlcProgress| ());
+        assert!(matches!(r, Err(Error::TooLarge { .. })), "{r:?}");
+        assert!(start.elapsed().as_secs_f64() < 1.0);
+    }
+    let mut tost = ToStBlockConfig::new(8, 2);
+    tost.mlp_ratio = 1_000_000_000;
+    assert!(ToStBlock::<f32>::new(&tost, &mut rng).is_err());
+    // a 10⁶-pixel image with patch 1 has 10¹² position-embedding entries
+    let config = CrateConfig::new(1_000_000, 1, 5, 16, 2, 2, 8);
+    assert!(matches!(config.check(), Err(Error::TooLarge { .. })));
+    // LinearMap with out_dim 10⁹
+    let x = Array2::<f64>::from_shape_fn((4, 3), |(i, j)| (i + j) as f64 + 1.0);
+    let m = Membership::from(mcr2::Labels::new(&[0, 1, 0, 1], 2).unwrap());
+    let fit = mcr2::fit::FitConfig::new(mcr2::Precision::from_eps_sq(0.5).unwrap());
+    let r = mcr2::fit::LinearMap::fit(
+        &x,
+        &m,
+        1_000_000_000,
+        &fit,
+        &mut rng,
+        |_: &mcr2::fit::Progress| (),
+    );
+    assert!(matches!(r, Err(Error::TooLarge { .. })), "{:?}", r.err());
+    // a checkpoint of depth 10⁹ is refused before any tensor name is built
+    let small = CrateConfig::new(16, 4, 5, 16, 2, 2, 1_000_000_000);
+    let start = std::time::Instant::now();
+    use mcr2::nn::Checkpoint;
+    assert!(CrateClassifier::<f32>::from_safetensors(&[0u8; 16], &small, "").is_err());
+    assert!(start.elapsed().as_secs_f64() < 1.0);
+}
+
+/// Finding 8: errors name the real cause.
+#[test]
+fn errors_name_the_real_cause() {
+    use mcr2::{Labels, Precision, coding_rate};
+    // rows whose squared norm overflows are projected, not called zero vectors
+    let x = Array2::<f64>::from_shape_fn(
+        (4, 2),
+        |(i, j)| if (i + j) % 2 == 0 { 1e200 } else { -3e199 },
+    );
+    let labels = Labels::new(&[0, 1, 0, 1], 2).unwrap();
+    let config = mcr2::redunet::ReduNetConfig {
+        layers: 1,
+        ..Default::default()
+    };
+    if let Err(e) =
+        mcr2::redunet::ReduNet::fit(&x, &labels, &config, |_: &mcr2::redunet::LayerProgress| ())
+    {
+        assert!(!e.to_string().contains("zero vector"), "{e}");
+    }
+    // ε² below f32's range: the scale, not "not positive definite"
+    let z = Array2::<f32>::from_shape_fn((6, 3), |(i, j)| ((i * 3 + j) % 5) as f32 - 2.0);
+    let r = coding_rate(&z, Precision::from_eps_sq(1e-300).unwrap());
+    match r {
+        Ok(v) => assert!(v.is_finite()),
+        Err(e) => assert!(matches!(e, Error::Scale { .. }), "{e}"),
+    }
+    // merging statistics whose sample count overflows
+    let mut a = RateStats::<f64>::new(2, 1).unwrap();
+    a.push(&ndarray::array![[1.0, 0.0]], &Labels::new(&[0], 1).unwrap())
+        .unwrap();
+    let mut b = a.clone();
+    for _ in 0..70 {
+        let copy = b.clone();
+        if b.merge(&copy).is_err() {
+            break;
+        }
+    }
+    let merged = a.merge(&b);
+    if let Err(e) = merged {
+        assert!(!e.to_string().contains("no samples"), "{e}");
+    }
+}

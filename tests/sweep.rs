@@ -4,12 +4,15 @@
 //! error or a finite result: never a panic, an abort on allocation, a hang, or `Ok` holding
 //! NaN/Inf.
 //!
-//! Quick by default (a grid of extremes plus a few random mixtures, seconds); set
-//! `MCR2_SWEEP=full` for more random cases. The memory budget is lowered to 256 MiB so that
-//! no call may even try a large allocation.
+//! Quick by default (a grid of extremes plus a few random mixtures, under a second in a
+//! release build; the budget is 4 MiB); set `MCR2_SWEEP=full` for 50 times more random cases
+//! and a 256 MiB budget under which 2²⁰-sized layers are built and run. A tracking
+//! allocator checks that no call even attempted an allocation above the budget.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use mcr2::coding::{Coder, Micl, alc};
 use mcr2::crate_layer::{
@@ -25,14 +28,49 @@ use mcr2::{Error, Float, Labels, Membership, Precision, RateStats, ReferenceLoss
 use ndarray::{Array, Array1, Array2, Array3, Array4, Dimension};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
+/// The system allocator, recording the largest single request: the sweep checks, call by
+/// call, that none even attempted an allocation above the memory budget (the two tests take
+/// turns through `SERIAL` so that each call's record is its own).
+struct Tracking;
+
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every method forwards to `System` with the same arguments.
+unsafe impl GlobalAlloc for Tracking {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LARGEST.fetch_max(new_size, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Tracking = Tracking;
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The memory budget of the sweep: 4 MiB in quick mode (2²⁰-sized layers are then refused
+/// at once), 256 MiB in full mode (where they are built and run).
+fn budget() -> usize {
+    if full() { 256 << 20 } else { 4 << 20 }
+}
+
 const SIZES: [usize; 8] = [0, 1, 2, 3, 1 << 31, 1 << 32, 1 << 62, usize::MAX];
 
-/// The sizes: in full mode also 2²⁰, which fits the budget and so does real work.
+/// The sizes and 2²⁰, which exceeds the quick budget and fits the full one.
 fn sizes() -> Vec<usize> {
     let mut sizes = SIZES.to_vec();
-    if full() {
-        sizes.push(1 << 20);
-    }
+    sizes.push(1 << 20);
     sizes
 }
 
@@ -132,7 +170,15 @@ impl Sweep {
         f: impl FnOnce() -> mcr2::Result<R>,
     ) {
         self.calls += 1;
-        match catch_unwind(AssertUnwindSafe(f)) {
+        LARGEST.store(0, Ordering::Relaxed);
+        let result = catch_unwind(AssertUnwindSafe(f));
+        let largest = LARGEST.load(Ordering::Relaxed);
+        if largest > budget() {
+            self.failures
+                .push(format!("allocated {largest} bytes: {}", what()));
+            return;
+        }
+        match result {
             Err(_) => self.failures.push(format!("panic: {}", what())),
             Ok(Ok(r)) if !r.finite() => {
                 self.failures.push(format!("Ok but not finite: {}", what()))
@@ -690,7 +736,12 @@ fn grid<T: Float + Finite>(s: &mut Sweep) {
 }
 
 fn report(s: Sweep) {
-    println!("{} calls, {} failures", s.calls, s.failures.len());
+    println!(
+        "{} calls, {} failures (budget {} bytes)",
+        s.calls,
+        s.failures.len(),
+        budget()
+    );
     assert!(
         s.failures.is_empty(),
         "{} of {} calls failed:\n{}",
@@ -702,7 +753,8 @@ fn report(s: Sweep) {
 
 #[test]
 fn extreme_values_and_sizes_give_errors_or_finite_results() {
-    mcr2::set_memory_budget(256 << 20);
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    mcr2::set_memory_budget(budget());
     let mut s = Sweep::default();
     constructors(&mut s);
     grid::<f64>(&mut s);
@@ -714,7 +766,8 @@ fn extreme_values_and_sizes_give_errors_or_finite_results() {
 /// default, `MCR2_SWEEP=full` for 50 times more cases.
 #[test]
 fn random_mixtures_of_extremes_give_errors_or_finite_results() {
-    mcr2::set_memory_budget(256 << 20);
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    mcr2::set_memory_budget(budget());
     let cases = if full() { 1000 } else { 20 };
     let mut rng = StdRng::seed_from_u64(7);
     let mut s = Sweep::default();

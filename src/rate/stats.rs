@@ -68,6 +68,8 @@ impl<T: Float> RateStats<T> {
             });
         }
         crate::validate::elements_of::<T>("per-class Gram matrices", &[classes, dim, dim])?;
+        // the list of matrices itself: one array header per class
+        crate::validate::elements_of::<Array2<T>>("per-class Gram matrices", &[classes])?;
         Ok(Self {
             dim,
             n: 0,
