@@ -1,8 +1,6 @@
 //! Private element-wise kernels: lane sums and maxima, the vectorized exponential, softmax
 //! and GELU.
 
-use ndarray::Array2;
-
 use crate::Float;
 
 /// The vectorized exponential of one float type (implemented on [`crate::float::Body`]).
@@ -103,7 +101,6 @@ impl<T: Float> pulp::WithSimd for SoftmaxRows<'_, T> {
     }
 }
 
-/// Row-wise softmax of a square score matrix, in place.
 /// Scales `row` to unit norm and returns its norm `‖x‖` (0 for a zero row, left as is).
 /// The row is divided by its largest magnitude first, so that rows whose squared norm
 /// would overflow (or underflow) still come out as unit vectors; the returned norm is then
@@ -119,7 +116,9 @@ pub(crate) fn normalize_row<T: Float>(mut row: ndarray::ArrayViewMut1<'_, T>) ->
     largest * scaled
 }
 
-pub(crate) fn softmax_rows_in_place<T: Float>(a: &mut Array2<T>) {
+/// Row-wise softmax of a score matrix, in place (any layout; contiguous rows take the
+/// vectorized path).
+pub(crate) fn softmax_rows_in_place<T: Float>(mut a: ndarray::ArrayViewMut2<'_, T>) {
     let n = a.ncols();
     match a.as_slice_mut() {
         Some(flat) => pulp::Arch::new().dispatch(SoftmaxRows { a: flat, n }),

@@ -278,6 +278,12 @@ fn allocations_beyond_the_budget_are_refused() {
         |_: &mcr2::fit::Progress| (),
     );
     assert!(matches!(r, Err(Error::TooLarge { .. })), "{:?}", r.err());
+    // inspection keeps depth × batch × heads × tokens² attention entries: 65,537 tokens
+    // would need 2 × 4.3·10⁹ per layer
+    let big = CrateConfig::new(1024, 4, 5, 16, 2, 2, 2);
+    let model = CrateClassifier::<f32>::new(&big, &mut rng).unwrap();
+    let image = Array4::<f32>::from_elem((1, 3, 1024, 1024), 0.5);
+    assert!(matches!(model.inspect(&image), Err(Error::TooLarge { .. })));
     // a checkpoint of depth 10⁹ is refused before any tensor name is built
     let small = CrateConfig::new(16, 4, 5, 16, 2, 2, 1_000_000_000);
     let start = std::time::Instant::now();

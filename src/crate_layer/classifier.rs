@@ -424,10 +424,20 @@ impl<T: Float> CrateClassifier<T> {
 
     /// A forward pass that keeps every layer's tokens, attention maps and diagnostics (the
     /// compression and sparsity measures of [`CrateEncoder::forward_with_diagnostics`]).
+    /// Keeps depth × batch × heads × tokens² attention entries: [`Error::TooLarge`] when
+    /// they (or the kept tokens) exceed the memory budget.
     pub fn inspect(&self, images: &ArrayRef4<T>) -> Result<Inspection<T>> {
         let (tokens, n) = self.embed(images)?;
         let b = tokens.nrows() / n;
         let d = self.config.dim();
+        // everything kept: every layer's attention maps and tokens
+        let depth = self.encoder.blocks().len();
+        let heads = self.config.encoder.block.heads;
+        crate::validate::elements_of::<T>(
+            "attention maps of the inspection",
+            &[depth, b, heads, n, n],
+        )?;
+        crate::validate::elements_of::<T>("tokens of the inspection", &[depth + 1, b, n, d])?;
         let shape = |a: Array2<T>| a.into_shape_with_order((b, n, d)).expect("rows are b·n");
         let embedded = shape(tokens.clone());
         let mut z = tokens;

@@ -70,6 +70,16 @@ pub struct Mssa<T: Float> {
     pub(crate) output: Output<T>,
 }
 
+/// Elements of the attention scratch of one task (rows × n): at most 2²⁰, so that the score
+/// matrix of a long sequence is formed a block of query rows at a time instead of n × n.
+const ATTENTION_SCRATCH: usize = 1 << 20;
+
+/// Query rows per attention block for sequences of `n` tokens: all of them up to
+/// n = 1024, then `2²⁰ / n` (at least one).
+fn attention_rows(n: usize) -> usize {
+    (ATTENTION_SCRATCH / n.max(1)).clamp(1, n.max(1))
+}
+
 impl<T: Float> Mssa<T> {
     /// The reference parameterisation: `qkv` (heads·dim_head × dim), and the output
     /// projection `(weight: dim × heads·dim_head, bias: dim)`, which must be `None` exactly when
@@ -280,23 +290,30 @@ impl<T: Float> Mssa<T> {
         let scale = T::from_f64(self.scale);
         let heads = self.heads;
         let parallel_tasks = b * heads > 1;
-        // one head of one sequence: O_k = softmax(s·W_k W_kᵀ) W_k, written in place into O
-        // `a` is an n × n scratch, reused across the heads a task computes
+        // one head of one sequence: O_k = softmax(s·W_k W_kᵀ) W_k, written in place into O,
+        // a block of `rows` query rows at a time (softmax is row by row, so this is exact):
+        // `a` is a rows × n scratch, reused across the heads a task computes
+        let rows = attention_rows(n);
         let head = |a: &mut Array2<T>, wk: ArrayView2<T>, mut ok: ArrayViewMut2<T>| {
             crate::linalg::clear_upper_simd_state();
-            // the full product: cheaper than mirroring a triangle element by element
-            crate::linalg::gemm(scale, wk, wk.t(), false, a.view_mut(), !parallel_tasks);
-            softmax_rows_in_place(a);
-            crate::linalg::gemm(
-                T::one(),
-                a.view(),
-                wk,
-                false,
-                ok.view_mut(),
-                !parallel_tasks,
-            );
+            for r0 in (0..n).step_by(rows) {
+                let r1 = (r0 + rows).min(n);
+                let mut ab = a.slice_mut(ndarray::s![..r1 - r0, ..]);
+                let wq = wk.slice(ndarray::s![r0..r1, ..]);
+                // the full product: cheaper than mirroring a triangle element by element
+                crate::linalg::gemm(scale, wq, wk.t(), false, ab.view_mut(), !parallel_tasks);
+                softmax_rows_in_place(ab.view_mut());
+                crate::linalg::gemm(
+                    T::one(),
+                    ab.view(),
+                    wk,
+                    false,
+                    ok.slice_mut(ndarray::s![r0..r1, ..]),
+                    !parallel_tasks,
+                );
+            }
         };
-        let scratch = || crate::workspace::take::<T>(n, n);
+        let scratch = || crate::workspace::take::<T>(rows, n);
         let seq = |a: &mut Array2<T>, s: usize, mut os: ArrayViewMut2<T>| {
             for k in 0..heads {
                 let wk = crate::linalg::block(w.view(), s * n..(s + 1) * n, k * p..(k + 1) * p);
@@ -365,7 +382,7 @@ impl<T: Float> Mssa<T> {
             for k in 0..self.heads {
                 let wk = crate::linalg::block(w.view(), s * n..(s + 1) * n, k * p..(k + 1) * p);
                 crate::linalg::gemm(scale, wk, wk.t(), false, a.view_mut(), true);
-                softmax_rows_in_place(&mut a);
+                softmax_rows_in_place(a.view_mut());
                 maps.index_axis_mut(Axis(0), s)
                     .index_axis_mut(Axis(0), k)
                     .assign(&a);
@@ -484,5 +501,38 @@ impl<T: Float> Checkpoint<T> for Mssa<T> {
             });
         }
         crate::nn::save_parameters(self, writer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{SeedableRng, rngs::StdRng};
+
+    /// Past 1024 tokens the scores are formed a block of query rows at a time; the result
+    /// is that of the full n × n softmax.
+    #[test]
+    fn row_blocks_match_the_full_attention() {
+        let n = 2500;
+        assert!(attention_rows(n) < n);
+        let mssa = Mssa::<f64>::new(
+            &MssaConfig {
+                dim: 6,
+                heads: 2,
+                dim_head: 3,
+            },
+            &mut StdRng::seed_from_u64(0),
+        )
+        .unwrap();
+        let x = Array2::from_shape_fn((n, 6), |(i, j)| ((i * 7 + j * 3) % 11) as f64 / 5.0 - 1.0);
+        let (w, o) = mssa.attend(x.view(), n);
+        let maps = mssa.attention_maps(w.view(), n);
+        for k in 0..2 {
+            let wk = w.slice(ndarray::s![.., k * 3..(k + 1) * 3]);
+            let want = maps.index_axis(Axis(0), 0).index_axis(Axis(0), k).dot(&wk);
+            let got = o.slice(ndarray::s![.., k * 3..(k + 1) * 3]);
+            let err = (&want - &got).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            assert!(err < 1e-12, "head {k}: {err}");
+        }
     }
 }
