@@ -14,16 +14,12 @@ mod common;
 use mcr2::fit::{FitConfig, LinearMap};
 use mcr2::subspace::NearestSubspace;
 use mcr2::{Membership, Precision, rate_reduction};
-use ndarray::Axis;
 use rand::{SeedableRng, rngs::StdRng};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (mut x, labels) = common::digits()?;
-    common::normalize_rows(&mut x);
-    let (train_idx, test_idx): (Vec<usize>, Vec<usize>) =
-        (0..labels.n_samples()).partition(|i| i % 4 != 3);
-    let (xtr, xte) = (x.select(Axis(0), &train_idx), x.select(Axis(0), &test_idx));
-    let (ytr, yte) = (labels.select(&train_idx)?, labels.select(&test_idx)?);
+    let (train, test) = mcr2::data::digits()?.normalized().split()?;
+    let (xtr, ytr) = (train.pixels, train.labels);
+    let (xte, yte) = (test.pixels, test.labels);
     let rank = 12usize;
     let eps = Precision::from_eps_sq(0.5)?;
     let membership = Membership::from(ytr.clone());

@@ -140,6 +140,12 @@ pub mod tost;
 mod validate;
 mod workspace;
 
+/// The ndarray (0.17) this crate's API takes and returns: `mcr2::ndarray::Array2`, with no
+/// version of your own to keep in step.
+pub use ndarray;
+/// The rand (0.9) whose generators the constructors take: `mcr2::rand::rngs::StdRng`.
+pub use rand;
+
 pub use error::{Error, Result};
 pub use float::Float;
 pub use labels::{Labels, Membership};

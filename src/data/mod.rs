@@ -1,5 +1,5 @@
-//! Data: mixtures of subspaces (with a fresh test draw from the same subspaces) and the
-//! ReduNet reference toys.
+//! Data: the built-in digits ([`digits`]), mixtures of subspaces (with a fresh test draw
+//! from the same subspaces) and the ReduNet reference toys.
 //!
 //! ```
 //! use mcr2::data::{SubspaceMixtureConfig, mixture_of_subspaces};
@@ -15,6 +15,9 @@ use rand::Rng;
 use rand_distr::StandardNormal;
 
 use crate::{Error, Float, Labels, Result};
+
+mod digits;
+pub use digits::{Digits, digits};
 
 /// A mixture of K linear subspaces of R^d: class k has `samples[k]` points
 /// `x = U_k a + σ e` (a, e standard normal), optionally projected to the unit sphere.
@@ -168,6 +171,19 @@ pub fn mixture_of_subspaces<T: Float, R: Rng + ?Sized>(
             .map(|&p| orthonormal(&gauss(rng, d, p)))
             .collect::<Result<_>>()?
     };
+    draw(bases, config, rng)
+}
+
+/// `config.samples[k]` points of class k from the subspace spanned by `bases[k]`.
+fn draw<T: Float, R: Rng + ?Sized>(
+    bases: Vec<Array2<T>>,
+    config: &SubspaceMixtureConfig,
+    rng: &mut R,
+) -> Result<SubspaceMixture<T>> {
+    let d = config.dim;
+    let gauss = |rng: &mut R, r: usize, c: usize| {
+        Array2::<T>::from_shape_simple_fn((r, c), || T::from_f64(rng.sample(StandardNormal)))
+    };
     let n: usize = config.samples.iter().sum();
     let mut samples = Array2::<T>::zeros((n, d));
     let mut labels = Vec::with_capacity(n);
@@ -193,6 +209,53 @@ pub fn mixture_of_subspaces<T: Float, R: Rng + ?Sized>(
         labels: Labels::new(&labels, config.samples.len())?,
         bases,
     })
+}
+
+impl<T: Float> SubspaceMixture<T> {
+    /// A fresh draw from the same subspaces (a test set for a model fitted on `self`):
+    /// `config` gives the sample counts, noise and sphere projection; its dimension and
+    /// subspace dimensions must be those of `self`.
+    ///
+    /// ```
+    /// use mcr2::data::{SubspaceMixtureConfig, mixture_of_subspaces};
+    /// use mcr2::rand::{SeedableRng, rngs::StdRng};
+    /// let mut rng = StdRng::seed_from_u64(0);
+    /// let cfg = SubspaceMixtureConfig::new(16, 3, 2, 50, 0.05);
+    /// let train = mixture_of_subspaces::<f64, _>(&cfg, &mut rng)?;
+    /// let test = train.draw(&SubspaceMixtureConfig::new(16, 3, 2, 20, 0.05), &mut rng)?;
+    /// assert_eq!(test.bases, train.bases);
+    /// assert_eq!(test.samples.dim(), (60, 16));
+    /// # Ok::<(), mcr2::Error>(())
+    /// ```
+    pub fn draw<R: Rng + ?Sized>(
+        &self,
+        config: &SubspaceMixtureConfig,
+        rng: &mut R,
+    ) -> Result<SubspaceMixture<T>> {
+        config.check()?;
+        let dims: Vec<usize> = self.bases.iter().map(|b| b.ncols()).collect();
+        let d = self.bases.first().map_or(0, |b| b.nrows());
+        if config.dim != d || config.subspace_dims != dims {
+            return Err(Error::ShapeMismatch {
+                what: "mixture configuration",
+                expected: format!("dim {d}, subspace dims {dims:?}"),
+                got: format!("dim {}, subspace dims {:?}", config.dim, config.subspace_dims),
+            });
+        }
+        draw(self.bases.clone(), config, rng)
+    }
+
+    /// The samples and labels in a random order (the bases unchanged).
+    pub fn shuffled<R: Rng + ?Sized>(self, rng: &mut R) -> Result<SubspaceMixture<T>> {
+        use rand::seq::SliceRandom;
+        let mut order: Vec<usize> = (0..self.samples.nrows()).collect();
+        order.shuffle(rng);
+        Ok(SubspaceMixture {
+            samples: self.samples.select(Axis(0), &order),
+            labels: self.labels.select(&order)?,
+            bases: self.bases,
+        })
+    }
 }
 
 /// The reference toy data: `per_class` samples around each row of `centers` (classes × d),
