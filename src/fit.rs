@@ -11,6 +11,23 @@
 //!
 //! Progress is reported through an observer closure (iteration, ΔR, R, Rc, gradient norm)
 //! that may stop the run ([`crate::observe`]); the library never prints.
+//!
+//! ```
+//! use mcr2::data::{SubspaceMixtureConfig, mixture_of_subspaces};
+//! use mcr2::fit::{FitConfig, Progress, ascend_on_sphere};
+//! use mcr2::rand::{SeedableRng, rngs::StdRng};
+//! use mcr2::{Membership, Precision, rate_reduction};
+//! let cfg = SubspaceMixtureConfig::new(8, 2, 1, 20, 0.1);
+//! let mix = mixture_of_subspaces::<f64, _>(&cfg, &mut StdRng::seed_from_u64(0))?;
+//! let labels = Membership::from(mix.labels.clone());
+//! let mut config = FitConfig::new(Precision::from_eps_sq(0.5)?);
+//! config.max_iterations = 50;
+//! let (z, report) = ascend_on_sphere(&mix.samples, &labels, &config, |_: &Progress| ())?;
+//! let before = rate_reduction(&mix.samples, &labels, config.eps)?.delta_r;
+//! assert!(rate_reduction(&z, &labels, config.eps)?.delta_r > before);
+//! assert!(report.iterations <= 50);
+//! # Ok::<(), mcr2::Error>(())
+//! ```
 
 use ndarray::{Array2, ArrayRef2};
 use rand::Rng;

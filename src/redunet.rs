@@ -16,6 +16,20 @@
 //! `normalize(z + η (E z − Σ_j γ_j π̂_j(z) C_j z))`, where the soft membership
 //! `π̂(z) = softmax_j(−λ ‖C_j z‖)` stands in for the unknown label (‖C_j z‖ clamped at 1e-8).
 //! E and C_j are symmetric, so the row and column forms agree.
+//!
+//! ```
+//! use mcr2::data::gaussian_toy;
+//! use mcr2::rand::{SeedableRng, rngs::StdRng};
+//! use mcr2::redunet::{LayerProgress, ReduNet, ReduNetConfig};
+//! // the reference 2D toy: two classes around (1, 0) and (0, 1)
+//! let centers = mcr2::ndarray::array![[1.0, 0.0], [0.0, 1.0]];
+//! let (x, labels) = gaussian_toy(&centers, 50, 0.1, &mut StdRng::seed_from_u64(0))?;
+//! let config = ReduNetConfig { layers: 20, ..ReduNetConfig::default() };
+//! let (net, z, _report) = ReduNet::fit(&x, &labels, &config, |_: &LayerProgress| ())?;
+//! assert_eq!((net.layers().len(), z.dim()), (20, (100, 2)));
+//! assert!(net.accuracy(&x, &labels)? > 0.9);
+//! # Ok::<(), mcr2::Error>(())
+//! ```
 
 use ndarray::{Array2, ArrayRef2, ArrayView2, ArrayViewMut2, Axis};
 

@@ -8,7 +8,12 @@ use mcr2::{Membership, Precision, rate_reduction};
 
 #[test]
 fn arrays_and_generators_through_the_reexports() -> Result<(), mcr2::Error> {
-    let z = array![[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    let z = array![
+        [1.0, 0.0, 0.0],
+        [1.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0],
+        [0.0, 0.0, 1.0]
+    ];
     let labels = Membership::hard(&[0, 0, 1, 1], 2)?;
     let eps = Precision::from_eps_sq(0.5)?;
     let rr = rate_reduction(&z, &labels, eps)?;

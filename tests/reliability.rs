@@ -285,7 +285,7 @@ fn allocations_beyond_the_budget_are_refused() {
     let image = Array4::<f32>::from_elem((1, 3, 1024, 1024), 0.5);
     assert!(matches!(model.inspect(&image), Err(Error::TooLarge { .. })));
     // a checkpoint of depth 10⁹ is refused before any tensor name is built
-    let small = CrateConfig::new(16, 4, 5, 16, 2, 2, 1_000_000_000);
+    let small = CrateConfig::new(16, 4, 5, 16, 1_000_000_000, 2, 8);
     let start = std::time::Instant::now();
     use mcr2::nn::Checkpoint;
     assert!(CrateClassifier::<f32>::from_safetensors(&[0u8; 16], &small, "").is_err());

@@ -23,6 +23,29 @@
 //!
 //! Every log-det is taken on the smaller side: `det(I_n + c W̄ᵀW̄) = det(I_m + c W̄W̄ᵀ)`.
 //! Computation is in f64 for f32 and f64 inputs alike.
+//!
+//! ```
+//! use mcr2::coding::{AlcProgress, Coder, Micl, alc};
+//! use mcr2::ndarray::Array2;
+//! use mcr2::{Labels, Precision};
+//! // two lines through the origin of R³ (along e₁ and e₂ + e₃), twenty samples each
+//! let x = Array2::from_shape_fn((40, 3), |(i, j)| {
+//!     let t = (1.0 + (i % 10) as f64 / 3.0) * if i % 2 == 0 { 1.0 } else { -1.0 };
+//!     if (i < 20) == (j == 0) { t } else { 0.01 * ((i * 7 + j) % 3) as f64 }
+//! });
+//! let coder = Coder::new(Precision::from_eps(0.2)?);
+//! let lines = Labels::new(&(0..40).map(|i| i / 20).collect::<Vec<_>>(), 2)?;
+//! // coding each line on its own is cheaper than coding them together
+//! assert!(coder.segmentation_length(&x, &lines)? < coder.length(&x)?);
+//! // MICL: a new sample joins the class whose coding length grows least
+//! let micl = Micl::fit(&x, &lines, coder)?;
+//! let new = mcr2::ndarray::array![[3.0, 0.0, 0.0], [0.0, 2.0, 2.0]];
+//! assert_eq!(micl.predict(&new)?, vec![0, 1]);
+//! // ALC recovers the two lines from the samples alone
+//! let seg = alc(&x, &coder, |_: &AlcProgress| ())?;
+//! assert_eq!(mcr2::metrics::segmentation_error(&seg.labels, &lines)?, 0.0);
+//! # Ok::<(), mcr2::Error>(())
+//! ```
 
 use ndarray::{Array1, Array2, ArrayRef2};
 

@@ -17,6 +17,24 @@
 //!
 //! [`CrateEncoder::forward_with_diagnostics`] reports per layer the compression and sparsity
 //! curves the CRATE authors plot.
+//!
+//! ```
+//! use mcr2::crate_layer::{CrateBlock, CrateBlockConfig, CrateClassifier, CrateConfig};
+//! use mcr2::ndarray::{Array3, Array4};
+//! use mcr2::rand::{SeedableRng, rngs::StdRng};
+//! let mut rng = StdRng::seed_from_u64(0);
+//! // one block on 16-dimensional tokens: 2 heads of dimension 8
+//! let block = CrateBlock::<f32>::new(&CrateBlockConfig::new(16, 2, 8), &mut rng)?;
+//! let tokens = Array3::<f32>::from_elem((2, 5, 16), 0.1); // batch × tokens × dim
+//! assert_eq!(block.forward_batch(&tokens)?.dim(), (2, 5, 16));
+//! // a whole classifier: 32 × 32 RGB images, patches of 8, 10 classes, dim 16, depth 2,
+//! // 2 heads of 8
+//! let config = CrateConfig::new(32, 8, 10, 16, 2, 2, 8);
+//! let model = CrateClassifier::<f32>::new(&config, &mut rng)?;
+//! let logits = model.forward(&Array4::<f32>::zeros((1, 3, 32, 32)))?;
+//! assert_eq!(logits.dim(), (1, 10));
+//! # Ok::<(), mcr2::Error>(())
+//! ```
 
 mod block;
 mod classifier;

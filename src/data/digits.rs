@@ -63,15 +63,32 @@ pub fn digits() -> Result<Digits> {
         .map_err(|e| malformed(e.to_string()))?;
     let mut pixels = Vec::with_capacity(1797 * 64);
     let mut labels = Vec::with_capacity(1797);
-    for (line_no, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (line_no, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let fields: Vec<&str> = line.split(',').collect();
         if fields.len() != 65 {
-            return Err(malformed(format!("line {}: {} fields", line_no + 1, fields.len())));
+            return Err(malformed(format!(
+                "line {}: {} fields",
+                line_no + 1,
+                fields.len()
+            )));
         }
         for f in &fields[..64] {
-            pixels.push(f.trim().parse::<f64>().map_err(|e| malformed(e.to_string()))?);
+            pixels.push(
+                f.trim()
+                    .parse::<f64>()
+                    .map_err(|e| malformed(e.to_string()))?,
+            );
         }
-        labels.push(fields[64].trim().parse::<usize>().map_err(|e| malformed(e.to_string()))?);
+        labels.push(
+            fields[64]
+                .trim()
+                .parse::<usize>()
+                .map_err(|e| malformed(e.to_string()))?,
+        );
     }
     let n = labels.len();
     let pixels = Array2::from_shape_vec((n, 64), pixels).map_err(|e| malformed(e.to_string()))?;

@@ -239,7 +239,10 @@ impl<T: Float> SubspaceMixture<T> {
             return Err(Error::ShapeMismatch {
                 what: "mixture configuration",
                 expected: format!("dim {d}, subspace dims {dims:?}"),
-                got: format!("dim {}, subspace dims {:?}", config.dim, config.subspace_dims),
+                got: format!(
+                    "dim {}, subspace dims {:?}",
+                    config.dim, config.subspace_dims
+                ),
             });
         }
         draw(self.bases.clone(), config, rng)
