@@ -20,7 +20,18 @@ use ndarray::{Array1, Array2, Array3};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+const USAGE: &str = "crate_encoder: A CRATE encoder on tokens drawn from a mixture of low-dimensional subspaces, with the per-layer measurements of the CRATE paper: the compression of each layer's input (½ Σ_heads logdet(I + p/(Nε²) ŴᵀŴ), ε² = 0.01) and the sparsity of its output.
+
+usage: cargo run --release --example crate_encoder -- [flags]
+
+  --quick             the short run CI uses (also MCR2_QUICK=1)
+  --help              this text";
+
+fn main() {
+    common::main(USAGE, run)
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let depth = if common::quick() { 3 } else { 8 };
     let (dim, k, p, n, batch) = (64usize, 4usize, 8usize, 96usize, 4usize);
     let mut rng = StdRng::seed_from_u64(3);

@@ -16,7 +16,19 @@ use mcr2::subspace::NearestSubspace;
 use mcr2::{Membership, Precision, rate_reduction};
 use rand::{SeedableRng, rngs::StdRng};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+const USAGE: &str = "digits: MCR² on real data: the built-in handwritten digits (1797 images of 8 × 8 pixels, 10 classes), with a train/test split.
+
+usage: cargo run --release --example digits -- [flags]
+
+  --plots DIR         directory for the SVG plots (default target/plots)
+  --quick             the short run CI uses (also MCR2_QUICK=1)
+  --help              this text";
+
+fn main() {
+    common::main(USAGE, run)
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (train, test) = mcr2::data::digits()?.normalized().split()?;
     let (xtr, ytr) = (train.pixels, train.labels);
     let (xte, yte) = (test.pixels, test.labels);

@@ -13,7 +13,18 @@ use ndarray::Array2;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+const USAGE: &str = "large_n: ΔR value and gradient for a million samples (d = 64, k = 10, f32) with bounded memory.
+
+usage: cargo run --release --example large_n -- [flags]
+
+  --quick             the short run CI uses (also MCR2_QUICK=1)
+  --help              this text";
+
+fn main() {
+    common::main(USAGE, run)
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = if common::quick() { 100_000 } else { 1_000_000 };
     let (d, k) = (64usize, 10usize);
     let mut rng = StdRng::seed_from_u64(1);

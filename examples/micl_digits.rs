@@ -15,7 +15,18 @@ use mcr2::coding::{Coder, Micl};
 use mcr2::subspace::NearestSubspace;
 use ndarray::Axis;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+const USAGE: &str = "micl_digits: Classification by minimum incremental coding length (MICL) on the built-in handwritten digits, next to the nearest-subspace classifier on the same split.
+
+usage: cargo run --release --example micl_digits -- [flags]
+
+  --quick             the short run CI uses (also MCR2_QUICK=1)
+  --help              this text";
+
+fn main() {
+    common::main(USAGE, run)
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (mut x, labels) = common::digits()?;
     common::normalize_rows(&mut x);
     let (train_idx, test_idx): (Vec<usize>, Vec<usize>) =

@@ -11,7 +11,18 @@ mod common;
 use mcr2::{Membership, Precision, RateStats, rate_reduction, rate_reduction_with_grad};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+const USAGE: &str = "rates: Coding rates of the built-in handwritten-digits data (1797 images, 64 pixels, 10 classes).
+
+usage: cargo run --release --example rates -- [flags]
+
+  --quick             the short run CI uses (also MCR2_QUICK=1)
+  --help              this text";
+
+fn main() {
+    common::main(USAGE, run)
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (mut x, mut labels) = common::digits()?;
     if common::quick() {
         x = x.slice(ndarray::s![..500, ..]).to_owned();

@@ -65,7 +65,19 @@ fn fit(
     Ok(Run { name, net, z })
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+const USAGE: &str = "redunet: ReduNet: a network whose every layer is computed in closed form from the training data (a projected gradient step on ΔR), on the reference toys, a mixture of subspaces and the handwritten digits.
+
+usage: cargo run --release --example redunet -- [flags]
+
+  --plots DIR         directory for the SVG plots (default target/plots)
+  --quick             the short run CI uses (also MCR2_QUICK=1)
+  --help              this text";
+
+fn main() {
+    common::main(USAGE, run)
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let quick = common::quick();
     let layers = if quick { 30 } else { 200 };
     let dir = common::plots_dir()?;

@@ -21,7 +21,19 @@ use ndarray::{Array2, Axis, concatenate};
 use plotters::prelude::*;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+const USAGE: &str = "segmentation: Segmentation of a mixture of subspaces by agglomerative lossy compression (ALC), and the phase transition of the number of groups as the distortion ε grows.
+
+usage: cargo run --release --example segmentation -- [flags]
+
+  --plots DIR         directory for the SVG plots (default target/plots)
+  --quick             the short run CI uses (also MCR2_QUICK=1)
+  --help              this text";
+
+fn main() {
+    common::main(USAGE, run)
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut rng = StdRng::seed_from_u64(0);
     let mut config = SubspaceMixtureConfig::new(5, 3, 1, 100, 0.01);
     config.subspace_dims = vec![1, 2, 3];

@@ -37,7 +37,19 @@ fn print_angles(name: &str, a: &Array2<f64>) {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+const USAGE: &str = "subspaces: Fit a mixture of subspaces with MCR²: learn a linear feature map that maximizes the rate reduction, and see the class subspaces separate.
+
+usage: cargo run --release --example subspaces -- [flags]
+
+  --plots DIR         directory for the SVG plots (default target/plots)
+  --quick             the short run CI uses (also MCR2_QUICK=1)
+  --help              this text";
+
+fn main() {
+    common::main(USAGE, run)
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let quick = common::quick();
     let (k, p, rank) = (4usize, 3usize, 3usize);
     let mut rng = StdRng::seed_from_u64(0);

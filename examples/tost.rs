@@ -21,7 +21,18 @@ use ndarray::Array2;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+const USAGE: &str = "tost: ToST's token-statistics attention: the book form compressing tokens drawn from a mixture of subspaces, and the reference TSSA against MSSA as the number of tokens grows.
+
+usage: cargo run --release --example tost -- [flags]
+
+  --quick             the short run CI uses (also MCR2_QUICK=1)
+  --help              this text";
+
+fn main() {
+    common::main(USAGE, run)
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let quick = common::quick();
     let mut rng = StdRng::seed_from_u64(0);
     let mut config = SubspaceMixtureConfig::new(32, 4, 4, 64, 0.05);
@@ -50,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let steps = if quick { 5 } else { 20 };
     let tau = 2.0;
-    print!("R^var over {steps} TSSA steps (τ = {tau}):");
+    print!("R^var over {steps} TSSA steps (τ = {tau}), every fifth step from step 0:");
     for s in 0..=steps {
         let pi = vc.membership(&z)?;
         if s % 5 == 0 {

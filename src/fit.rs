@@ -46,12 +46,15 @@ pub struct FitConfig {
     pub step: f64,
     /// Maximum number of iterations.
     pub max_iterations: usize,
-    /// Stop when the norm of the (projected) gradient falls below this (≥ 0).
+    /// Stop when the norm of the (projected) gradient falls below this (≥ 0), as stated for
+    /// f64; in f32 it is scaled by √(u_f32/u_f64) ≈ 2.3·10⁴ (see
+    /// [`tolerance_for`](Self::tolerance_for)), where rounding keeps the gradient's norm from
+    /// going lower.
     pub tolerance: f64,
 }
 
 impl FitConfig {
-    /// Defaults: step 0.5, 500 iterations, tolerance 1e-8.
+    /// Defaults: step 0.5, 500 iterations, tolerance 1e-8 (2.3·10⁻⁴ in f32).
     pub fn new(eps: Precision) -> Self {
         Self {
             eps,
@@ -59,6 +62,19 @@ impl FitConfig {
             max_iterations: 500,
             tolerance: 1e-8,
         }
+    }
+
+    /// The tolerance in force for float type `T`: `tolerance · √(u_T/u_f64)` (the stated
+    /// value for f64; about 2.3·10⁴ times it for f32).
+    ///
+    /// ```
+    /// let config = mcr2::fit::FitConfig::new(mcr2::Precision::from_eps_sq(0.5)?);
+    /// assert_eq!(config.tolerance_for::<f64>(), 1e-8);
+    /// assert!((config.tolerance_for::<f32>() - 2.32e-4).abs() < 2e-6);
+    /// # Ok::<(), mcr2::Error>(())
+    /// ```
+    pub fn tolerance_for<T: Float>(&self) -> f64 {
+        self.tolerance * (T::epsilon().as_f64() / f64::EPSILON).sqrt()
     }
 
     fn check(&self) -> Result<()> {
@@ -152,17 +168,18 @@ trait Ascent {
 
 /// The loop shared by the fits: evaluate, report, stop on convergence (gradient norm ≤
 /// tolerance), on the observer's request or at the budget, else step.
-fn ascend<R: Flow>(
+fn ascend<T: Float, R: Flow>(
     problem: &mut impl Ascent,
     config: &FitConfig,
     observer: &mut impl FnMut(&Progress) -> R,
 ) -> Result<FitReport> {
+    let tolerance = config.tolerance_for::<T>();
     let mut history = Vec::new();
     for it in 0..config.max_iterations {
         let p = problem.evaluate(it)?;
         let flow = observer(&p).flow();
         history.push(p);
-        let stop = if p.grad_norm <= config.tolerance {
+        let stop = if p.grad_norm <= tolerance {
             Some(Stop::Converged)
         } else if flow.is_break() {
             Some(Stop::Observer)
@@ -289,7 +306,7 @@ pub fn ascend_on_sphere<T: Float, R: Flow>(
         eps: config.eps,
         step: T::from_f64(config.step),
     };
-    let report = ascend(&mut problem, config, &mut observer)?;
+    let report = ascend::<T, _>(&mut problem, config, &mut observer)?;
     Ok((problem.z, report))
 }
 
@@ -313,11 +330,26 @@ pub fn ascend_regularized<T: Float, R: Flow>(
         step: T::from_f64(config.step),
         lambda,
     };
-    let report = ascend(&mut problem, config, &mut observer)?;
+    let report = ascend::<T, _>(&mut problem, config, &mut observer)?;
     Ok((problem.z, report))
 }
 
 /// A learned linear feature map `x ↦ normalize(x W)`, W: input dim × feature dim.
+///
+/// ```
+/// use mcr2::data::{SubspaceMixtureConfig, mixture_of_subspaces};
+/// use mcr2::fit::{FitConfig, LinearMap, Progress};
+/// use mcr2::rand::{SeedableRng, rngs::StdRng};
+/// use mcr2::{Membership, Precision};
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let mix = mixture_of_subspaces::<f64, _>(&SubspaceMixtureConfig::new(10, 2, 2, 30, 0.05), &mut rng)?;
+/// let mut config = FitConfig::new(Precision::from_eps_sq(0.5)?);
+/// config.max_iterations = 20;
+/// let labels = Membership::from(mix.labels.clone());
+/// let (map, _report) = LinearMap::fit(&mix.samples, &labels, 4, &config, &mut rng, |_: &Progress| ())?;
+/// assert_eq!(map.transform(&mix.samples)?.dim(), (60, 4)); // unit-norm features in R⁴
+/// # Ok::<(), mcr2::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(
@@ -383,7 +415,7 @@ impl<T: Float> LinearMap<T> {
             eps: config.eps,
             step: T::from_f64(config.step),
         };
-        let report = ascend(&mut problem, config, &mut observer)?;
+        let report = ascend::<T, _>(&mut problem, config, &mut observer)?;
         Ok((Self { w: problem.w }, report))
     }
 }

@@ -91,6 +91,18 @@ pub fn principal_angles<T: Float>(a: &ArrayRef2<T>, b: &ArrayRef2<T>) -> Result<
 /// The nearest-subspace classifier of the MCR² reference evaluation: one subspace per class
 /// (PCA when centered, truncated SVD when not); a sample goes to the class with the smallest
 /// residual `‖(I − U_j U_jᵀ)(x − μ_j)‖`.
+///
+/// ```
+/// use mcr2::data::{SubspaceMixtureConfig, mixture_of_subspaces};
+/// use mcr2::rand::{SeedableRng, rngs::StdRng};
+/// use mcr2::subspace::NearestSubspace;
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let train = mixture_of_subspaces::<f64, _>(&SubspaceMixtureConfig::new(12, 3, 2, 40, 0.01), &mut rng)?;
+/// let test = train.draw(&SubspaceMixtureConfig::new(12, 3, 2, 10, 0.01), &mut rng)?;
+/// let classifier = NearestSubspace::fit(&train.samples, &train.labels, 2, false)?;
+/// assert!(classifier.accuracy(&test.samples, &test.labels)? > 0.95);
+/// # Ok::<(), mcr2::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct NearestSubspace<T> {
     fits: Vec<SubspaceFit<T>>,

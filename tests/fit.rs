@@ -352,3 +352,26 @@ fn observers_stop_runs() {
     let seg = alc(&x, &coder, |_| {}).unwrap();
     assert_eq!(seg.stop, Stop::Converged);
 }
+
+/// The default tolerance is stated for f64 and scaled for f32, so that an f32 fit reports
+/// convergence where the f64 one does (with 1e-8 in both, rounding kept f32 from ever
+/// getting there).
+#[test]
+fn f32_fits_report_convergence_too() {
+    use mcr2::fit::{Progress, ascend_on_sphere};
+    let cfg = SubspaceMixtureConfig::new(8, 2, 1, 20, 0.1);
+    let mix = mixture_of_subspaces::<f64, _>(&cfg, &mut StdRng::seed_from_u64(0)).unwrap();
+    let mut config = FitConfig::new(Precision::from_eps_sq(0.5).unwrap());
+    config.max_iterations = 5000;
+    let m64 = Membership::<f64>::from(mix.labels.clone());
+    let (_, r64) = ascend_on_sphere(&mix.samples, &m64, &config, |_: &Progress| ()).unwrap();
+    let x32 = mix.samples.mapv(|v| v as f32);
+    let m32 = Membership::<f32>::from(mix.labels.clone());
+    let (_, r32) = ascend_on_sphere(&x32, &m32, &config, |_: &Progress| ()).unwrap();
+    println!(
+        "f64: {} iterations, f32: {} iterations",
+        r64.iterations, r32.iterations
+    );
+    assert!(r64.converged() && r32.converged());
+    assert!(r32.iterations <= r64.iterations);
+}

@@ -20,6 +20,19 @@ pub fn normalize_rows(x: &mut Array2<f64>) {
     }
 }
 
+/// Runs an example: `--help` (or `-h`) prints `usage` and exits; an error is printed by its
+/// message (not its debug form) and exits with status 1.
+pub fn main(usage: &str, run: fn() -> Result<(), Box<dyn std::error::Error>>) {
+    if std::env::args().any(|a| a == "--help" || a == "-h") {
+        println!("{usage}");
+        return;
+    }
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// `--quick` on the command line (or `MCR2_QUICK=1`): a smaller run, as CI uses.
 pub fn quick() -> bool {
     std::env::args().any(|a| a == "--quick") || std::env::var("MCR2_QUICK").is_ok_and(|v| v == "1")

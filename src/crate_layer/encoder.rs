@@ -42,6 +42,18 @@ pub struct LayerDiagnostics<T> {
 }
 
 /// A stack of [`CrateBlock`]s.
+///
+/// ```
+/// use mcr2::crate_layer::{CrateBlockConfig, CrateEncoder, CrateEncoderConfig};
+/// use mcr2::ndarray::Array3;
+/// use mcr2::rand::{SeedableRng, rngs::StdRng};
+/// let config = CrateEncoderConfig { depth: 3, block: CrateBlockConfig::new(16, 2, 8) };
+/// let encoder = CrateEncoder::<f64>::new(&config, &mut StdRng::seed_from_u64(0))?;
+/// let x = Array3::from_shape_fn((1, 10, 16), |(_, i, j)| ((i * 5 + j) % 9) as f64 / 9.0);
+/// let (y, layers) = encoder.forward_with_diagnostics(&x)?;
+/// assert_eq!((y.dim(), layers.len()), ((1, 10, 16), 3)); // one diagnostic per layer
+/// # Ok::<(), mcr2::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct CrateEncoder<T: Float> {
     pub(crate) blocks: Vec<CrateBlock<T>>,

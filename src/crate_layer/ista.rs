@@ -56,6 +56,16 @@ impl IstaConfig {
 /// Rows are tokens, so in this crate's layout the CRATE step is
 /// `ReLU(x·(I + η(D − DᵀD)) − ηλ)`; the d × d matrix `I + η(D − DᵀD)` is formed once when the
 /// step is built, so one forward is one matrix product.
+///
+/// ```
+/// use mcr2::crate_layer::Ista;
+/// use mcr2::ndarray::{Array2, array};
+/// // dictionary D = I: the step shrinks every entry by ηλ and clips at 0
+/// let ista = Ista::<f64>::from_parts(Array2::eye(2), 0.1, 0.1)?;
+/// let y = ista.forward(&array![[1.0, -1.0], [0.005, 0.5]])?;
+/// assert_eq!(y, array![[0.99, 0.0], [0.0, 0.49]]);
+/// # Ok::<(), mcr2::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ista<T: Float> {
     d: Array2<T>,

@@ -60,6 +60,19 @@ pub(crate) enum Output<T> {
 ///
 /// Reference: Yu et al., *White-Box Transformers via Sparse Rate Reduction*, arXiv 2306.01129,
 /// Eq. 9–11; the reference `Attention` module of `Ma-Lab-Berkeley/CRATE`.
+///
+/// ```
+/// use mcr2::crate_layer::Mssa;
+/// use mcr2::ndarray::{Array2, s};
+/// use mcr2::Precision;
+/// // white box: two 2-dimensional subspaces of R⁴, κ the step on the compression term
+/// let eye = Array2::<f64>::eye(4);
+/// let bases = [eye.slice(s![.., 0..2]).to_owned(), eye.slice(s![.., 2..4]).to_owned()];
+/// let mssa = Mssa::from_subspaces(&bases, Precision::from_eps_sq(0.5)?, 0.5)?;
+/// let z = Array2::from_shape_fn((5, 4), |(i, j)| ((i + 2 * j) % 3) as f64 - 1.0);
+/// assert_eq!(mssa.forward(&z)?.dim(), (5, 4));
+/// # Ok::<(), mcr2::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mssa<T: Float> {
     pub(crate) heads: usize,

@@ -48,6 +48,14 @@ impl LinearConfig {
 
 /// `y = x Wᵀ + b` on every row (token) of `x`, with W: out × in as PyTorch's `nn.Linear`
 /// stores it. Reference names: `weight`, `bias`.
+///
+/// ```
+/// use mcr2::ndarray::array;
+/// use mcr2::nn::Linear;
+/// let layer = Linear::from_parts(array![[1.0, 2.0], [0.0, 1.0], [1.0, 0.0]], Some(array![0.5, 0.0, -1.0]))?;
+/// assert_eq!(layer.forward(&array![[1.0, 1.0]])?, array![[3.5, 1.0, 0.0]]);
+/// # Ok::<(), mcr2::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Linear<T: Float> {
     weight: Array2<T>,

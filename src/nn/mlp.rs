@@ -25,6 +25,15 @@ impl MlpConfig {
 
 /// `MLP(x) = fc2(GELU(fc1(x)))` on every row, with the exact GELU `x Φ(x)` (PyTorch's
 /// `nn.GELU()`). Reference names: `fc1.weight`, `fc1.bias`, `fc2.weight`, `fc2.bias`.
+///
+/// ```
+/// use mcr2::ndarray::Array2;
+/// use mcr2::nn::{Mlp, MlpConfig};
+/// use mcr2::rand::{SeedableRng, rngs::StdRng};
+/// let mlp = Mlp::<f32>::new(&MlpConfig { dim: 8, hidden: 32 }, &mut StdRng::seed_from_u64(0))?;
+/// assert_eq!(mlp.forward(&Array2::<f32>::zeros((3, 8)))?.dim(), (3, 8));
+/// # Ok::<(), mcr2::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mlp<T: Float> {
     fc1: Linear<T>,

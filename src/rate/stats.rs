@@ -102,6 +102,7 @@ impl<T: Float> RateStats<T> {
                 got: format!("{} classes", membership.n_classes()),
             });
         }
+        let n = self.checked_count(z.nrows())?;
         let zv = z.view();
         for j in 0..self.traces.len() {
             let rows = membership.class_rows(j);
@@ -111,7 +112,7 @@ impl<T: Float> RateStats<T> {
             symmetrize_from_lower(self.grams[j].view_mut());
             self.traces[j] += rows.trace;
         }
-        self.n += z.nrows();
+        self.n = n;
         Ok(())
     }
 
@@ -124,12 +125,21 @@ impl<T: Float> RateStats<T> {
                 got: format!("dim {}, {} classes", other.dim, other.traces.len()),
             });
         }
-        self.n += other.n;
+        self.n = self.checked_count(other.n)?;
         for j in 0..self.traces.len() {
             self.traces[j] += other.traces[j];
             self.grams[j] += &other.grams[j];
         }
         Ok(())
+    }
+
+    /// `n + more`, or an error naming the overflow of the sample count.
+    fn checked_count(&self, more: usize) -> Result<usize> {
+        self.n.checked_add(more).ok_or(Error::TooLarge {
+            what: "sample count of the statistics (it overflows usize)",
+            bytes: None,
+            budget: crate::validate::memory_budget(),
+        })
     }
 
     /// Number of samples pushed.

@@ -100,6 +100,16 @@ impl ToStBlockConfig {
 /// A ToST block: `x + γ₁ ⊙ TSSA(LN₁(x))`, then `x + γ₂ ⊙ MLP(LN₂(x))` with a GELU MLP
 /// (`fc1`, GELU, `fc2`). Weight names (under a prefix): `norm1.*`, `attn.*` (as [`Tssa`]),
 /// `gamma1`, `norm2.*`, `mlp.fc1.*`, `mlp.fc2.*`, `gamma2`.
+///
+/// ```
+/// use mcr2::ndarray::Array3;
+/// use mcr2::rand::{SeedableRng, rngs::StdRng};
+/// use mcr2::tost::{ToStBlock, ToStBlockConfig};
+/// let block = ToStBlock::<f32>::new(&ToStBlockConfig::new(16, 4), &mut StdRng::seed_from_u64(0))?;
+/// let x = Array3::<f32>::from_elem((2, 50, 16), 0.25); // batch × tokens × dim
+/// assert_eq!(block.forward_batch(&x)?.dim(), (2, 50, 16));
+/// # Ok::<(), mcr2::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToStBlock<T: Float> {
     norm1: LayerNorm<T>,

@@ -44,6 +44,20 @@ impl CausalTssaConfig {
 ///
 /// Running sums make it O(n·dim); weights `c_attn.weight`, `c_attn.bias`, `temp`,
 /// `denom_bias` (heads × block_size × 1), `c_proj.weight`, `c_proj.bias`.
+///
+/// ```
+/// use mcr2::ndarray::Array2;
+/// use mcr2::rand::{SeedableRng, rngs::StdRng};
+/// use mcr2::tost::{CausalTssa, CausalTssaConfig};
+/// let config = CausalTssaConfig { dim: 8, heads: 2, block_size: 32 };
+/// let attn = CausalTssa::<f64>::new(&config, &mut StdRng::seed_from_u64(0))?;
+/// let x = Array2::<f64>::from_shape_fn((10, 8), |(i, j)| (i as f64 - j as f64) / 8.0);
+/// let y = attn.forward(&x)?;
+/// // causal: the first 4 outputs depend only on the first 4 tokens
+/// let y4 = attn.forward(&x.slice(mcr2::ndarray::s![..4, ..]).to_owned())?;
+/// assert!((&y.slice(mcr2::ndarray::s![..4, ..]) - &y4).iter().all(|d| d.abs() < 1e-12));
+/// # Ok::<(), mcr2::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct CausalTssa<T: Float> {
     inner: Tssa<T>,

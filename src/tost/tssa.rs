@@ -38,6 +38,18 @@ impl TssaConfig {
 /// Token-statistics self-attention, the reference `AttentionTSSA` (see the module docs).
 /// Reference names: `qkv.weight`, `qkv.bias` (when present), `temp` (heads × 1),
 /// `to_out.0.weight`, `to_out.0.bias`.
+///
+/// ```
+/// use mcr2::ndarray::Array2;
+/// use mcr2::rand::{SeedableRng, rngs::StdRng};
+/// use mcr2::tost::{Tssa, TssaConfig};
+/// let attn = Tssa::<f32>::new(&TssaConfig::new(16, 4), &mut StdRng::seed_from_u64(0))?;
+/// let x = Array2::<f32>::from_shape_fn((100, 16), |(i, j)| ((i + j) % 7) as f32 / 7.0);
+/// assert_eq!(attn.forward(&x)?.dim(), (100, 16)); // linear in the number of tokens
+/// let pi = attn.membership(&x)?; // each token's soft assignment to the 4 heads
+/// assert!(pi.rows().into_iter().all(|r| (r.sum() - 1.0).abs() < 1e-5));
+/// # Ok::<(), mcr2::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tssa<T: Float> {
     /// dim → dim

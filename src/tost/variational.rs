@@ -13,6 +13,22 @@ use crate::{Error, Float, Precision, Result};
 /// * `∇_Z R^var = (1/N) Σ_k U_k D_k U_kᵀ Z Diag(π_k)`, `D_k = Diag(f′(s_k))` (Π held fixed);
 /// * `Π_jk = softmax_k(‖U_kᵀ z_j‖² / (2η))`;
 /// * the TSSA step `Z⁺ = Z − τ ∇_Z R^var(Z, Π(Z))`.
+///
+/// ```
+/// use mcr2::ndarray::{Array2, s};
+/// use mcr2::tost::VariationalCompression;
+/// use mcr2::Precision;
+/// // two heads: the coordinate planes e₁e₂ and e₃e₄ of R⁴
+/// let eye = Array2::<f64>::eye(4);
+/// let bases = vec![eye.slice(s![.., 0..2]).to_owned(), eye.slice(s![.., 2..4]).to_owned()];
+/// let vc = VariationalCompression::new(bases, Precision::from_eps_sq(0.5)?, 0.5)?;
+/// let z = Array2::from_shape_fn((6, 4), |(i, j)| ((i * 3 + j) % 5) as f64 / 5.0);
+/// let pi = vc.membership(&z)?;
+/// // one TSSA step compresses: the variational objective does not grow
+/// let z1 = vc.step(&z, 0.1)?;
+/// assert!(vc.objective(&z1, &pi)? <= vc.objective(&z, &pi)?);
+/// # Ok::<(), mcr2::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct VariationalCompression<T: Float> {
     bases: Vec<Array2<T>>,
