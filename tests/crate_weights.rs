@@ -284,3 +284,24 @@ fn weights_under_a_wrong_configuration_are_errors() {
         .collect();
     assert_eq!(names, ["0.fn.qkv.weight", "1.fn.weight"]);
 }
+
+/// A checkpoint read under the wrong prefix says where its tensors are and how many.
+#[test]
+fn a_wrong_prefix_names_the_right_one() {
+    use mcr2::crate_layer::{CrateClassifier, CrateConfig};
+    let config = CrateConfig::new(16, 4, 5, 16, 2, 2, 8);
+    let model = CrateClassifier::<f32>::new(&config, &mut StdRng::seed_from_u64(0)).unwrap();
+    let bytes = model.to_safetensors("model.").unwrap();
+    let expected = CrateClassifier::<f32>::tensor_names(&config).len();
+    match CrateClassifier::<f32>::from_safetensors(&bytes, &config, "") {
+        Err(Error::InvalidWeights { reason, .. }) => {
+            assert!(reason.contains("\"model.\""), "{reason}");
+            assert!(
+                reason.contains(&format!("{expected} of the {expected}")),
+                "{reason}"
+            );
+        }
+        other => panic!("expected InvalidWeights, got {other:?}"),
+    }
+    assert!(CrateClassifier::<f32>::from_safetensors(&bytes, &config, "model.").is_ok());
+}

@@ -479,10 +479,23 @@ impl<T: Float> Checkpoint<T> for CrateClassifier<T> {
             .into_iter()
             .map(|n| reader.full_name(&n))
             .collect();
+        let missing = expected.iter().filter(|n| !reader.contains_full(n)).count();
+        if missing == expected.len() {
+            // nothing under this prefix: say where the tensors are, if anywhere
+            let relative = Self::tensor_names(config);
+            if let Some((prefix, found)) = reader.guess_prefix(&relative) {
+                return Err(invalid(
+                    &format!("(prefix {:?})", reader.full_name("")),
+                    format!(
+                        "no tensor of this configuration under this prefix; {found} of the {} are under the prefix {prefix:?}",
+                        expected.len()
+                    ),
+                ));
+            }
+        }
         if let Some(extra) = reader.names().iter().find(|n| !expected.contains(*n)) {
             return Err(invalid(extra, "unexpected tensor for this configuration"));
         }
-        let missing = expected.iter().filter(|n| !reader.contains_full(n)).count();
         if missing > 0 {
             let first = expected
                 .iter()

@@ -74,6 +74,25 @@ impl<'a> TensorReader<'a> {
         self.st.tensor(name).is_ok()
     }
 
+    /// The prefix under which the file holds the most of the `relative` names, with how
+    /// many it holds there, when that is not this reader's prefix (for the error that a
+    /// wrong prefix causes).
+    pub(crate) fn guess_prefix(&self, relative: &[String]) -> Option<(String, usize)> {
+        let wanted: std::collections::HashSet<&str> = relative.iter().map(String::as_str).collect();
+        let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for full in self.st.names() {
+            for rel in &wanted {
+                if let Some(prefix) = full.strip_suffix(rel) {
+                    *counts.entry(prefix.to_string()).or_default() += 1;
+                }
+            }
+        }
+        counts
+            .into_iter()
+            .filter(|(p, _)| *p != self.prefix)
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+    }
+
     /// The names in the file that start with this reader's prefix, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
