@@ -149,7 +149,9 @@ fn deserialization_is_checked() {
 #[test]
 fn identical_rows_of_large_norm_match_the_closed_form() {
     use mcr2::{Labels, Membership};
-    use mcr2::{Precision, coding_rate, coding_rate_with_grad, rate_reduction};
+    use mcr2::{
+        Precision, class_coding_rate_with_grad, coding_rate, coding_rate_with_grad, rate_reduction,
+    };
     let eps = Precision::from_eps_sq(0.5).unwrap();
     let directions: [&[f64]; 3] = [
         &[1.0, -2.0, 0.0, 2.0, -1.0, 1.0, -2.0, 0.0],
@@ -183,11 +185,20 @@ fn identical_rows_of_large_norm_match_the_closed_form() {
                         "grad n={n} s={s}: {gij} vs {want}"
                     );
                 }
-                // two classes of identical rows: Rc is the same closed form per class
+                // two classes of identical rows, hard or split evenly (soft): Rc is the same
+                // closed form per class, and ∂Rc/∂Z = κ s/(1 + d s²/ε²) 1 vᵀ, κ = d/(nε²)
                 let labels = Labels::new(&(0..n).map(|i| i % 2).collect::<Vec<_>>(), 2).unwrap();
-                let rr = rate_reduction(&z, &Membership::from(labels), eps).unwrap();
-                let half = 0.5 * (d as f64 * s * s / 0.5).ln_1p() * 0.5;
-                assert!((rr.rc - 2.0 * half).abs() <= 1e-6 * rr.rc, "Rc s={s}");
+                let soft = Membership::soft(Array2::from_elem((n, 2), 0.5)).unwrap();
+                for m in [Membership::from(labels), soft] {
+                    let rr = rate_reduction(&z, &m, eps).unwrap();
+                    let half = 0.5 * (d as f64 * s * s / 0.5).ln_1p() * 0.5;
+                    assert!((rr.rc - 2.0 * half).abs() <= 1e-6 * rr.rc, "Rc s={s}");
+                    let (_, g) = class_coding_rate_with_grad(&z, &m, eps).unwrap();
+                    let gc = a * s / (1.0 + d as f64 * s * s / 0.5);
+                    for ((_, j), &gij) in g.indexed_iter().filter(|_| conditioned) {
+                        assert!((gij - gc * v[j]).abs() <= 1e-6 * gc, "∂Rc n={n} s={s}");
+                    }
+                }
                 if exp <= 6 {
                     let r32 = coding_rate(&z.mapv(|x| x as f32), eps).unwrap() as f64;
                     assert!(
