@@ -31,6 +31,8 @@
 //! # Ok::<(), mcr2::Error>(())
 //! ```
 
+mod io;
+
 use ndarray::{Array2, ArrayRef2, ArrayView2, ArrayViewMut2, Axis};
 
 use crate::observe::{Flow, Report, Stop};
@@ -369,7 +371,8 @@ impl<T: Float> ReduNet<T> {
     }
 
     /// ΔR, R and Rc of the training features (true labels): entry 0 at the input, entry ℓ
-    /// after layer ℓ.
+    /// after layer ℓ (empty for a network read by
+    /// [`from_safetensors`](Self::from_safetensors)).
     pub fn history(&self) -> &[RateReduction<T>] {
         &self.history
     }

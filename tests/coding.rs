@@ -338,3 +338,22 @@ fn bad_input_is_an_error() {
 fn ids(v: &[usize]) -> Labels {
     Labels::from_ids(v).unwrap()
 }
+
+/// A saved MICL classifier carries its coder and sizes: loading needs nothing else and
+/// predicts the same; other files and truncations are errors.
+#[test]
+fn micl_save_and_load_round_trip() {
+    let x = Array2::from_shape_fn((30, 4), |(i, j)| {
+        (((i * 7 + j * 3) % 11) as f64 / 11.0 - 0.5) + if i % 3 == j % 3 { 1.0 } else { 0.0 }
+    });
+    let labels = Labels::new(&(0..30).map(|i| i % 3).collect::<Vec<_>>(), 3).unwrap();
+    let coder = Coder::new(Precision::from_eps(0.2).unwrap()).with_unit(Unit::Nats);
+    let micl = Micl::fit(&x, &labels, coder).unwrap();
+    let bytes = micl.to_safetensors().unwrap();
+    let back = Micl::from_safetensors(&bytes).unwrap();
+    assert_eq!(back, micl);
+    assert_eq!(back.predict(&x).unwrap(), micl.predict(&x).unwrap());
+    assert!(Micl::from_safetensors(&bytes[..bytes.len() - 1]).is_err());
+    let empty = mcr2::nn::TensorWriter::new().to_bytes().unwrap();
+    assert!(Micl::from_safetensors(&empty).is_err());
+}

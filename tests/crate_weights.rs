@@ -305,3 +305,28 @@ fn a_wrong_prefix_names_the_right_one() {
     }
     assert!(CrateClassifier::<f32>::from_safetensors(&bytes, &config, "model.").is_ok());
 }
+
+/// `to_checkpoint` stores the configuration with the weights; `from_checkpoint` needs
+/// nothing else, and refuses files without it (or with an invalid one).
+#[test]
+fn checkpoints_carry_their_configuration() {
+    use mcr2::crate_layer::{CrateClassifier, CrateConfig, Pooling};
+    let mut config = CrateConfig::new(16, 4, 5, 16, 2, 2, 8);
+    config.pooling = Pooling::Mean;
+    config.encoder.block.ista_lambda = 0.25;
+    let model = CrateClassifier::<f32>::new(&config, &mut StdRng::seed_from_u64(1)).unwrap();
+    let bytes = model.to_checkpoint().unwrap();
+    let back = CrateClassifier::<f32>::from_checkpoint(&bytes).unwrap();
+    assert_eq!(back, model);
+    assert_eq!(back.config(), &config);
+    // read in f64: the same configuration, weights widened exactly
+    let wide = CrateClassifier::<f64>::from_checkpoint(&bytes).unwrap();
+    assert_eq!(wide.config(), &config);
+    // plain safetensors (no configuration) are refused with a pointer to from_safetensors
+    let plain = model.to_safetensors("").unwrap();
+    match CrateClassifier::<f32>::from_checkpoint(&plain) {
+        Err(Error::InvalidWeights { reason, .. }) => assert!(reason.contains("from_safetensors")),
+        other => panic!("expected InvalidWeights, got {other:?}"),
+    }
+    assert!(CrateClassifier::<f32>::from_checkpoint(&bytes[..bytes.len() / 2]).is_err());
+}

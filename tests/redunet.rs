@@ -270,3 +270,33 @@ fn bad_input_is_an_error() {
     );
     let _ = Precision::from_eps_sq(0.1).unwrap();
 }
+
+/// A saved network carries its configuration: loading needs nothing else, gives the same
+/// transform, and refuses files that are not a ReduNet or whose sizes do not fit.
+#[test]
+fn save_and_load_round_trip() {
+    use mcr2::redunet::LayerProgress;
+    let centers = array![[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    let mut rng = StdRng::seed_from_u64(3);
+    let (x, labels) = gaussian_toy(&centers, 30, 0.1, &mut rng).unwrap();
+    let config = ReduNetConfig {
+        layers: 7,
+        ..ReduNetConfig::default()
+    };
+    let (net, _, _) = ReduNet::<f64>::fit(&x, &labels, &config, |_: &LayerProgress| ()).unwrap();
+    let bytes = net.to_safetensors().unwrap();
+    let back = ReduNet::<f64>::from_safetensors(&bytes).unwrap();
+    assert_eq!(back.config(), net.config());
+    assert_eq!(back.layers(), net.layers());
+    assert_eq!(back.predict(&x).unwrap(), net.predict(&x).unwrap());
+    // read in f32: same predictions
+    let back32 = ReduNet::<f32>::from_safetensors(&bytes).unwrap();
+    assert_eq!(
+        back32.predict(&x.mapv(|v| v as f32)).unwrap(),
+        net.predict(&x).unwrap()
+    );
+    // a CRATE checkpoint, or any other file, is not a ReduNet
+    let other = mcr2::nn::TensorWriter::new().to_bytes().unwrap();
+    assert!(ReduNet::<f64>::from_safetensors(&other).is_err());
+    assert!(ReduNet::<f64>::from_safetensors(&bytes[..bytes.len() / 2]).is_err());
+}

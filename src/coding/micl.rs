@@ -8,14 +8,14 @@ use crate::{Error, Float, Labels, Result};
 /// One class of a [`Micl`] classifier: its count, mean, the eigendecomposition of its
 /// scatter (the factor every test sample's rank-one update uses) and its coding length.
 #[derive(Debug, Clone, PartialEq)]
-struct ClassCode {
-    count: usize,
-    mean: Array1<f64>,
-    eigenvalues: Array1<f64>,
+pub(crate) struct ClassCode {
+    pub(crate) count: usize,
+    pub(crate) mean: Array1<f64>,
+    pub(crate) eigenvalues: Array1<f64>,
     /// n × n, eigenvectors as columns
-    eigenvectors: Array2<f64>,
+    pub(crate) eigenvectors: Array2<f64>,
     /// L(X_j) in nats
-    length: f64,
+    pub(crate) length: f64,
 }
 
 /// Classification by minimum incremental coding length.
@@ -29,10 +29,10 @@ struct ClassCode {
 /// O(n²) per sample and class, no factorization. (Zero-mean coding: v = x and S' = S_j + x xᵀ.)
 #[derive(Debug, Clone, PartialEq)]
 pub struct Micl {
-    coder: Coder,
-    classes: Vec<ClassCode>,
-    dim: usize,
-    total: usize,
+    pub(crate) coder: Coder,
+    pub(crate) classes: Vec<ClassCode>,
+    pub(crate) dim: usize,
+    pub(crate) total: usize,
 }
 
 impl Micl {

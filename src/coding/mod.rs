@@ -51,6 +51,7 @@ use ndarray::{Array1, Array2, ArrayRef2};
 
 mod alc;
 mod micl;
+mod micl_io;
 
 pub use alc::{ALC_MAX_SAMPLES, AlcProgress, Segmentation, alc};
 pub use micl::Micl;

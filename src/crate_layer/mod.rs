@@ -37,6 +37,7 @@
 //! ```
 
 mod block;
+mod checkpoint;
 mod classifier;
 mod encoder;
 mod ista;

@@ -37,6 +37,7 @@ pub(crate) fn invalid(name: &str, reason: impl Into<String>) -> Error {
 /// ```
 pub struct TensorReader<'a> {
     st: std::rc::Rc<SafeTensors<'a>>,
+    metadata: std::rc::Rc<std::collections::HashMap<String, String>>,
     prefix: String,
 }
 
@@ -45,8 +46,11 @@ impl<'a> TensorReader<'a> {
     pub fn new(bytes: &'a [u8]) -> Result<Self> {
         let st =
             SafeTensors::deserialize(bytes).map_err(|e| Error::MalformedFile(e.to_string()))?;
+        let (_, header) =
+            SafeTensors::read_metadata(bytes).map_err(|e| Error::MalformedFile(e.to_string()))?;
         Ok(Self {
             st: std::rc::Rc::new(st),
+            metadata: std::rc::Rc::new(header.metadata().clone().unwrap_or_default()),
             prefix: String::new(),
         })
     }
@@ -55,8 +59,28 @@ impl<'a> TensorReader<'a> {
     pub fn scoped(&self, prefix: &str) -> TensorReader<'a> {
         TensorReader {
             st: self.st.clone(),
+            metadata: self.metadata.clone(),
             prefix: format!("{}{prefix}", self.prefix),
         }
+    }
+
+    /// The header's metadata entry `key` (the file's, whatever the prefix).
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
+    }
+
+    /// The metadata entry `key` parsed as `V`, or [`Error::InvalidWeights`] naming it when
+    /// it is absent or does not parse.
+    pub fn metadata_value<V: std::str::FromStr>(&self, key: &str) -> Result<V> {
+        let text = self
+            .metadata(key)
+            .ok_or_else(|| invalid(&format!("metadata {key:?}"), "missing"))?;
+        text.parse().map_err(|_| {
+            invalid(
+                &format!("metadata {key:?}"),
+                format!("cannot parse {text:?}"),
+            )
+        })
     }
 
     /// The full name of `name` under this reader's prefix.
@@ -229,6 +253,7 @@ impl View for &Stored {
 #[derive(Default)]
 pub struct TensorWriter {
     tensors: BTreeMap<String, Stored>,
+    metadata: std::collections::HashMap<String, String>,
 }
 
 /// A [`TensorWriter`] seen through a name prefix.
@@ -251,6 +276,11 @@ impl TensorWriter {
         }
     }
 
+    /// Stores `value` under `key` in the header's metadata (text, as safetensors has it).
+    pub fn set_metadata(&mut self, key: &str, value: impl ToString) {
+        self.metadata.insert(key.to_string(), value.to_string());
+    }
+
     /// Number of tensors collected.
     pub fn len(&self) -> usize {
         self.tensors.len()
@@ -263,7 +293,8 @@ impl TensorWriter {
 
     /// The safetensors bytes of every tensor collected.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        safetensors::serialize(self.tensors.iter(), None)
+        let metadata = (!self.metadata.is_empty()).then(|| self.metadata.clone());
+        safetensors::serialize(self.tensors.iter(), metadata)
             .map_err(|e| Error::MalformedFile(e.to_string()))
     }
 }

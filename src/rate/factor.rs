@@ -85,8 +85,29 @@ impl Spectral {
     /// `I + a·XᵀX` and of `I + a·X Xᵀ` alike.
     pub(crate) fn new<T: Float>(x: ArrayView2<T>, a: f64, what: &'static str) -> Result<Self> {
         crate::validate::elements_of::<f64>(what, &[x.nrows(), x.ncols()])?;
+        let (m, n) = x.dim();
+        let unit = (f64::EPSILON / 2.0).powi(2) * m.min(n) as f64;
+        if !a.is_finite() {
+            let limit = SPECTRAL_TOLERANCE / unit;
+            return Err(Error::Scale {
+                what,
+                scale: f64::INFINITY,
+                limit,
+            });
+        }
         // scaled by a power of two (exact) so that the SVD never overflows inside
         let largest = x.iter().fold(0.0f64, |m, v| m.max(v.as_f64().abs()));
+        if largest == 0.0 {
+            // X = 0: A = I, no decomposition needed
+            let r = m.min(n);
+            return Ok(Self {
+                u: Array2::zeros((m, r)),
+                sigma: Array1::zeros(r),
+                v: Array2::zeros((n, r)),
+                a,
+                logdet: 0.0,
+            });
+        }
         let exponent = if largest > 0.0 {
             (largest.log2().floor() as i32).clamp(-1000, 1000)
         } else {
@@ -101,7 +122,7 @@ impl Spectral {
         let scale = a * sigma_max * sigma_max;
         let logdet: f64 = sigma.iter().map(|&s| (a * s * s).ln_1p()).sum();
         // the SVD's errors are about u·σ_max in each σ_i: a σ_i² is off by about u²·a σ_max²
-        let unit = (f64::EPSILON / 2.0).powi(2) * dim as f64;
+        debug_assert_eq!(dim, m.min(n));
         let limit = SPECTRAL_TOLERANCE * logdet.abs().clamp(1.0, 1e3) / unit;
         if !scale.is_finite() || !logdet.is_finite() || scale > limit {
             return Err(Error::Scale { what, scale, limit });
