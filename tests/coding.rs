@@ -357,3 +357,32 @@ fn micl_save_and_load_round_trip() {
     let empty = mcr2::nn::TensorWriter::new().to_bytes().unwrap();
     assert!(Micl::from_safetensors(&empty).is_err());
 }
+
+/// A crafted MICL file whose metadata claims an impossible dimension is an error, not an
+/// overflow or an allocation.
+#[test]
+fn micl_file_with_an_impossible_dimension_is_refused() {
+    let mut w = mcr2::nn::TensorWriter::new();
+    for (k, v) in [
+        ("mcr2.model", "MICL".to_string()),
+        ("eps_sq", "0.1".into()),
+        ("unit", "bits".into()),
+        ("mean", "separate".into()),
+        ("dim", usize::MAX.to_string()),
+        ("classes", "1".into()),
+        ("total", "1".into()),
+        ("count.0", "1".into()),
+        ("length.0", "1.0".into()),
+    ] {
+        w.set_metadata(k, v);
+    }
+    let mut s = w.scoped("classes.0.");
+    s.put("mean", &ndarray::array![0.0f64, 1.0].into_dyn());
+    s.put("eigenvalues", &ndarray::array![0.0f64, 1.0].into_dyn());
+    s.put("eigenvectors", &Array2::<f64>::eye(2).into_dyn());
+    let bytes = w.to_bytes().unwrap();
+    assert!(matches!(
+        Micl::from_safetensors(&bytes),
+        Err(Error::TooLarge { .. })
+    ));
+}

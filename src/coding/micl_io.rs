@@ -104,7 +104,10 @@ impl Micl {
                 ),
             ));
         }
-        crate::validate::elements_of::<f64>("MICL class codes", &[classes, dim + 2, dim])?;
+        crate::validate::elements_of::<f64>(
+            "MICL class codes",
+            &[classes, dim.saturating_add(2), dim],
+        )?;
         let mut codes = Vec::with_capacity(classes);
         let mut counted = 0usize;
         for j in 0..classes {
