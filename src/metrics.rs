@@ -202,6 +202,7 @@ pub fn class_singular_values<T: Float>(z: &ArrayRef2<T>, labels: &Labels) -> Res
             let block = z.select(Axis(0), &rows);
             let (_, s, _) =
                 crate::linalg::thin_svd(block.view()).ok_or(Error::NoConvergence("SVD"))?;
+            crate::validate::finite_output("class singular values", &s)?;
             Ok(s.iter().map(|v| v.as_f64()).collect())
         })
         .collect()

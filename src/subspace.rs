@@ -60,10 +60,13 @@ impl<T: Float> SubspaceFit<T> {
         let xc = &x.view() - &self.mean;
         let proj = xc.dot(&self.basis).dot(&self.basis.t());
         let r = &xc - &proj;
-        Ok(r.rows()
+        let norms: Array1<T> = r
+            .rows()
             .into_iter()
             .map(|row| row.dot(&row).sqrt())
-            .collect())
+            .collect();
+        crate::validate::finite_output("residual norms", &norms)?;
+        Ok(norms)
     }
 }
 

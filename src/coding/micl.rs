@@ -117,6 +117,7 @@ impl Micl {
                 *v = self.coder.scale(self.increase(row, j));
             }
         }
+        crate::validate::finite_output("coding length increase", &out)?;
         Ok(out)
     }
 
