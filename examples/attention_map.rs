@@ -17,19 +17,23 @@ use ndarray::{Array2, Array4};
 use plotters::prelude::*;
 use rand::{SeedableRng, rngs::StdRng};
 
-const USAGE: &str = "attention_map: One attention head of a CRATE model over the image patches, written as an SVG picture: the input image next to the class token's attention over its patches (the maps the CRATE authors show, where trained heads segment objects). The model here is seeded, not trained: its map shows the mechanism, not a learned segmentation.
+const ABOUT: &str = "One attention head of a CRATE model over the image patches, written as an SVG picture: the input image next to the class token's attention over its patches (the maps the CRATE authors show, where trained heads segment objects). The model here is seeded, not trained: its map shows the mechanism, not a learned segmentation.";
 
-usage: cargo run --release --example attention_map -- [flags]
-
-  --layer L           layer whose attention is drawn, 1..=4 (default 4)
-  --head H            head, 0..4 (default 0)
-  --index I           which digit image (default 0)
-  --plots DIR         directory for the SVG plots (default target/plots)
-  --quick             the short run CI uses (also MCR2_QUICK=1)
-  --help              this text";
+const FLAGS: &[(&str, &str)] = &[
+    (
+        "--layer L",
+        "layer whose attention is drawn, 1..=4 (default 4)",
+    ),
+    ("--head H", "head, 0..4 (default 0)"),
+    ("--index I", "which digit image (default 0)"),
+    (
+        "--plots DIR",
+        "directory for the SVG plots (default target/plots)",
+    ),
+];
 
 fn main() {
-    common::main(USAGE, run)
+    common::main("attention_map", ABOUT, FLAGS, run)
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -48,7 +52,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         )
         .into());
     }
-    let (pixels, labels) = common::digits()?;
+    let digits = mcr2::data::digits()?;
+    let (pixels, labels) = (digits.pixels, digits.labels);
     if index >= labels.n_samples() {
         return Err(format!("--index must be below {}", labels.n_samples()).into());
     }

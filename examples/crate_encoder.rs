@@ -20,15 +20,12 @@ use ndarray::{Array1, Array2, Array3};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
 
-const USAGE: &str = "crate_encoder: A CRATE encoder on tokens drawn from a mixture of low-dimensional subspaces, with the per-layer measurements of the CRATE paper: the compression of each layer's input (½ Σ_heads logdet(I + p/(Nε²) ŴᵀŴ), ε² = 0.01) and the sparsity of its output.
+const ABOUT: &str = "A CRATE encoder on tokens drawn from a mixture of low-dimensional subspaces, with the per-layer measurements of the CRATE paper: the compression of each layer's input (½ Σ_heads logdet(I + p/(Nε²) ŴᵀŴ), ε² = 0.01) and the sparsity of its output.";
 
-usage: cargo run --release --example crate_encoder -- [flags]
-
-  --quick             the short run CI uses (also MCR2_QUICK=1)
-  --help              this text";
+const FLAGS: &[(&str, &str)] = &[];
 
 fn main() {
-    common::main(USAGE, run)
+    common::main("crate_encoder", ABOUT, FLAGS, run)
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {

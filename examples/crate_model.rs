@@ -29,17 +29,18 @@ fn config_named(name: &str) -> Result<CrateConfig, String> {
     })
 }
 
-const USAGE: &str = "crate_model: The whole CRATE image classifier: parameter counts of the reference configurations, a seeded CRATE-T run on a batch of images, the top-5 classes, and the per-layer measures.
+const ABOUT: &str = "The whole CRATE image classifier: parameter counts of the reference configurations, a seeded CRATE-T run on a batch of images, the top-5 classes, and the per-layer measures.";
 
-usage: cargo run --release --example crate_model -- [flags]
-
-  --config NAME       tiny, small, base or large (default tiny)
-  --checkpoint FILE   reference weights in safetensors (default: seeded initialization)
-  --quick             the short run CI uses (also MCR2_QUICK=1)
-  --help              this text";
+const FLAGS: &[(&str, &str)] = &[
+    ("--config NAME", "tiny, small, base or large (default tiny)"),
+    (
+        "--checkpoint FILE",
+        "reference weights in safetensors (default: seeded initialization)",
+    ),
+];
 
 fn main() {
-    common::main(USAGE, run)
+    common::main("crate_model", ABOUT, FLAGS, run)
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {

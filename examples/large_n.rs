@@ -13,15 +13,13 @@ use ndarray::Array2;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
 
-const USAGE: &str = "large_n: ΔR value and gradient for a million samples (d = 64, k = 10, f32) with bounded memory.
+const ABOUT: &str =
+    "ΔR value and gradient for a million samples (d = 64, k = 10, f32) with bounded memory.";
 
-usage: cargo run --release --example large_n -- [flags]
-
-  --quick             the short run CI uses (also MCR2_QUICK=1)
-  --help              this text";
+const FLAGS: &[(&str, &str)] = &[];
 
 fn main() {
-    common::main(USAGE, run)
+    common::main("large_n", ABOUT, FLAGS, run)
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {

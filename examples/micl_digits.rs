@@ -13,44 +13,25 @@ mod common;
 use mcr2::Precision;
 use mcr2::coding::{Coder, Micl};
 use mcr2::subspace::NearestSubspace;
-use ndarray::Axis;
 
-const USAGE: &str = "micl_digits: Classification by minimum incremental coding length (MICL) on the built-in handwritten digits, next to the nearest-subspace classifier on the same split.
+const ABOUT: &str = "Classification by minimum incremental coding length (MICL) on the built-in handwritten digits, next to the nearest-subspace classifier on the same split.";
 
-usage: cargo run --release --example micl_digits -- [flags]
-
-  --quick             the short run CI uses (also MCR2_QUICK=1)
-  --help              this text";
+const FLAGS: &[(&str, &str)] = &[];
 
 fn main() {
-    common::main(USAGE, run)
+    common::main("micl_digits", ABOUT, FLAGS, run)
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let (mut x, labels) = common::digits()?;
-    common::normalize_rows(&mut x);
-    let (train_idx, test_idx): (Vec<usize>, Vec<usize>) =
-        (0..labels.n_samples()).partition(|i| i % 4 != 3);
-    let pick = |idx: &[usize]| {
-        (
-            x.select(Axis(0), idx),
-            labels.select(idx).expect("indices of the data set"),
-        )
-    };
-    let (xtr, ytr) = pick(&train_idx);
-    let (xte, yte) = pick(&test_idx);
+    let (train, test) = mcr2::data::digits()?.normalized().split()?;
     // validation: every fifth training image
-    let (fit_idx, val_idx): (Vec<usize>, Vec<usize>) = {
-        let fit = (0..train_idx.len())
-            .filter(|j| j % 5 != 4)
-            .map(|j| train_idx[j]);
-        let val = (0..train_idx.len())
-            .filter(|j| j % 5 == 4)
-            .map(|j| train_idx[j]);
-        (fit.collect(), val.collect())
-    };
-    let (xfit, yfit) = pick(&fit_idx);
-    let (xval, yval) = pick(&val_idx);
+    let (fit_idx, val_idx): (Vec<usize>, Vec<usize>) =
+        (0..train.labels.n_samples()).partition(|j| j % 5 != 4);
+    let (fit, val) = (train.select(&fit_idx)?, train.select(&val_idx)?);
+    let (xtr, ytr) = (train.pixels, train.labels);
+    let (xte, yte) = (test.pixels, test.labels);
+    let (xfit, yfit) = (fit.pixels, fit.labels);
+    let (xval, yval) = (val.pixels, val.labels);
 
     let grid: &[f64] = if common::quick() {
         &[0.05, 0.1, 0.2]

@@ -11,24 +11,21 @@ mod common;
 use mcr2::{Membership, Precision, RateStats, rate_reduction, rate_reduction_with_grad};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 
-const USAGE: &str = "rates: Coding rates of the built-in handwritten-digits data (1797 images, 64 pixels, 10 classes).
+const ABOUT: &str =
+    "Coding rates of the built-in handwritten-digits data (1797 images, 64 pixels, 10 classes).";
 
-usage: cargo run --release --example rates -- [flags]
-
-  --quick             the short run CI uses (also MCR2_QUICK=1)
-  --help              this text";
+const FLAGS: &[(&str, &str)] = &[];
 
 fn main() {
-    common::main(USAGE, run)
+    common::main("rates", ABOUT, FLAGS, run)
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let (mut x, mut labels) = common::digits()?;
+    let mut digits = mcr2::data::digits()?.normalized();
     if common::quick() {
-        x = x.slice(ndarray::s![..500, ..]).to_owned();
-        labels = labels.select(&(0..500).collect::<Vec<_>>())?;
+        digits = digits.select(&(0..500).collect::<Vec<_>>())?;
     }
-    common::normalize_rows(&mut x);
+    let (x, labels) = (digits.pixels, digits.labels);
     let (n, d) = x.dim();
     let k = 10;
     let eps = Precision::from_eps_sq(0.5)?; // the supervised setting of the MCR² paper

@@ -65,16 +65,15 @@ fn fit(
     Ok(Run { name, net, z })
 }
 
-const USAGE: &str = "redunet: ReduNet: a network whose every layer is computed in closed form from the training data (a projected gradient step on ΔR), on the reference toys, a mixture of subspaces and the handwritten digits.
+const ABOUT: &str = "ReduNet: a network whose every layer is computed in closed form from the training data (a projected gradient step on ΔR), on the reference toys, a mixture of subspaces and the handwritten digits.";
 
-usage: cargo run --release --example redunet -- [flags]
-
-  --plots DIR         directory for the SVG plots (default target/plots)
-  --quick             the short run CI uses (also MCR2_QUICK=1)
-  --help              this text";
+const FLAGS: &[(&str, &str)] = &[(
+    "--plots DIR",
+    "directory for the SVG plots (default target/plots)",
+)];
 
 fn main() {
-    common::main(USAGE, run)
+    common::main("redunet", ABOUT, FLAGS, run)
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -128,11 +127,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     // digits: unit-norm pixels, every fourth image held out, λ = 500 (the reference MNIST
     // setting)
-    let (mut x, labels) = common::digits()?;
-    common::normalize_rows(&mut x);
-    let (train, test): (Vec<usize>, Vec<usize>) = (0..labels.n_samples()).partition(|i| i % 4 != 3);
-    let (xtr, xte) = (x.select(Axis(0), &train), x.select(Axis(0), &test));
-    let (ytr, yte) = (labels.select(&train)?, labels.select(&test)?);
+    let (train, test) = mcr2::data::digits()?.normalized().split()?;
+    let (xtr, ytr) = (train.pixels, train.labels);
+    let (xte, yte) = (test.pixels, test.labels);
     let digits_config = ReduNetConfig {
         layers: if quick { 10 } else { 50 },
         lambda: 500.0,

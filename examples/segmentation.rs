@@ -21,16 +21,15 @@ use ndarray::{Array2, Axis, concatenate};
 use plotters::prelude::*;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-const USAGE: &str = "segmentation: Segmentation of a mixture of subspaces by agglomerative lossy compression (ALC), and the phase transition of the number of groups as the distortion ε grows.
+const ABOUT: &str = "Segmentation of a mixture of subspaces by agglomerative lossy compression (ALC), and the phase transition of the number of groups as the distortion ε grows.";
 
-usage: cargo run --release --example segmentation -- [flags]
-
-  --plots DIR         directory for the SVG plots (default target/plots)
-  --quick             the short run CI uses (also MCR2_QUICK=1)
-  --help              this text";
+const FLAGS: &[(&str, &str)] = &[(
+    "--plots DIR",
+    "directory for the SVG plots (default target/plots)",
+)];
 
 fn main() {
-    common::main(USAGE, run)
+    common::main("segmentation", ABOUT, FLAGS, run)
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {

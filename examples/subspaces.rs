@@ -37,16 +37,15 @@ fn print_angles(name: &str, a: &Array2<f64>) {
     }
 }
 
-const USAGE: &str = "subspaces: Fit a mixture of subspaces with MCR²: learn a linear feature map that maximizes the rate reduction, and see the class subspaces separate.
+const ABOUT: &str = "Fit a mixture of subspaces with MCR²: learn a linear feature map that maximizes the rate reduction, and see the class subspaces separate.";
 
-usage: cargo run --release --example subspaces -- [flags]
-
-  --plots DIR         directory for the SVG plots (default target/plots)
-  --quick             the short run CI uses (also MCR2_QUICK=1)
-  --help              this text";
+const FLAGS: &[(&str, &str)] = &[(
+    "--plots DIR",
+    "directory for the SVG plots (default target/plots)",
+)];
 
 fn main() {
-    common::main(USAGE, run)
+    common::main("subspaces", ABOUT, FLAGS, run)
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -55,20 +54,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut rng = StdRng::seed_from_u64(0);
     let train =
         mixture_of_subspaces::<f64, _>(&SubspaceMixtureConfig::new(32, k, p, 100, 0.1), &mut rng)?;
-    // test samples from the same subspaces: same seed for the bases, fresh samples after them
-    let test = {
-        let mut r = StdRng::seed_from_u64(0);
-        let mut c = SubspaceMixtureConfig::new(32, k, p, 150, 0.1);
-        c.samples = vec![150; k];
-        let all = mixture_of_subspaces::<f64, _>(&c, &mut r)?;
-        let rows: Vec<usize> = (0..all.labels.n_samples())
-            .filter(|i| i % 150 >= 100)
-            .collect();
-        (
-            all.samples.select(ndarray::Axis(0), &rows),
-            all.labels.select(&rows)?,
-        )
-    };
+    // test samples: fresh draws from the same subspaces
+    let test = train.draw(&SubspaceMixtureConfig::new(32, k, p, 50, 0.1), &mut rng)?;
+    let test = (test.samples, test.labels);
     let eps = Precision::from_eps_sq(1.0)?;
     let membership = Membership::from(train.labels.clone());
 
@@ -124,20 +112,32 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let dir = common::plots_dir()?;
     let delta_r_plot =
         common::plot_delta_r(&dir, "subspaces_delta_r.svg", "ΔR during the fit", &report)?;
+    // each class's share of energy σ_i² / Σ σ² in its first k·p directions, averaged over the
+    // classes: the same scale and length before (R^32) and after (R^12)
     let mut series = Vec::new();
-    for (name, data) in [("before", &train.samples), ("after", &z)] {
-        for (j, s) in class_singular_values(data, &train.labels)?
-            .into_iter()
-            .enumerate()
-        {
-            series.push((format!("class {j} {name}"), s));
+    for (name, data) in [
+        ("raw samples (R^32)", &train.samples),
+        ("learned features (R^12)", &z),
+    ] {
+        let per_class = class_singular_values(data, &train.labels)?;
+        let mut share = vec![0.0; k * p];
+        for s in &per_class {
+            let total: f64 = s.iter().map(|v| v * v).sum();
+            for (i, v) in s.iter().take(k * p).enumerate() {
+                share[i] += v * v / total / per_class.len() as f64;
+            }
         }
+        println!(
+            "energy in the first {p} directions of each class, {name}: {:.1}%",
+            100.0 * share.iter().take(p).sum::<f64>()
+        );
+        series.push((name.to_string(), share));
     }
     common::line_chart(
         &dir.join("subspaces_singular_values.svg"),
-        "singular values per class",
-        "index",
-        "σ",
+        "share of each class's energy per singular direction (mean over classes)",
+        "index of the singular value",
+        "σ_i² / Σ σ²",
         &series,
     )?;
     println!(

@@ -21,15 +21,12 @@ use ndarray::Array2;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
 
-const USAGE: &str = "tost: ToST's token-statistics attention: the book form compressing tokens drawn from a mixture of subspaces, and the reference TSSA against MSSA as the number of tokens grows.
+const ABOUT: &str = "ToST's token-statistics attention: the book form compressing tokens drawn from a mixture of subspaces, and the reference TSSA against MSSA as the number of tokens grows.";
 
-usage: cargo run --release --example tost -- [flags]
-
-  --quick             the short run CI uses (also MCR2_QUICK=1)
-  --help              this text";
+const FLAGS: &[(&str, &str)] = &[];
 
 fn main() {
-    common::main(USAGE, run)
+    common::main("tost", ABOUT, FLAGS, run)
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {

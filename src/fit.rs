@@ -42,8 +42,12 @@ use crate::{Error, Float, Membership, Precision, Result, rate_reduction_with_gra
 pub struct FitConfig {
     /// Precision ε of the rates.
     pub eps: Precision,
-    /// Gradient step size (> 0).
+    /// Gradient step size (> 0): the first step's, and every step's under
+    /// [`StepSchedule::Constant`].
     pub step: f64,
+    /// How the step size changes over the iterations (default constant).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub schedule: StepSchedule,
     /// Maximum number of iterations.
     pub max_iterations: usize,
     /// Stop when the norm of the (projected) gradient falls below this (≥ 0), as stated for
@@ -54,11 +58,12 @@ pub struct FitConfig {
 }
 
 impl FitConfig {
-    /// Defaults: step 0.5, 500 iterations, tolerance 1e-8 (2.3·10⁻⁴ in f32).
+    /// Defaults: step 0.5, constant, 500 iterations, tolerance 1e-8 (2.3·10⁻⁴ in f32).
     pub fn new(eps: Precision) -> Self {
         Self {
             eps,
             step: 0.5,
+            schedule: StepSchedule::Constant,
             max_iterations: 500,
             tolerance: 1e-8,
         }
@@ -79,6 +84,15 @@ impl FitConfig {
 
     fn check(&self) -> Result<()> {
         crate::validate::positive("step", self.step)?;
+        if let StepSchedule::Cosine { final_fraction } = self.schedule
+            && !(0.0..=1.0).contains(&final_fraction)
+        {
+            return Err(Error::InvalidParameter {
+                name: "final_fraction",
+                value: final_fraction.to_string(),
+                reason: "must be in [0, 1]",
+            });
+        }
         if !(self.tolerance.is_finite() && self.tolerance >= 0.0) {
             return Err(Error::InvalidParameter {
                 name: "tolerance",
@@ -87,6 +101,43 @@ impl FitConfig {
             });
         }
         Ok(())
+    }
+}
+
+/// How the step size of a fit changes with the iteration `t` of `T = max_iterations`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum StepSchedule {
+    /// Every step is `step`.
+    #[default]
+    Constant,
+    /// Cosine decay from `step` to `final_fraction · step`:
+    /// `step_t = step · (f + (1 − f)·½(1 + cos(π t / T)))`. A fixed step that is large enough
+    /// to move fast early keeps oscillating around the maximum; the decay lets it settle.
+    Cosine {
+        /// `f`, the last step as a fraction of the first, in [0, 1].
+        final_fraction: f64,
+    },
+}
+
+impl StepSchedule {
+    /// The step size at iteration `t` of `total`, for a first step `step`.
+    ///
+    /// ```
+    /// use mcr2::fit::StepSchedule;
+    /// let cosine = StepSchedule::Cosine { final_fraction: 0.1 };
+    /// assert_eq!(cosine.step_at(0.5, 0, 100), 0.5);
+    /// assert!((cosine.step_at(0.5, 50, 100) - 0.275).abs() < 1e-12);
+    /// assert_eq!(StepSchedule::Constant.step_at(0.5, 99, 100), 0.5);
+    /// ```
+    pub fn step_at(&self, step: f64, t: usize, total: usize) -> f64 {
+        match *self {
+            Self::Constant => step,
+            Self::Cosine { final_fraction: f } => {
+                let progress = t as f64 / total.max(1) as f64;
+                step * (f + (1.0 - f) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
+            }
+        }
     }
 }
 
@@ -162,8 +213,8 @@ fn check_inputs<T: Float>(z: &ArrayRef2<T>, m: &Membership<T>, config: &FitConfi
 trait Ascent {
     /// The iteration's progress at the current state, and the ascent direction.
     fn evaluate(&mut self, iteration: usize) -> Result<Progress>;
-    /// Moves the state one step along the direction of the last evaluation.
-    fn step(&mut self);
+    /// Moves the state a step of `size` along the direction of the last evaluation.
+    fn step(&mut self, size: f64);
 }
 
 /// The loop shared by the fits: evaluate, report, stop on convergence (gradient norm ≤
@@ -193,7 +244,11 @@ fn ascend<T: Float, R: Flow>(
                 history,
             });
         }
-        problem.step();
+        problem.step(
+            config
+                .schedule
+                .step_at(config.step, it, config.max_iterations),
+        );
     }
     Ok(Report {
         iterations: config.max_iterations,
@@ -208,7 +263,6 @@ struct Sphere<'m, T: Float> {
     grad: Array2<T>,
     membership: &'m Membership<T>,
     eps: Precision,
-    step: T,
 }
 
 impl<T: Float> Ascent for Sphere<'_, T> {
@@ -220,8 +274,8 @@ impl<T: Float> Ascent for Sphere<'_, T> {
         Ok(p)
     }
 
-    fn step(&mut self) {
-        self.z.scaled_add(self.step, &self.grad);
+    fn step(&mut self, size: f64) {
+        self.z.scaled_add(T::from_f64(size), &self.grad);
         normalize_rows(&mut self.z);
     }
 }
@@ -232,7 +286,6 @@ struct Regularized<'m, T: Float> {
     grad: Array2<T>,
     membership: &'m Membership<T>,
     eps: Precision,
-    step: T,
     lambda: f64,
 }
 
@@ -247,8 +300,8 @@ impl<T: Float> Ascent for Regularized<'_, T> {
         Ok(p)
     }
 
-    fn step(&mut self) {
-        self.z.scaled_add(self.step, &self.grad);
+    fn step(&mut self, size: f64) {
+        self.z.scaled_add(T::from_f64(size), &self.grad);
     }
 }
 
@@ -259,7 +312,6 @@ struct Weights<'a, T: Float> {
     x: &'a ArrayRef2<T>,
     membership: &'a Membership<T>,
     eps: Precision,
-    step: T,
 }
 
 impl<T: Float> Ascent for Weights<'_, T> {
@@ -282,8 +334,8 @@ impl<T: Float> Ascent for Weights<'_, T> {
         Ok(Progress::of(it, &rr, rr.delta_r.as_f64(), fro(&self.grad)))
     }
 
-    fn step(&mut self) {
-        self.w.scaled_add(self.step, &self.grad);
+    fn step(&mut self, size: f64) {
+        self.w.scaled_add(T::from_f64(size), &self.grad);
     }
 }
 
@@ -304,7 +356,6 @@ pub fn ascend_on_sphere<T: Float, R: Flow>(
         z,
         membership,
         eps: config.eps,
-        step: T::from_f64(config.step),
     };
     let report = ascend::<T, _>(&mut problem, config, &mut observer)?;
     Ok((problem.z, report))
@@ -327,7 +378,6 @@ pub fn ascend_regularized<T: Float, R: Flow>(
         z,
         membership,
         eps: config.eps,
-        step: T::from_f64(config.step),
         lambda,
     };
     let report = ascend::<T, _>(&mut problem, config, &mut observer)?;
@@ -413,7 +463,6 @@ impl<T: Float> LinearMap<T> {
             x,
             membership,
             eps: config.eps,
-            step: T::from_f64(config.step),
         };
         let report = ascend::<T, _>(&mut problem, config, &mut observer)?;
         Ok((Self { w: problem.w }, report))

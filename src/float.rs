@@ -63,6 +63,10 @@ pub trait Float:
 {
     /// `"f32"` or `"f64"`.
     const NAME: &'static str;
+    /// The relative error a log-determinant `logdet(I + a·G)` may carry on the fast
+    /// (Cholesky) route before this crate takes the SVD route instead: 10⁻¹² in `f64`,
+    /// 10⁻⁶ in `f32`.
+    const LOGDET_TOLERANCE: f64;
     /// The private body (see [`Body`]); its functions cannot be named outside the crate.
     #[doc(hidden)]
     type Kernels: crate::linalg::Backend<Self>
@@ -80,6 +84,7 @@ pub trait Float:
 
 impl Float for f32 {
     const NAME: &'static str = "f32";
+    const LOGDET_TOLERANCE: f64 = 1e-6;
     type Kernels = Body<f32>;
     #[inline]
     fn from_f64(x: f64) -> Self {
@@ -93,6 +98,7 @@ impl Float for f32 {
 
 impl Float for f64 {
     const NAME: &'static str = "f64";
+    const LOGDET_TOLERANCE: f64 = 1e-12;
     type Kernels = Body<f64>;
     #[inline]
     fn from_f64(x: f64) -> Self {

@@ -294,6 +294,45 @@ fn fit_parameters_are_checked() {
     assert!(ascend_regularized(&z, &bad, 0.1, &config, |_| {}).is_err());
     let map = LinearMap::from_weights(Array2::<f64>::eye(4)).unwrap();
     assert!(map.transform(&Array2::<f64>::eye(3)).is_err());
+    let mut config = FitConfig::new(Precision::from_eps_sq(0.5).unwrap());
+    for f in [-0.1, 1.5, f64::NAN] {
+        config.schedule = mcr2::fit::StepSchedule::Cosine { final_fraction: f };
+        assert!(matches!(
+            ascend_regularized(&z, &m, 0.1, &config, |_| {}),
+            Err(mcr2::Error::InvalidParameter {
+                name: "final_fraction",
+                ..
+            })
+        ));
+    }
+}
+
+/// On the digits a fixed step of 0.5 oscillates around the maximum; the cosine decay
+/// settles higher.
+#[test]
+fn cosine_schedule_settles_where_a_fixed_step_oscillates() {
+    let (train, _) = mcr2::data::digits().unwrap().normalized().split().unwrap();
+    let m = Membership::from(train.labels.clone());
+    let tail_range = |schedule| {
+        let mut config = FitConfig::new(Precision::from_eps_sq(0.5).unwrap());
+        config.max_iterations = 400;
+        config.schedule = schedule;
+        let mut rng = StdRng::seed_from_u64(0);
+        let (_, report) = LinearMap::fit(&train.pixels, &m, 64, &config, &mut rng, |_| {}).unwrap();
+        let tail: Vec<f64> = report.history[350..].iter().map(|p| p.delta_r).collect();
+        let lo = tail.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = tail.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (hi - lo, *tail.last().unwrap())
+    };
+    let (fixed_range, fixed_last) = tail_range(mcr2::fit::StepSchedule::Constant);
+    let (cosine_range, cosine_last) = tail_range(mcr2::fit::StepSchedule::Cosine {
+        final_fraction: 0.02,
+    });
+    assert!(
+        cosine_range < 0.1 * fixed_range,
+        "ranges {cosine_range} vs {fixed_range}"
+    );
+    assert!(cosine_last > fixed_last, "{cosine_last} vs {fixed_last}");
 }
 
 /// An observer can stop every iterative fit; the report says so.

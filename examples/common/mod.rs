@@ -1,36 +1,38 @@
-//! Helpers shared by the examples: the built-in digits data and a `--quick` switch.
+//! Helpers shared by the examples: usage and error reporting, a `--quick` switch, progress
+//! bars and SVG charts.
 #![allow(dead_code)]
 
-use ndarray::Array2;
-
-/// Pixels (n × 64, values 0..16) and labels (10 classes) of the built-in digits
-/// ([`mcr2::data::digits`]).
-pub fn digits() -> Result<(Array2<f64>, mcr2::Labels), mcr2::Error> {
-    let d = mcr2::data::digits()?;
-    Ok((d.pixels, d.labels))
-}
-
-/// Scales every row to unit Euclidean norm (rows that are all zero stay zero).
-pub fn normalize_rows(x: &mut Array2<f64>) {
-    for mut row in x.rows_mut() {
-        let norm = row.dot(&row).sqrt();
-        if norm > 0.0 {
-            row.mapv_inplace(|v| v / norm);
-        }
-    }
-}
-
-/// Runs an example: `--help` (or `-h`) prints `usage` and exits; an error is printed by its
-/// message (not its debug form) and exits with status 1.
-pub fn main(usage: &str, run: fn() -> Result<(), Box<dyn std::error::Error>>) {
+/// Runs an example: `--help` (or `-h`) prints its usage (`about`, then its own `flags` and
+/// the two every example has) and exits; an error is printed by its message (not its debug
+/// form) and exits with status 1.
+pub fn main(
+    name: &str,
+    about: &str,
+    flags: &[(&str, &str)],
+    run: fn() -> Result<(), Box<dyn std::error::Error>>,
+) {
     if std::env::args().any(|a| a == "--help" || a == "-h") {
-        println!("{usage}");
+        println!("{}", usage(name, about, flags));
         return;
     }
     if let Err(e) = run() {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
+}
+
+/// The `--help` text of an example.
+pub fn usage(name: &str, about: &str, flags: &[(&str, &str)]) -> String {
+    let common = [
+        ("--quick", "the short run CI uses (also MCR2_QUICK=1)"),
+        ("--help", "this text"),
+    ];
+    let mut text =
+        format!("{name}: {about}\n\nusage: cargo run --release --example {name} -- [flags]\n\n");
+    for (flag, what) in flags.iter().chain(common.iter()) {
+        text.push_str(&format!("  {flag:<20}{what}\n"));
+    }
+    text
 }
 
 /// `--quick` on the command line (or `MCR2_QUICK=1`): a smaller run, as CI uses.

@@ -28,7 +28,7 @@ impl Micl {
     /// ```
     pub fn to_safetensors(&self) -> Result<Vec<u8>> {
         let mut w = TensorWriter::new();
-        w.set_metadata("mcr2.model", MODEL);
+        w.set_model(MODEL);
         w.set_metadata("eps_sq", self.coder.eps.eps_sq());
         w.set_metadata(
             "unit",
@@ -67,12 +67,7 @@ impl Micl {
             name: name.to_string(),
             reason,
         };
-        if r.metadata("mcr2.model") != Some(MODEL) {
-            return Err(bad(
-                "metadata \"mcr2.model\"",
-                format!("{:?}, expected {MODEL:?}", r.metadata("mcr2.model")),
-            ));
-        }
+        r.expect_model(MODEL, "")?;
         let unit = match r.metadata("unit") {
             Some("bits") => Unit::Bits,
             Some("nats") => Unit::Nats,

@@ -87,7 +87,7 @@ impl<T: Float> CrateClassifier<T> {
     pub fn to_checkpoint(&self) -> Result<Vec<u8>> {
         let mut w = TensorWriter::new();
         self.save(&mut w.scoped(""))?;
-        w.set_metadata("mcr2.model", MODEL);
+        w.set_model(MODEL);
         self.config().write_metadata(&mut w);
         w.to_bytes()
     }
@@ -97,15 +97,10 @@ impl<T: Float> CrateClassifier<T> {
     /// [`load`](crate::nn::Checkpoint::load) does.
     pub fn from_checkpoint(bytes: &[u8]) -> Result<Self> {
         let r = TensorReader::new(bytes)?;
-        if r.metadata("mcr2.model") != Some(MODEL) {
-            return Err(Error::InvalidWeights {
-                name: "metadata \"mcr2.model\"".into(),
-                reason: format!(
-                    "{:?}, expected {MODEL:?} (a file without its configuration is read with `from_safetensors` and a `CrateConfig`)",
-                    r.metadata("mcr2.model")
-                ),
-            });
-        }
+        r.expect_model(
+            MODEL,
+            " (a file without its configuration is read with `from_safetensors` and a `CrateConfig`)",
+        )?;
         let config = CrateConfig::from_metadata(&r)?;
         Self::load(&r, &config)
     }

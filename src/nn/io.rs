@@ -14,6 +14,9 @@ use safetensors::{Dtype, SafeTensors, View};
 
 use crate::{Error, Float, Result};
 
+/// The metadata key naming what a whole-model file holds.
+const MODEL_KEY: &str = "mcr2.model";
+
 /// The error for tensor `name`.
 pub(crate) fn invalid(name: &str, reason: impl Into<String>) -> Error {
     Error::InvalidWeights {
@@ -67,6 +70,18 @@ impl<'a> TensorReader<'a> {
     /// The header's metadata entry `key` (the file's, whatever the prefix).
     pub fn metadata(&self, key: &str) -> Option<&str> {
         self.metadata.get(key).map(String::as_str)
+    }
+
+    /// Errors unless the file says (metadata `"mcr2.model"`) that it holds a `model`; `hint`
+    /// is added to the message (how else such a file may be read), when not empty.
+    pub(crate) fn expect_model(&self, model: &str, hint: &str) -> Result<()> {
+        match self.metadata(MODEL_KEY) {
+            Some(m) if m == model => Ok(()),
+            other => Err(invalid(
+                &format!("metadata {MODEL_KEY:?}"),
+                format!("{other:?}, expected {model:?}{hint}"),
+            )),
+        }
     }
 
     /// The metadata entry `key` parsed as `V`, or [`Error::InvalidWeights`] naming it when
@@ -279,6 +294,12 @@ impl TensorWriter {
     /// Stores `value` under `key` in the header's metadata (text, as safetensors has it).
     pub fn set_metadata(&mut self, key: &str, value: impl ToString) {
         self.metadata.insert(key.to_string(), value.to_string());
+    }
+
+    /// Marks the file as holding a `model` (metadata `"mcr2.model"`), which
+    /// [`TensorReader`]'s loaders check.
+    pub(crate) fn set_model(&mut self, model: &str) {
+        self.set_metadata(MODEL_KEY, model);
     }
 
     /// Number of tensors collected.

@@ -17,21 +17,15 @@
 //! [`identity_plus`] takes the Cholesky route, estimates its error from the spread of the
 //! pivots (`ρ = max L_ii² / min L_ii²` is a lower bound of the condition number of A; the
 //! log-det's absolute error is about `u·ρ·√dim`), and switches to the SVD when that estimate
-//! exceeds [`tolerance`] relative to the log-det (or when Cholesky fails). The SVD route in
+//! exceeds [`Float::LOGDET_TOLERANCE`] relative to the log-det (or when Cholesky fails). The SVD route in
 //! turn refuses, with [`Error::Scale`], a scale whose estimated relative error exceeds 10⁻⁷.
 //! Where only the Gram matrix is kept ([`RateStats`](crate::RateStats)),
-//! [`identity_plus_gram`] allows 100 × [`tolerance`] and answers [`Error::Scale`] beyond.
+//! [`identity_plus_gram`] allows 100 × [`Float::LOGDET_TOLERANCE`] and answers [`Error::Scale`] beyond.
 
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 
 use crate::linalg::{Cholesky, shifted_identity};
 use crate::{Error, Float, Result};
-
-/// The largest relative error of a log-det the Cholesky route may leave before the SVD route
-/// is taken: 10⁻¹² in f64, 10⁻⁶ in f32.
-pub(crate) fn tolerance<T: Float>() -> f64 {
-    if T::NAME == "f64" { 1e-12 } else { 1e-6 }
-}
 
 /// The SVD route's largest estimated relative error, `dim·u²·a σ_max² / logdet`, before it
 /// answers [`Error::Scale`] instead.
@@ -163,7 +157,7 @@ fn cholesky_error<T: Float>(f: &Cholesky<T>) -> f64 {
 
 /// Factors `A = I + a·gram` where `gram` is `XᵀX` or `X Xᵀ` (lower triangle read) and
 /// `rows()` gives X: by Cholesky when its
-/// estimated error is within [`tolerance`], otherwise (or should Cholesky fail) from the
+/// estimated error is within [`Float::LOGDET_TOLERANCE`], otherwise (or should Cholesky fail) from the
 /// singular values of X.
 pub(crate) fn identity_plus<T: Float>(
     gram: &Array2<T>,
@@ -175,7 +169,7 @@ pub(crate) fn identity_plus<T: Float>(
     if let Ok(f) = Cholesky::new(shifted_identity(gram, a), what, parallel) {
         let logdet = f.logdet().as_f64();
         // relative to the log-det itself: near 0 the pivots' ln(1 + tiny) loses digits too
-        if cholesky_error(&f) <= tolerance::<T>() * logdet.abs() {
+        if cholesky_error(&f) <= T::LOGDET_TOLERANCE * logdet.abs() {
             return Ok(Factor::Cholesky(f));
         }
     }
@@ -188,14 +182,14 @@ pub(crate) fn identity_plus<T: Float>(
 
 /// Factors `A = I + a·gram` when only the Gram matrix is known (no rows to take singular
 /// values of): by Cholesky, or [`Error::Scale`] when Cholesky fails at a large scale or the
-/// estimated relative error of the log-det exceeds 100 × [`tolerance`].
+/// estimated relative error of the log-det exceeds 100 × [`Float::LOGDET_TOLERANCE`].
 pub(crate) fn identity_plus_gram<T: Float>(
     gram: &Array2<T>,
     a: T,
     what: &'static str,
     parallel: bool,
 ) -> Result<Cholesky<T>> {
-    let allowed = 100.0 * tolerance::<T>();
+    let allowed = 100.0 * T::LOGDET_TOLERANCE;
     let u = T::epsilon().as_f64() / 2.0;
     // the scale a·tr(G) and the largest one the Gram route can resolve to `allowed`
     let scale = a.as_f64() * gram.diag().iter().map(|x| x.as_f64()).sum::<f64>();

@@ -28,7 +28,7 @@ impl<T: Float> ReduNet<T> {
     /// ```
     pub fn to_safetensors(&self) -> Result<Vec<u8>> {
         let mut w = TensorWriter::new();
-        w.set_metadata("mcr2.model", MODEL);
+        w.set_model(MODEL);
         w.set_metadata("layers", self.layers.len());
         w.set_metadata("eta", self.config.eta);
         w.set_metadata("eps_sq", self.config.eps.eps_sq());
@@ -52,12 +52,7 @@ impl<T: Float> ReduNet<T> {
     /// checked against the memory budget before any tensor is read.
     pub fn from_safetensors(bytes: &[u8]) -> Result<Self> {
         let r = TensorReader::new(bytes)?;
-        if r.metadata("mcr2.model") != Some(MODEL) {
-            return Err(Error::InvalidWeights {
-                name: "metadata \"mcr2.model\"".into(),
-                reason: format!("{:?}, expected {MODEL:?}", r.metadata("mcr2.model")),
-            });
-        }
+        r.expect_model(MODEL, "")?;
         let config = ReduNetConfig {
             layers: r.metadata_value("layers")?,
             eta: r.metadata_value("eta")?,
