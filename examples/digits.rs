@@ -12,7 +12,7 @@
 mod common;
 
 use mcr2::fit::{FitConfig, LinearMap, StepSchedule};
-use mcr2::subspace::NearestSubspace;
+use mcr2::subspace::{NearestSubspace, SubspaceConfig};
 use mcr2::{Membership, Precision, rate_reduction};
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -35,7 +35,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let eps = Precision::from_eps_sq(0.5)?;
     let membership = Membership::from(ytr.clone());
 
-    let raw = NearestSubspace::fit(&xtr, &ytr, rank, false)?;
+    let raw = NearestSubspace::fit(&xtr, &ytr, &SubspaceConfig::new(rank))?;
     let raw_acc = raw.accuracy(&xte, &yte)?;
     let before = rate_reduction(&xtr, &membership, eps)?;
 
@@ -59,7 +59,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     bar.finish_and_clear();
     let ztr = map.transform(&xtr)?;
     let after = rate_reduction(&ztr, &membership, eps)?;
-    let learned = NearestSubspace::fit(&ztr, &ytr, rank, false)?;
+    let learned = NearestSubspace::fit(&ztr, &ytr, &SubspaceConfig::new(rank))?;
     let learned_acc = learned.accuracy(&map.transform(&xte)?, &yte)?;
 
     println!(

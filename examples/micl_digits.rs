@@ -12,7 +12,7 @@ mod common;
 
 use mcr2::Precision;
 use mcr2::coding::{Coder, Micl};
-use mcr2::subspace::NearestSubspace;
+use mcr2::subspace::{NearestSubspace, SubspaceConfig};
 
 const ABOUT: &str = "Classification by minimum incremental coding length (MICL) on the built-in handwritten digits, next to the nearest-subspace classifier on the same split.";
 
@@ -61,7 +61,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let micl_acc = micl.accuracy(&xte, &yte)?;
     let elapsed = start.elapsed();
     let rank = 12;
-    let ns = NearestSubspace::fit(&xtr, &ytr, rank, false)?;
+    let ns = NearestSubspace::fit(&xtr, &ytr, &SubspaceConfig::new(rank))?;
     let ns_acc = ns.accuracy(&xte, &yte)?;
     println!(
         "test accuracy: MICL (ε = {eps}) {:.1}%, nearest subspace (rank {rank}) {:.1}%",

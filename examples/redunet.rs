@@ -18,7 +18,7 @@ use mcr2::data::gaussian_toy;
 use mcr2::data::mixture_of_subspaces;
 use mcr2::metrics::class_means;
 use mcr2::redunet::{ReduNet, ReduNetConfig};
-use mcr2::subspace::NearestSubspace;
+use mcr2::subspace::{NearestSubspace, SubspaceConfig};
 use ndarray::{Array2, Axis, array};
 use plotters::prelude::*;
 use rand::{SeedableRng, rngs::StdRng};
@@ -136,7 +136,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         ..ReduNetConfig::default()
     };
     let run = fit("digits", &xtr, &ytr, &digits_config)?;
-    let ns = NearestSubspace::fit(&xtr, &ytr, 12, false)?;
+    let ns = NearestSubspace::fit(&xtr, &ytr, &SubspaceConfig::new(12))?;
     println!(
         "  test accuracy: ReduNet (π̂ of the last layer) {:.1}%, nearest subspace on raw pixels (rank 12) {:.1}%",
         100.0 * run.net.accuracy(&xte, &yte)?,

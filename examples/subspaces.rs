@@ -19,7 +19,7 @@ use mcr2::data::mixture_of_subspaces;
 use mcr2::fit::{FitConfig, LinearMap};
 use mcr2::metrics::class_singular_values;
 use mcr2::metrics::class_subspace_angles;
-use mcr2::subspace::NearestSubspace;
+use mcr2::subspace::{NearestSubspace, SubspaceConfig};
 use mcr2::{Membership, Precision, rate_reduction};
 use ndarray::Array2;
 use rand::{SeedableRng, rngs::StdRng};
@@ -60,7 +60,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let eps = Precision::from_eps_sq(1.0)?;
     let membership = Membership::from(train.labels.clone());
 
-    let raw = NearestSubspace::fit(&train.samples, &train.labels, rank, false)?;
+    let raw = NearestSubspace::fit(&train.samples, &train.labels, &SubspaceConfig::new(rank))?;
     let raw_acc = raw.accuracy(&test.0, &test.1)?;
 
     let mut config = FitConfig::new(eps);
@@ -75,7 +75,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let z = map.transform(&train.samples)?;
     let after = rate_reduction(&z, &membership, eps)?;
-    let learned = NearestSubspace::fit(&z, &train.labels, rank, false)?;
+    let learned = NearestSubspace::fit(&z, &train.labels, &SubspaceConfig::new(rank))?;
     let learned_acc = learned.accuracy(&map.transform(&test.0)?, &test.1)?;
 
     println!("{k} subspaces of dimension {p} in R^32, noise 0.1, 100 training samples per class");

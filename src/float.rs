@@ -82,30 +82,23 @@ pub trait Float:
     }
 }
 
-impl Float for f32 {
-    const NAME: &'static str = "f32";
-    const LOGDET_TOLERANCE: f64 = 1e-6;
-    type Kernels = Body<f32>;
-    #[inline]
-    fn from_f64(x: f64) -> Self {
-        x as f32
-    }
-    #[inline]
-    fn as_f64(self) -> f64 {
-        f64::from(self)
-    }
+macro_rules! impl_float {
+    ($t:ty, $tolerance:expr) => {
+        impl Float for $t {
+            const NAME: &'static str = stringify!($t);
+            const LOGDET_TOLERANCE: f64 = $tolerance;
+            type Kernels = Body<$t>;
+            #[inline]
+            fn from_f64(x: f64) -> Self {
+                x as $t
+            }
+            #[inline]
+            fn as_f64(self) -> f64 {
+                self as f64
+            }
+        }
+    };
 }
 
-impl Float for f64 {
-    const NAME: &'static str = "f64";
-    const LOGDET_TOLERANCE: f64 = 1e-12;
-    type Kernels = Body<f64>;
-    #[inline]
-    fn from_f64(x: f64) -> Self {
-        x
-    }
-    #[inline]
-    fn as_f64(self) -> f64 {
-        self
-    }
-}
+impl_float!(f32, 1e-6);
+impl_float!(f64, 1e-12);

@@ -15,7 +15,7 @@
 
 use ndarray::{Array1, Array2, ArrayRef2, Axis};
 
-use crate::subspace::{NearestSubspace, principal_angles};
+use crate::subspace::{NearestSubspace, SubspaceConfig, principal_angles};
 use crate::{Error, Float, Labels, Result};
 
 /// The fraction of predictions equal to the true labels (one prediction per sample).
@@ -170,7 +170,7 @@ pub fn class_subspace_angles<T: Float>(
     labels: &Labels,
     rank: usize,
 ) -> Result<Array2<f64>> {
-    let ns = NearestSubspace::fit(z, labels, rank, false)?;
+    let ns = NearestSubspace::fit(z, labels, &SubspaceConfig::new(rank))?;
     let classes = labels.n_classes();
     let mut out = Array2::<f64>::zeros((classes, classes));
     for a in 0..classes {

@@ -115,8 +115,8 @@ impl<T: Float> ReduLayer<T> {
         let (m, d) = z.dim();
         let op = |g: Array2<T>, count: usize| -> Result<Array2<T>> {
             let c = d as f64 / (count as f64 * eps_sq);
-            let a = crate::linalg::shifted_identity(&g, T::from_f64(c));
-            let chol = crate::linalg::Cholesky::new(a, "I + c ZᵀZ", false)?;
+            let chol =
+                crate::rate::factor::identity_plus_gram(&g, T::from_f64(c), "I + c ZᵀZ", false)?;
             Ok(chol.inverse(false).mapv(|v| v * T::from_f64(c)))
         };
         // Gram matrices accumulated over row blocks: no copy of a class's rows is larger

@@ -15,6 +15,47 @@ use ndarray::{Array1, Array2, ArrayRef2, Axis};
 
 use crate::{Error, Float, Labels, Result};
 
+/// How a subspace is fitted: its rank, and whether the mean is subtracted first.
+///
+/// ```
+/// use mcr2::subspace::SubspaceConfig;
+/// let pca = SubspaceConfig::new(12).centered();
+/// assert_eq!((pca.rank, pca.center), (12, true));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct SubspaceConfig {
+    /// Rank of the subspace (≥ 1; capped at min(n, d) by the fit).
+    pub rank: usize,
+    /// Subtract the mean first (PCA) or not (truncated SVD, the MCR² reference's choice).
+    pub center: bool,
+}
+
+impl SubspaceConfig {
+    /// Rank `rank`, not centered (the MCR² reference evaluation).
+    pub fn new(rank: usize) -> Self {
+        Self {
+            rank,
+            center: false,
+        }
+    }
+
+    /// The same, centered (PCA).
+    pub fn centered(self) -> Self {
+        self.center(true)
+    }
+
+    /// The same with `center` set.
+    pub fn center(self, center: bool) -> Self {
+        Self { center, ..self }
+    }
+
+    /// Errors unless rank ≥ 1.
+    pub fn check(&self) -> Result<()> {
+        crate::validate::at_least_one("rank", self.rank)
+    }
+}
+
 /// A subspace fitted to samples: `x ≈ mean + basis · a`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubspaceFit<T> {
@@ -27,18 +68,14 @@ pub struct SubspaceFit<T> {
 }
 
 impl<T: Float> SubspaceFit<T> {
-    /// Fits a rank-`rank` subspace to the rows of `x` (n × d) by thin SVD, after subtracting
-    /// the mean when `center` (PCA) or not (truncated SVD). The rank is capped at min(n, d).
-    pub fn fit(x: &ArrayRef2<T>, rank: usize, center: bool) -> Result<Self> {
+    /// Fits a subspace of rank `config.rank` to the rows of `x` (n × d) by thin SVD, after
+    /// subtracting the mean when `config.center` (PCA) or not (truncated SVD). The rank is
+    /// capped at min(n, d).
+    pub fn fit(x: &ArrayRef2<T>, config: &SubspaceConfig) -> Result<Self> {
         crate::validate::matrix("samples", x)?;
-        if rank == 0 {
-            return Err(Error::InvalidParameter {
-                name: "rank",
-                value: "0".into(),
-                reason: "must be ≥ 1",
-            });
-        }
-        let mean = if center {
+        config.check()?;
+        let rank = config.rank;
+        let mean = if config.center {
             x.sum_axis(Axis(0)).mapv(|v| v / T::from_usize(x.nrows()))
         } else {
             Array1::zeros(x.ncols())
@@ -98,11 +135,11 @@ pub fn principal_angles<T: Float>(a: &ArrayRef2<T>, b: &ArrayRef2<T>) -> Result<
 /// ```
 /// use mcr2::data::{SubspaceMixtureConfig, mixture_of_subspaces};
 /// use mcr2::rand::{SeedableRng, rngs::StdRng};
-/// use mcr2::subspace::NearestSubspace;
+/// use mcr2::subspace::{NearestSubspace, SubspaceConfig};
 /// let mut rng = StdRng::seed_from_u64(0);
 /// let train = mixture_of_subspaces::<f64, _>(&SubspaceMixtureConfig::new(12, 3, 2, 40, 0.01), &mut rng)?;
 /// let test = train.draw(&SubspaceMixtureConfig::new(12, 3, 2, 10, 0.01), &mut rng)?;
-/// let classifier = NearestSubspace::fit(&train.samples, &train.labels, 2, false)?;
+/// let classifier = NearestSubspace::fit(&train.samples, &train.labels, &SubspaceConfig::new(2))?;
 /// assert!(classifier.accuracy(&test.samples, &test.labels)? > 0.95);
 /// # Ok::<(), mcr2::Error>(())
 /// ```
@@ -112,14 +149,15 @@ pub struct NearestSubspace<T> {
 }
 
 impl<T: Float> NearestSubspace<T> {
-    /// Fits one rank-`rank` subspace per class to the rows of `x` (every class needs at
+    /// Fits one subspace per class to the rows of `x` (every class needs at
     /// least one sample: [`Error::EmptyClass`] otherwise).
-    pub fn fit(x: &ArrayRef2<T>, labels: &Labels, rank: usize, center: bool) -> Result<Self> {
+    pub fn fit(x: &ArrayRef2<T>, labels: &Labels, config: &SubspaceConfig) -> Result<Self> {
         crate::validate::matrix("samples", x)?;
+        config.check()?;
         let fits = labels
             .nonempty_groups(x.nrows())?
             .iter()
-            .map(|rows| SubspaceFit::fit(&x.select(Axis(0), rows), rank, center))
+            .map(|rows| SubspaceFit::fit(&x.select(Axis(0), rows), config))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { fits })
     }

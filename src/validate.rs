@@ -114,6 +114,15 @@ pub(crate) fn finite_non_negative(name: &'static str, value: f64) -> Result<()> 
     }
 }
 
+/// Largest accepted depth of an encoder (the reference models have 12 or 24 layers).
+pub(crate) const MAX_DEPTH: usize = 10_000;
+
+/// Errors unless 1 ≤ `depth` ≤ [`MAX_DEPTH`]: the one depth check of every encoder.
+pub(crate) fn depth(depth: usize) -> Result<()> {
+    at_least_one("depth", depth)?;
+    at_most("depth", depth as f64, MAX_DEPTH as f64)
+}
+
 /// Errors unless `value` ≤ `max` (a documented bound that keeps results finite).
 pub(crate) fn at_most(name: &'static str, value: f64, max: f64) -> Result<()> {
     if value <= max {

@@ -6,7 +6,7 @@ use mcr2::data::mixture_of_subspaces;
 use mcr2::fit::{FitConfig, LinearMap, ascend_regularized};
 use mcr2::metrics::class_singular_values;
 use mcr2::metrics::class_subspace_angles;
-use mcr2::subspace::NearestSubspace;
+use mcr2::subspace::{NearestSubspace, SubspaceConfig};
 use mcr2::{Labels, Membership, Precision, rate_reduction};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -220,7 +220,7 @@ fn linear_map_separates_a_mixture_of_subspaces() {
     )
     .unwrap();
     let z = fit.map.transform(&fit.data.samples).unwrap();
-    let ns = NearestSubspace::fit(&z, &fit.data.labels, 3, false).unwrap();
+    let ns = NearestSubspace::fit(&z, &fit.data.labels, &SubspaceConfig::new(3)).unwrap();
     let acc = ns
         .accuracy(&fit.map.transform(&test.samples).unwrap(), &test.labels)
         .unwrap();

@@ -4,7 +4,7 @@
 use mcr2::data::SubspaceMixtureConfig;
 use mcr2::data::mixture_of_subspaces;
 use mcr2::metrics::class_subspace_angles;
-use mcr2::subspace::{NearestSubspace, SubspaceFit, principal_angles};
+use mcr2::subspace::{NearestSubspace, SubspaceConfig, SubspaceFit, principal_angles};
 use mcr2::{Error, Labels};
 use ndarray::{Array2, array};
 use rand::{SeedableRng, rngs::StdRng};
@@ -57,7 +57,7 @@ fn mixture_generator_and_nearest_subspace() {
             .all(|r| (r.dot(&r) - 1.0).abs() < 1e-12)
     );
     // the fitted class subspaces recover the true ones (small noise): angles near 0 to the truth
-    let ns = NearestSubspace::fit(&data.samples, &data.labels, 4, false).unwrap();
+    let ns = NearestSubspace::fit(&data.samples, &data.labels, &SubspaceConfig::new(4)).unwrap();
     for (fit, u) in ns.fits().iter().zip(&data.bases) {
         let ang = principal_angles(&fit.basis, u).unwrap();
         assert!(ang.iter().all(|a| a.to_degrees() < 10.0), "{ang:?}");
@@ -68,7 +68,14 @@ fn mixture_generator_and_nearest_subspace() {
     assert!(ns.accuracy(&test.samples, &test.labels).unwrap() > 0.98);
     // f32 works too
     let d32 = mixture_of_subspaces::<f32, _>(&config, &mut StdRng::seed_from_u64(2)).unwrap();
-    assert!(NearestSubspace::fit(&d32.samples, &d32.labels, 4, true).is_ok());
+    assert!(
+        NearestSubspace::fit(
+            &d32.samples,
+            &d32.labels,
+            &SubspaceConfig::new(4).centered()
+        )
+        .is_ok()
+    );
 }
 
 #[test]
@@ -85,16 +92,29 @@ fn bad_inputs() {
     let c = SubspaceMixtureConfig::new(5, 2, 2, 10, -0.1);
     assert!(mixture_of_subspaces::<f64, _>(&c, &mut rng).is_err());
     let x = Array2::<f64>::ones((4, 3));
-    assert!(SubspaceFit::fit(&x, 0, true).is_err());
+    assert!(SubspaceFit::fit(&x, &SubspaceConfig::new(0).centered()).is_err());
     assert!(matches!(
-        NearestSubspace::fit(&x, &Labels::new(&[0, 0, 0, 0], 2).unwrap(), 1, false),
+        NearestSubspace::fit(
+            &x,
+            &Labels::new(&[0, 0, 0, 0], 2).unwrap(),
+            &SubspaceConfig::new(1)
+        ),
         Err(Error::EmptyClass { class: 1 })
     ));
     assert!(matches!(
-        NearestSubspace::fit(&x, &Labels::new(&[0, 1], 2).unwrap(), 1, false),
+        NearestSubspace::fit(
+            &x,
+            &Labels::new(&[0, 1], 2).unwrap(),
+            &SubspaceConfig::new(1)
+        ),
         Err(Error::ShapeMismatch { .. })
     ));
-    let ns = NearestSubspace::fit(&x, &Labels::new(&[0, 0, 1, 1], 2).unwrap(), 1, false).unwrap();
+    let ns = NearestSubspace::fit(
+        &x,
+        &Labels::new(&[0, 0, 1, 1], 2).unwrap(),
+        &SubspaceConfig::new(1),
+    )
+    .unwrap();
     assert!(matches!(
         ns.predict(&Array2::<f64>::ones((2, 4))),
         Err(Error::ShapeMismatch { .. })
@@ -102,7 +122,7 @@ fn bad_inputs() {
     let mut bad = x.clone();
     bad[(0, 0)] = f64::NAN;
     assert!(matches!(
-        SubspaceFit::fit(&bad, 1, true),
+        SubspaceFit::fit(&bad, &SubspaceConfig::new(1).centered()),
         Err(Error::NonFinite { .. })
     ));
 }

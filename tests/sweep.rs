@@ -22,7 +22,7 @@ use mcr2::data::{SubspaceMixtureConfig, gaussian_toy, mixture_of_subspaces};
 use mcr2::fit::{FitConfig, LinearMap, ascend_on_sphere};
 use mcr2::nn::{Checkpoint, LayerNorm, LayerNormConfig, Linear, LinearConfig, Mlp, MlpConfig};
 use mcr2::redunet::{ReduNet, ReduNetConfig};
-use mcr2::subspace::{NearestSubspace, SubspaceFit, principal_angles};
+use mcr2::subspace::{NearestSubspace, SubspaceConfig, SubspaceFit, principal_angles};
 use mcr2::tost::{CausalTssa, CausalTssaConfig, ToStBlock, ToStBlockConfig, Tssa, TssaConfig};
 use mcr2::{Error, Float, Labels, Membership, Precision, RateStats, ReferenceLoss, metrics};
 use ndarray::{Array, Array1, Array2, Array3, Array4, Dimension};
@@ -357,7 +357,7 @@ fn estimators<T: Float + Finite>(s: &mut Sweep, z: &Array2<T>, tag: &str) {
                     || fit.residual_norms(z),
                 );
             }
-            let ns = NearestSubspace::fit(z, &labels, rank, center);
+            let ns = NearestSubspace::fit(z, &labels, &SubspaceConfig::new(rank).center(center));
             if let Ok(ns) = ns {
                 s.call(
                     || format!("NearestSubspace::predict {}", w()),
@@ -439,7 +439,10 @@ fn s_fit<T: Float>(
     w: &dyn Fn() -> String,
 ) -> mcr2::Result<SubspaceFit<T>> {
     s.calls += 1;
-    catch_unwind(AssertUnwindSafe(|| SubspaceFit::fit(z, rank, center))).unwrap_or_else(|_| {
+    catch_unwind(AssertUnwindSafe(|| {
+        SubspaceFit::fit(z, &SubspaceConfig::new(rank).center(center))
+    }))
+    .unwrap_or_else(|_| {
         s.failures.push(format!("panic: SubspaceFit::fit {}", w()));
         Err(Error::NoConvergence("panicked"))
     })

@@ -198,7 +198,7 @@ impl Coder {
         let k = members.len();
         let c = n as f64 / (self.eps.eps_sq() * k as f64);
         let logdet = match scatter {
-            Some(s) if k > n => crate::linalg::logdet_identity_plus(s, c),
+            Some(s) if k > n => crate::rate::factor::logdet_identity_plus_clamped(s, c),
             _ => {
                 // k × k Gram of the centered samples
                 let mut w = Array2::<f64>::zeros((k, n));
@@ -206,7 +206,7 @@ impl Coder {
                     r.assign(&x.row(i));
                     r -= mean;
                 }
-                crate::linalg::logdet_identity_plus(&w.dot(&w.t()), c)
+                crate::rate::factor::logdet_identity_plus_clamped(&w.dot(&w.t()), c)
             }
         };
         let mut l = 0.5 * (k + n) as f64 * logdet;

@@ -8,7 +8,10 @@ use rand_distr::StandardNormal;
 
 use super::CrateBlockConfig;
 use super::encoder::{CrateEncoder, CrateEncoderConfig, LayerDiagnostics, measure};
-use crate::nn::{Checkpoint, LayerNorm, Linear, ScopedWriter, TensorReader, invalid};
+use crate::nn::{
+    Checkpoint, LayerNorm, LayerNormConfig, Linear, LinearConfig, ScopedWriter, TensorReader,
+    invalid,
+};
 use crate::{Error, Float, Result};
 
 /// How the encoder's tokens become one vector per image.
@@ -223,6 +226,13 @@ const POS_EMBEDDING: &str = "pos_embedding";
 const HEAD_NORM: [&str; 2] = ["mlp_head.0.weight", "mlp_head.0.bias"];
 const HEAD_LINEAR: [&str; 2] = ["mlp_head.1.weight", "mlp_head.1.bias"];
 const LAYERS: &str = "transformer.layers.";
+
+/// The prefix of a part's `[weight, bias]` names (`"mlp_head.0."` for `mlp_head.0.weight`).
+fn part(names: [&str; 2]) -> &str {
+    names[0]
+        .strip_suffix("weight")
+        .expect("the names of a part end in weight")
+}
 
 impl<T: Float> CrateClassifier<T> {
     /// A model with the reference initialization: class token and position embedding
@@ -510,31 +520,29 @@ impl<T: Float> Checkpoint<T> for CrateClassifier<T> {
             ));
         }
         let (d, p, c) = (config.dim(), config.patch_dim(), config.num_classes);
-        let ln = config.encoder.block.layer_norm();
-        let norm = |names: [&str; 2], n: usize| -> Result<LayerNorm<T>> {
-            LayerNorm::from_parts(
-                reader.vector(names[0], n)?,
-                reader.vector(names[1], n)?,
-                ln.eps,
-            )
+        let eps = config.encoder.block.layer_norm().eps;
+        let norm = |names: [&str; 2], dim: usize| {
+            LayerNorm::load(&reader.scoped(part(names)), &LayerNormConfig { dim, eps })
         };
-        let linear = |names: [&str; 2], out: usize, inp: usize| -> Result<Linear<T>> {
-            Linear::from_parts(
-                reader.matrix(names[0], out, inp)?,
-                Some(reader.vector(names[1], out)?),
-            )
+        let linear = |names: [&str; 2], in_dim: usize, out_dim: usize| {
+            let config = LinearConfig {
+                in_dim,
+                out_dim,
+                bias: true,
+            };
+            Linear::load(&reader.scoped(part(names)), &config)
         };
         let tokens = config.num_patches() + 1;
         Ok(Self {
             config: *config,
             patch_norm: norm(PATCH_NORM, p)?,
-            patch_linear: linear(PATCH_LINEAR, d, p)?,
+            patch_linear: linear(PATCH_LINEAR, p, d)?,
             embed_norm: norm(EMBED_NORM, d)?,
             cls_token: reader.reshaped(CLS_TOKEN, &[1, 1, d], d)?,
             pos_embedding: reader.reshaped(POS_EMBEDDING, &[1, tokens, d], (tokens, d))?,
             encoder: CrateEncoder::load(&reader.scoped(LAYERS), &config.encoder)?,
             head_norm: norm(HEAD_NORM, d)?,
-            head_linear: linear(HEAD_LINEAR, c, d)?,
+            head_linear: linear(HEAD_LINEAR, d, c)?,
         })
     }
 
@@ -545,17 +553,13 @@ impl<T: Float> Checkpoint<T> for CrateClassifier<T> {
             (EMBED_NORM, &self.embed_norm),
             (HEAD_NORM, &self.head_norm),
         ] {
-            writer.put_shaped(names[0], &[ln.dim()], ln.weight().iter().copied());
-            writer.put_shaped(names[1], &[ln.dim()], ln.bias().iter().copied());
+            ln.save(&mut writer.scoped(part(names)))?;
         }
         for (names, lin) in [
             (PATCH_LINEAR, &self.patch_linear),
             (HEAD_LINEAR, &self.head_linear),
         ] {
-            writer.put_shaped(names[0], lin.weight().shape(), lin.weight().iter().copied());
-            if let Some(b) = lin.bias() {
-                writer.put_shaped(names[1], b.shape(), b.iter().copied());
-            }
+            lin.save(&mut writer.scoped(part(names)))?;
         }
         let d = self.config.dim();
         writer.put_shaped(CLS_TOKEN, &[1, 1, d], self.cls_token.iter().copied());

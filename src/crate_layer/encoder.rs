@@ -19,12 +19,12 @@ pub struct CrateEncoderConfig {
 
 impl CrateEncoderConfig {
     /// Largest accepted depth (the reference models have 12 or 24 layers).
-    pub const MAX_DEPTH: usize = 10_000;
+    pub const MAX_DEPTH: usize = crate::validate::MAX_DEPTH;
 
-    /// Errors unless depth ≥ 1 and the block configuration is valid.
+    /// Errors unless 1 ≤ depth ≤ [`CrateEncoderConfig::MAX_DEPTH`] and the block
+    /// configuration is valid.
     pub fn check(&self) -> Result<()> {
-        crate::validate::at_least_one("depth", self.depth)?;
-        crate::validate::at_most("depth", self.depth as f64, Self::MAX_DEPTH as f64)?;
+        crate::validate::depth(self.depth)?;
         self.block.check()
     }
 }

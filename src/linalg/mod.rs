@@ -305,44 +305,6 @@ impl<T: Float> Cholesky<T> {
     }
 }
 
-/// `ln det(I + c·S)` for a symmetric positive semi-definite S (f64), by Cholesky: I + cS is
-/// positive definite, so rounding can only shrink a pivot that is ≥ 1 in exact arithmetic to
-/// just below it, and the loop clamps it. Small matrices use the loop; larger ones the
-/// backend's factorization, falling back to the loop should rounding fail it.
-pub(crate) fn logdet_identity_plus(s: &Array2<f64>, c: f64) -> f64 {
-    let k = s.nrows();
-    let mut a = s * c;
-    for i in 0..k {
-        a[(i, i)] += 1.0;
-    }
-    if k > 64 {
-        // positive definite in exact arithmetic; should rounding say otherwise, the loop
-        // below (which clamps its pivots) decides
-        if let Ok(chol) = crate::linalg::Cholesky::new(a.clone(), "I + cS", false) {
-            return chol.logdet();
-        }
-    }
-    let mut logdet = 0.0;
-    for j in 0..k {
-        let mut d = a[(j, j)];
-        for p in 0..j {
-            d -= a[(j, p)] * a[(j, p)];
-        }
-        // rounding can only shrink a pivot that is ≥ 1 in exact arithmetic to just below it
-        let d = d.max(f64::MIN_POSITIVE).sqrt();
-        a[(j, j)] = d;
-        logdet += 2.0 * d.ln();
-        for i in (j + 1)..k {
-            let mut v = a[(i, j)];
-            for p in 0..j {
-                v -= a[(i, p)] * a[(j, p)];
-            }
-            a[(i, j)] = v / d;
-        }
-    }
-    logdet
-}
-
 /// `I + alpha·G` from the lower triangle of `G` (a new matrix, lower triangle meaningful).
 pub(crate) fn shifted_identity<T: crate::Float>(g: &Array2<T>, alpha: T) -> Array2<T> {
     let mut a = g.mapv(|x| x * alpha);

@@ -1,22 +1,22 @@
-//! One evaluation of R, Rc and their gradients: the Gram matrices are formed once, each
-//! log-det is taken on the smaller side by [`factor::identity_plus`] (Cholesky, or the
-//! singular values of the rows where Cholesky would lose accuracy), and the gradients reuse
-//! those factors.
+//! One evaluation of R and Rc: the Gram matrices are formed once, each log-det is taken on
+//! the smaller side by [`factor::identity_plus`] (Cholesky, or the singular values of the rows
+//! where Cholesky would lose accuracy), and the factors are kept for the gradients
+//! (`gradient.rs`).
 //!
-//! Layout: `z` is n × d with samples as rows. With `G = ZᵀZ` (d × d) or `K = Z Zᵀ` (n × n):
+//! Layout: `z` is n × d with samples as rows. With `G = ZᵀZ` (d × d) or `K = Z Zᵀ` (n × n),
+//! the equations and the function that states each:
 //!
-//! * R  = ½ logdet(I + a G) = ½ logdet(I + a K),  a = γ₁ d/(n ε²)
-//! * Rc = Σ_j t_j/(2n) · logdet(I + a_j Zᵀ W_j Z),  a_j = d/(t_j ε²),  t_j = tr Π_j (+ offset)
+//! * R  = ½ logdet(I + a G) = ½ logdet(I + a K),  a = γ₁ d/(n ε²)  ([`rate_scale`])
+//! * Rc = Σ_j w_j · logdet(I + a_j Zᵀ W_j Z),  w_j = t_j/(2n) ([`class_weight`]),
+//!   a_j = d/(t_j ε²) ([`class_scale`]),  t_j = tr Π_j (+ offset)
 //! * ∂R/∂Z  = a Z (I + a G)⁻¹ = a (I + a K)⁻¹ Z
 //! * ∂Rc/∂Z = κ Σ_j W_j Z (I + a_j G_j)⁻¹ = κ Σ_j S_j (I + a_j S_j Z Zᵀ S_j)⁻¹ S_j Z,
-//!   κ = d/(n ε²), S_j = W_j^{½}  (the weight t_j/(2n) and the scale a_j cancel to κ).
+//!   κ = 2 w_j a_j = d/(n ε²) ([`class_gradient_scale`]),  S_j = W_j^{½}
 
-use ndarray::{Array2, ArrayRef2, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{Array2, ArrayRef2, ArrayView2};
 
 use super::factor::{self, Factor};
-use super::gram::{
-    chunk_rows, for_classes, gather, head_rows, sqrt_weights, threads, weighted_gram,
-};
+use super::gram::{for_classes, gather, sqrt_weights, weighted_gram};
 use crate::labels::ClassRows;
 use crate::{Float, Membership, Result};
 
@@ -30,56 +30,99 @@ pub(crate) struct Params {
     pub(crate) trace_offset: f64,
 }
 
-enum Side<T> {
+/// `a = γ₁ d/(n ε²)`: the scale inside `R = ½ logdet(I + a ZᵀZ)` (Yu et al. 2020, Eq. 2).
+pub(crate) fn rate_scale(n: usize, d: usize, params: Params) -> f64 {
+    params.gam1 * d as f64 / (n as f64 * params.eps_sq)
+}
+
+/// `a_j = d/(t_j ε²)`, `t_j = tr Π_j` (+ the offset): the scale inside class j's log-det in
+/// `Rc` (Yu et al. 2020, Eq. 3); `None` for an empty class.
+pub(crate) fn class_scale(trace: f64, params: Params, d: usize) -> Option<f64> {
+    if trace <= 0.0 {
+        return None;
+    }
+    Some(d as f64 / ((trace + params.trace_offset) * params.eps_sq))
+}
+
+/// `w_j = t_j/(2n)`: the weight of class j's log-det in `Rc`.
+pub(crate) fn class_weight(trace: f64, params: Params, n: usize) -> f64 {
+    (trace + params.trace_offset) / (2.0 * n as f64)
+}
+
+/// `c·κ` with `κ = 2 w_j a_j = d/(n ε²)`: the factor of every class's part of `c·∂Rc/∂Z`
+/// (the weight and the scale cancel to the same value for every class).
+pub(crate) fn class_gradient_scale(c: f64, n: usize, d: usize, params: Params) -> f64 {
+    c * d as f64 / (n as f64 * params.eps_sq)
+}
+
+/// A factored `I + a·(Gram)`, on the side it was taken.
+pub(crate) enum Side<T> {
     /// I + a·G, d × d.
     Primal(Factor<T>),
     /// I + a·S Z Zᵀ S over the class's samples, n_j × n_j.
     Dual(Factor<T>),
 }
 
-fn cholesky<T: Float>(side: &Option<Side<T>>) -> Option<&crate::linalg::Cholesky<T>> {
-    match side {
-        Some(Side::Primal(f)) | Some(Side::Dual(f)) => f.cholesky(),
-        None => None,
+impl<T: Float> Side<T> {
+    pub(crate) fn factor(&self) -> &Factor<T> {
+        match self {
+            Side::Primal(f) | Side::Dual(f) => f,
+        }
     }
 }
 
-fn spectral<T: Float>(side: &Option<Side<T>>) -> Option<&factor::Spectral> {
-    match side {
-        Some(Side::Primal(f)) | Some(Side::Dual(f)) => f.spectral(),
-        None => None,
-    }
+pub(crate) fn cholesky<T: Float>(side: &Option<Side<T>>) -> Option<&crate::linalg::Cholesky<T>> {
+    side.as_ref().and_then(|s| s.factor().cholesky())
 }
 
-struct ClassEval<'m, T> {
-    rows: ClassRows<'m, T>,
+pub(crate) fn spectral<T: Float>(side: &Option<Side<T>>) -> Option<&factor::Spectral> {
+    side.as_ref().and_then(|s| s.factor().spectral())
+}
+
+pub(crate) struct ClassEval<'m, T> {
+    pub(crate) rows: ClassRows<'m, T>,
     /// `None` for an empty class (contributes exactly 0).
-    side: Option<Side<T>>,
-    term: T,
+    pub(crate) side: Option<Side<T>>,
+    pub(crate) term: T,
+}
+
+impl<'m, T: Float> ClassEval<'m, T> {
+    fn empty(rows: ClassRows<'m, T>) -> Self {
+        Self {
+            rows,
+            side: None,
+            term: T::zero(),
+        }
+    }
+
+    /// The class with its factor: its term `w_j · logdet`.
+    fn factored(rows: ClassRows<'m, T>, side: Side<T>, params: Params, n: usize) -> Self {
+        let term = T::from_f64(class_weight(rows.trace, params, n)) * side.factor().logdet();
+        Self {
+            rows,
+            side: Some(side),
+            term,
+        }
+    }
 }
 
 pub(crate) struct Evaluation<'z, 'm, T> {
-    z: ArrayView2<'z, T>,
-    membership: Option<&'m Membership<T>>,
-    params: Params,
+    pub(crate) z: ArrayView2<'z, T>,
+    pub(crate) membership: Option<&'m Membership<T>>,
+    pub(crate) params: Params,
     /// Factor of R's matrix, when R was asked for.
-    r_side: Option<Side<T>>,
+    pub(crate) r_side: Option<Side<T>>,
     pub(crate) r: T,
-    classes: Vec<ClassEval<'m, T>>,
-    soft: bool,
+    pub(crate) classes: Vec<ClassEval<'m, T>>,
+    pub(crate) soft: bool,
 }
 
-/// What a class contributes to the gradient, before it is written into the output rows.
-enum ClassOp<T> {
-    None,
-    /// Rows of the class times this d × d matrix.
-    Primal(Array2<T>),
-    /// The class's rows of the result, n_j × d (n_j < d).
-    Dual(Array2<T>),
-}
+/// The class factors and R's factor.
+type Factored<'m, T> = (Vec<ClassEval<'m, T>>, Option<Side<T>>);
 
 impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
-    /// Validates nothing: callers check `z` and `membership` first.
+    /// Factors R (when `need_r`) and every class term of Rc. Validates nothing: callers check
+    /// `z` and `membership` first.
     pub(crate) fn new(
         z: ArrayView2<'z, T>,
         membership: Option<&'m Membership<T>>,
@@ -87,162 +130,15 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
         need_r: bool,
     ) -> Result<Self> {
         let (n, d) = z.dim();
-        let a = T::from_f64(params.gam1 * d as f64 / (n as f64 * params.eps_sq));
         let soft = membership.is_some_and(|m| !m.is_hard());
-        let k = membership.map_or(0, |m| m.n_classes());
-        let class_rows = |j: usize| {
-            membership
-                .expect("k > 0 implies a membership")
-                .class_rows(j)
-        };
-        let mut classes = Vec::with_capacity(k);
-        let r_side;
-
-        if n < d {
-            // every class has n_j ≤ n < d: all log-dets on the sample side, from one K = Z Zᵀ
-            let mut kmat = Array2::<T>::zeros((n, n));
-            crate::linalg::gram_rows(z, T::one(), false, kmat.view_mut(), true);
-            let kref = &kmat;
-            let evals = for_classes(k, |j, inner| -> Result<ClassEval<'m, T>> {
-                let rows = class_rows(j);
-                let Some(aj) = Self::class_scale(&rows, params, d) else {
-                    return Ok(ClassEval {
-                        rows,
-                        side: None,
-                        term: T::zero(),
-                    });
-                };
-                let sw = sqrt_weights(&rows);
-                let nj = rows.rows.len();
-                let mut kj = Array2::<T>::zeros((nj, nj));
-                for p in 0..nj {
-                    let ip = rows.rows[p] as usize;
-                    for q in 0..=p {
-                        let iq = rows.rows[q] as usize;
-                        let v = if ip >= iq {
-                            kref[(ip, iq)]
-                        } else {
-                            kref[(iq, ip)]
-                        };
-                        kj[(p, q)] = match &sw {
-                            Some(s) => v * s[p] * s[q],
-                            None => v,
-                        };
-                    }
-                }
-                let class_x = || {
-                    let mut x = Array2::<T>::zeros((nj, d));
-                    gather(z, &rows.rows, sw.as_deref(), x.view_mut());
-                    x
-                };
-                let f = factor::identity_plus(&kj, aj, class_x, "I + a_j·K_j", inner)?;
-                let term = Self::class_weight(&rows, params, n) * f.logdet();
-                Ok(ClassEval {
-                    rows,
-                    side: Some(Side::Dual(f)),
-                    term,
-                })
-            });
-            for e in evals {
-                classes.push(e?);
-            }
-            r_side = if need_r {
-                Some(Side::Dual(factor::identity_plus(
-                    &kmat,
-                    a,
-                    || z.to_owned(),
-                    "I + a·K",
-                    true,
-                )?))
-            } else {
-                None
-            };
+        let (classes, r_side) = if n < d {
+            factor_on_samples(z, membership, params, need_r)?
         } else {
-            // d ≤ n: R on the feature side. With hard labels G = Σ_j G_j comes for free.
-            let mut g = Array2::<T>::zeros((d, d));
-            if (soft || k == 0) && need_r {
-                crate::linalg::gram_cols(z, T::one(), false, g.view_mut(), true);
-            }
-            type Out<'m, T> = Result<(ClassEval<'m, T>, Option<Array2<T>>)>;
-            let evals = for_classes(k, |j, inner| -> Out<'m, T> {
-                let rows = class_rows(j);
-                let Some(aj) = Self::class_scale(&rows, params, d) else {
-                    return Ok((
-                        ClassEval {
-                            rows,
-                            side: None,
-                            term: T::zero(),
-                        },
-                        None,
-                    ));
-                };
-                let sw = sqrt_weights(&rows);
-                let nj = rows.rows.len();
-                let weight = Self::class_weight(&rows, params, n);
-                if nj < d {
-                    let mut x = Array2::<T>::zeros((nj, d));
-                    gather(z, &rows.rows, sw.as_deref(), x.view_mut());
-                    let mut kj = Array2::<T>::zeros((nj, nj));
-                    crate::linalg::gram_rows(x.view(), T::one(), false, kj.view_mut(), inner);
-                    let gx = (!soft && need_r).then(|| {
-                        let mut gx = Array2::<T>::zeros((d, d));
-                        crate::linalg::gram_cols(x.view(), T::one(), false, gx.view_mut(), inner);
-                        gx
-                    });
-                    let f = factor::identity_plus(&kj, aj, || x.clone(), "I + a_j·K_j", inner)?;
-                    let term = weight * f.logdet();
-                    Ok((
-                        ClassEval {
-                            rows,
-                            side: Some(Side::Dual(f)),
-                            term,
-                        },
-                        gx,
-                    ))
-                } else {
-                    let gj = weighted_gram(z, &rows.rows, sw.as_deref(), None, inner);
-                    let class_x = || {
-                        let mut x = Array2::<T>::zeros((nj, d));
-                        gather(z, &rows.rows, sw.as_deref(), x.view_mut());
-                        x
-                    };
-                    let f = factor::identity_plus(&gj, aj, class_x, "I + a_j·G_j", inner)?;
-                    let term = weight * f.logdet();
-                    let gj = (!soft && need_r).then_some(gj);
-                    Ok((
-                        ClassEval {
-                            rows,
-                            side: Some(Side::Primal(f)),
-                            term,
-                        },
-                        gj,
-                    ))
-                }
-            });
-            for e in evals {
-                let (class, gj) = e?;
-                if let Some(gj) = gj {
-                    g += &gj;
-                }
-                classes.push(class);
-            }
-            r_side = if need_r {
-                Some(Side::Primal(factor::identity_plus(
-                    &g,
-                    a,
-                    || z.to_owned(),
-                    "I + a·G",
-                    true,
-                )?))
-            } else {
-                None
-            };
-        }
-        let half = T::from_f64(0.5);
-        let r = match &r_side {
-            Some(Side::Primal(f)) | Some(Side::Dual(f)) => half * f.logdet(),
-            None => T::zero(),
+            factor_on_features(z, membership, params, need_r, soft)?
         };
+        let r = r_side
+            .as_ref()
+            .map_or(T::zero(), |s| T::from_f64(0.5) * s.factor().logdet());
         Ok(Self {
             z,
             membership,
@@ -254,281 +150,160 @@ impl<'z, 'm, T: Float> Evaluation<'z, 'm, T> {
         })
     }
 
-    /// a_j = d/(t_j ε²), or `None` for an empty class.
-    fn class_scale(rows: &ClassRows<'_, T>, params: Params, d: usize) -> Option<T> {
-        if rows.rows.is_empty() || rows.trace <= 0.0 {
-            return None;
-        }
-        let t = rows.trace + params.trace_offset;
-        Some(T::from_f64(d as f64 / (t * params.eps_sq)))
-    }
-
-    /// t_j/(2n).
-    fn class_weight(rows: &ClassRows<'_, T>, params: Params, n: usize) -> T {
-        T::from_f64((rows.trace + params.trace_offset) / (2.0 * n as f64))
-    }
-
-    /// Per-class terms t_j/(2n)·logdet(I + a_j Zᵀ W_j Z).
+    /// Per-class terms `w_j · logdet(I + a_j Zᵀ W_j Z)`.
     pub(crate) fn class_terms(&self) -> Vec<T> {
         self.classes.iter().map(|c| c.term).collect()
     }
 
-    /// Rc = Σ_j terms.
+    /// `Rc = Σ_j` terms.
     pub(crate) fn rc(&self) -> T {
         self.classes.iter().map(|c| c.term).sum()
     }
+}
 
-    /// Writes `c_r·∂R/∂Z + c_rc·∂Rc/∂Z` into `out` (n × d): the terms factored by Cholesky
-    /// through their inverses, then those taken by singular values added row by row.
-    pub(crate) fn gradient_into(&self, c_r: f64, c_rc: f64, mut out: ArrayViewMut2<T>) {
-        self.cholesky_terms_into(c_r, c_rc, out.view_mut());
-        self.add_spectral_terms(c_r, c_rc, out);
-    }
+/// The rows of class j (weighted by `S_j` when soft), copied: n_j × d.
+fn class_samples<T: Float>(z: ArrayView2<T>, rows: &ClassRows<'_, T>) -> Array2<T> {
+    let sw = sqrt_weights(rows);
+    let mut x = Array2::<T>::zeros((rows.rows.len(), z.ncols()));
+    gather(z, &rows.rows, sw.as_deref(), x.view_mut());
+    x
+}
 
-    /// Adds `c_r·a·Z(I + aG)⁻¹` and `κ·S_j X_j(I + a_j X_jᵀX_j)⁻¹` for the terms whose
-    /// factor is [`Factor::Spectral`] (see [`factor::Spectral::solution`]).
-    fn add_spectral_terms(&self, c_r: f64, c_rc: f64, mut out: ArrayViewMut2<T>) {
-        let (n, d) = self.z.dim();
-        let a = self.params.gam1 * d as f64 / (n as f64 * self.params.eps_sq);
-        if let (Some(f), true) = (spectral(&self.r_side), c_r != 0.0) {
-            out += &f.solution::<T>(c_r * a);
-        }
-        let kappa = c_rc * d as f64 / (n as f64 * self.params.eps_sq);
-        for class in &self.classes {
-            let Some(f) = spectral(&class.side) else {
-                continue;
-            };
-            let rows = f.solution::<T>(kappa);
-            let sw = sqrt_weights(&class.rows);
-            for (p, &i) in class.rows.rows.iter().enumerate() {
-                let w = sw.as_ref().map_or(T::one(), |s| s[p]);
-                out.row_mut(i as usize)
-                    .zip_mut_with(&rows.row(p), |o, &v| *o += w * v);
-            }
-        }
-    }
-
-    /// The terms factored by Cholesky.
-    fn cholesky_terms_into(&self, c_r: f64, c_rc: f64, mut out: ArrayViewMut2<T>) {
-        let z = self.z;
-        let (n, d) = z.dim();
-        let a = self.params.gam1 * d as f64 / (n as f64 * self.params.eps_sq);
-        let kappa = T::from_f64(c_rc * d as f64 / (n as f64 * self.params.eps_sq));
-        let ca = T::from_f64(c_r * a);
-
-        if n < d {
-            // Everything is on the sample side: the gradient is W Z with the n × n matrix
-            // W = c_r·a·(I + aK)⁻¹ + κ Σ_j S_j (I + a_j K_j)⁻¹ S_j (class blocks scattered to
-            // their samples): one product, no per-class solves.
-            let mut w = match cholesky(&self.r_side) {
-                Some(f) if c_r != 0.0 => f.inverse(true).mapv(|x| x * ca),
-                _ => Array2::<T>::zeros((n, n)),
-            };
-            let blocks = for_classes(self.classes.len(), |j, inner| {
-                cholesky(&self.classes[j].side).map(|f| f.inverse(inner))
-            });
-            for (class, binv) in self.classes.iter().zip(blocks) {
-                let Some(binv) = binv else { continue };
-                let rows: &[u32] = &class.rows.rows;
-                let sw = sqrt_weights(&class.rows);
-                for (p, &ip) in rows.iter().enumerate() {
-                    let sp = sw.as_ref().map_or(T::one(), |s| s[p]);
-                    for (q, &iq) in rows.iter().enumerate() {
-                        let sq = sw.as_ref().map_or(T::one(), |s| s[q]);
-                        w[(ip as usize, iq as usize)] += kappa * sp * sq * binv[(p, q)];
-                    }
-                }
-            }
-            crate::linalg::gemm(T::one(), w.view(), z, false, out.view_mut(), true);
-            return;
-        }
-        self.feature_side_into(c_r, c_rc, out);
-    }
-
-    /// The feature-side (d ≤ n) gradient of the terms factored by Cholesky.
-    fn feature_side_into(&self, c_r: f64, c_rc: f64, mut out: ArrayViewMut2<T>) {
-        let z = self.z;
-        let (n, d) = z.dim();
-        let a = self.params.gam1 * d as f64 / (n as f64 * self.params.eps_sq);
-        let kappa = T::from_f64(c_rc * d as f64 / (n as f64 * self.params.eps_sq));
-        let ca = T::from_f64(c_r * a);
-
-        // R's part: E = c_r·a·(I + aG)⁻¹ (feature side, d ≤ n).
-        let e: Option<Array2<T>> = match cholesky(&self.r_side) {
-            Some(f) if c_r != 0.0 => Some(f.inverse(true).mapv(|x| x * ca)),
-            _ => {
-                out.fill(T::zero());
-                None
-            }
+/// n < d: every class has n_j ≤ n < d, so every log-det is on the sample side, each class's
+/// `S_j K_j S_j` read from one `K = Z Zᵀ`.
+fn factor_on_samples<'m, T: Float>(
+    z: ArrayView2<'_, T>,
+    membership: Option<&'m Membership<T>>,
+    params: Params,
+    need_r: bool,
+) -> Result<Factored<'m, T>> {
+    let (n, d) = z.dim();
+    let mut kmat = Array2::<T>::zeros((n, n));
+    crate::linalg::gram_rows(z, T::one(), false, kmat.view_mut(), true);
+    let k = membership.map_or(0, |m| m.n_classes());
+    let evals = for_classes(k, |j, inner| -> Result<ClassEval<'m, T>> {
+        let rows = membership
+            .expect("k > 0 implies a membership")
+            .class_rows(j);
+        let (Some(aj), false) = (class_scale(rows.trace, params, d), rows.rows.is_empty()) else {
+            return Ok(ClassEval::empty(rows));
         };
-        // With soft membership (rows in several classes), or no R part, the R part is applied
-        // once to all rows and the class parts are added; with hard labels each row gets one
-        // product with E + κ A_j⁻¹.
-        let additive = self.soft
-            || e.is_none()
-            || self.classes.is_empty()
-            || self.classes.iter().any(|c| spectral(&c.side).is_some());
-        if let (Some(e), true) = (&e, additive) {
-            crate::linalg::gemm(T::one(), z, e.view(), false, out.view_mut(), true);
-        }
-        let e_ref = e.as_ref();
+        let kj = class_block(&kmat, &rows);
+        let f = factor::identity_plus(
+            &kj,
+            T::from_f64(aj),
+            || class_samples(z, &rows),
+            "I + a_j·K_j",
+            inner,
+        )?;
+        Ok(ClassEval::factored(rows, Side::Dual(f), params, n))
+    });
+    let classes = evals.into_iter().collect::<Result<Vec<_>>>()?;
+    let a = T::from_f64(rate_scale(n, d, params));
+    let r_side = if need_r {
+        let f = factor::identity_plus(&kmat, a, || z.to_owned(), "I + a·K", true)?;
+        Some(Side::Dual(f))
+    } else {
+        None
+    };
+    Ok((classes, r_side))
+}
 
-        let ops = for_classes(self.classes.len(), |j, inner| {
-            let class = &self.classes[j];
-            match &class.side {
-                Some(Side::Primal(Factor::Cholesky(f))) => {
-                    let mut m = f.inverse(inner).mapv(|x| x * kappa);
-                    if !additive {
-                        m += e_ref.expect("feature-side R when not additive");
-                    }
-                    ClassOp::Primal(m)
-                }
-                Some(Side::Dual(Factor::Cholesky(f))) => {
-                    // κ·S (I + a_j S Z_s Z_sᵀ S)⁻¹ S Z_s  (n_j < d, so this is small)
-                    let rows: &[u32] = &class.rows.rows;
-                    let sw = sqrt_weights(&class.rows);
-                    let mut x = Array2::<T>::zeros((rows.len(), d));
-                    gather(z, rows, None, x.view_mut());
-                    let mut y = x.clone();
-                    if let Some(s) = &sw {
-                        for (mut r, &sp) in y.axis_iter_mut(Axis(0)).zip(s) {
-                            r.mapv_inplace(|v| v * sp);
-                        }
-                    }
-                    f.solve_in_place(y.view_mut(), inner);
-                    for (p, mut r) in y.axis_iter_mut(Axis(0)).enumerate() {
-                        let sc = kappa * sw.as_ref().map_or(T::one(), |s| s[p]);
-                        r.mapv_inplace(|v| v * sc);
-                    }
-                    if !additive {
-                        let e = e_ref.expect("feature-side R when not additive");
-                        crate::linalg::gemm(
-                            T::one(),
-                            x.view(),
-                            e.view(),
-                            true,
-                            y.view_mut(),
-                            inner,
-                        );
-                    }
-                    ClassOp::Dual(y)
-                }
-                _ => ClassOp::None,
-            }
+/// `S_j K_j S_j`: class j's block of `K` (lower triangle), weighted by `√π_ij` when soft.
+fn class_block<T: Float>(kmat: &Array2<T>, rows: &ClassRows<'_, T>) -> Array2<T> {
+    let sw = sqrt_weights(rows);
+    let nj = rows.rows.len();
+    let mut kj = Array2::<T>::zeros((nj, nj));
+    for p in 0..nj {
+        let ip = rows.rows[p] as usize;
+        for q in 0..=p {
+            let iq = rows.rows[q] as usize;
+            let v = if ip >= iq {
+                kmat[(ip, iq)]
+            } else {
+                kmat[(iq, ip)]
+            };
+            kj[(p, q)] = match &sw {
+                Some(s) => v * s[p] * s[q],
+                None => v,
+            };
+        }
+    }
+    kj
+}
+
+/// d ≤ n: R on the feature side; each class on its smaller side. With hard labels the total
+/// Gram `G = Σ_j G_j` comes from the class Grams at no extra pass over the data.
+fn factor_on_features<'m, T: Float>(
+    z: ArrayView2<'_, T>,
+    membership: Option<&'m Membership<T>>,
+    params: Params,
+    need_r: bool,
+    soft: bool,
+) -> Result<Factored<'m, T>> {
+    let (n, d) = z.dim();
+    let k = membership.map_or(0, |m| m.n_classes());
+    let mut g = Array2::<T>::zeros((d, d));
+    if (soft || k == 0) && need_r {
+        crate::linalg::gram_cols(z, T::one(), false, g.view_mut(), true);
+    }
+    let want_gram = !soft && need_r;
+    let evals = for_classes(k, |j, inner| {
+        let rows = membership
+            .expect("k > 0 implies a membership")
+            .class_rows(j);
+        class_on_features(z, rows, params, want_gram, inner)
+    });
+    let mut classes = Vec::with_capacity(k);
+    for e in evals {
+        let (class, gj) = e?;
+        if let Some(gj) = gj {
+            g += &gj;
+        }
+        classes.push(class);
+    }
+    let a = T::from_f64(rate_scale(n, d, params));
+    let r_side = if need_r {
+        let f = factor::identity_plus(&g, a, || z.to_owned(), "I + a·G", true)?;
+        Some(Side::Primal(f))
+    } else {
+        None
+    };
+    Ok((classes, r_side))
+}
+
+/// One class when d ≤ n: `I + a_j K_j` (n_j × n_j) when the class has fewer samples than
+/// dimensions, `I + a_j G_j` (d × d) otherwise; with `want_gram`, also its Gram `G_j`
+/// (for R's `G = Σ_j G_j`).
+fn class_on_features<'m, T: Float>(
+    z: ArrayView2<'_, T>,
+    rows: ClassRows<'m, T>,
+    params: Params,
+    want_gram: bool,
+    inner: bool,
+) -> Result<(ClassEval<'m, T>, Option<Array2<T>>)> {
+    let (n, d) = z.dim();
+    let (Some(aj), false) = (class_scale(rows.trace, params, d), rows.rows.is_empty()) else {
+        return Ok((ClassEval::empty(rows), None));
+    };
+    let aj = T::from_f64(aj);
+    if rows.rows.len() < d {
+        let x = class_samples(z, &rows);
+        let mut kj = Array2::<T>::zeros((x.nrows(), x.nrows()));
+        crate::linalg::gram_rows(x.view(), T::one(), false, kj.view_mut(), inner);
+        let gx = want_gram.then(|| {
+            let mut gx = Array2::<T>::zeros((d, d));
+            crate::linalg::gram_cols(x.view(), T::one(), false, gx.view_mut(), inner);
+            gx
         });
-
-        // sample-side classes: their rows are ready
-        for (class, op) in self.classes.iter().zip(&ops) {
-            if let ClassOp::Dual(y) = op {
-                for (p, &i) in class.rows.rows.iter().enumerate() {
-                    let mut o = out.row_mut(i as usize);
-                    if additive {
-                        o += &y.row(p);
-                    } else {
-                        o.assign(&y.row(p));
-                    }
-                }
-            }
-        }
-
-        // feature-side classes: stream contiguous blocks of rows (in parallel), grouping each
-        // block's rows by class so that every group is one matrix product
-        let primal: Vec<Option<&Array2<T>>> = ops
-            .iter()
-            .map(|op| {
-                if let ClassOp::Primal(m) = op {
-                    Some(m)
-                } else {
-                    None
-                }
-            })
-            .collect();
-        if primal.iter().all(Option::is_none) {
-            return;
-        }
-        // at least two blocks per thread and a multiple of the thread count, for balance
-        // (blocks of at least ~128 rows per class keep the products efficient)
-        let t = threads();
-        let target = chunk_rows(d).max(128 * self.classes.len());
-        let nblocks = n.div_ceil(target).max(2 * t).div_ceil(t) * t;
-        let block = n.div_ceil(nblocks).max(1);
-        let membership = self.membership.expect("classes imply a membership");
-        let labels = membership.hard_labels();
-        let pi = membership.soft_matrix();
-        let process = |(b, mut out_block): (usize, ArrayViewMut2<T>),
-                       x: &mut Array2<T>,
-                       y: &mut Array2<T>| {
-            let r0 = b * block;
-            let len = out_block.nrows();
-            let mut groups: Vec<(Vec<u32>, Vec<T>)> = vec![(Vec::new(), Vec::new()); primal.len()];
-            for r in 0..len {
-                if let Some(labels) = labels {
-                    let j = labels[r0 + r] as usize;
-                    if primal[j].is_some() {
-                        groups[j].0.push((r0 + r) as u32);
-                    }
-                } else if let Some(pi) = pi {
-                    for (j, &w) in pi.row(r0 + r).iter().enumerate() {
-                        if w > T::zero() && primal[j].is_some() {
-                            groups[j].0.push((r0 + r) as u32);
-                            groups[j].1.push(w);
-                        }
-                    }
-                }
-            }
-            for (j, (rows, weights)) in groups.iter().enumerate() {
-                let Some(m) = primal[j] else { continue };
-                if rows.is_empty() {
-                    continue;
-                }
-                let mut xs = head_rows(x, rows.len());
-                gather(z, rows, None, xs.view_mut());
-                let mut ys = head_rows(y, rows.len());
-                crate::linalg::gemm(
-                    T::one(),
-                    xs.view(),
-                    m.view(),
-                    false,
-                    ys.view_mut(),
-                    threads() == 1,
-                );
-                for (p, &i) in rows.iter().enumerate() {
-                    let mut o = out_block.row_mut(i as usize - r0);
-                    match (weights.get(p), additive) {
-                        (Some(&w), _) => o.zip_mut_with(&ys.row(p), |o, &v| *o += w * v),
-                        (None, true) => o += &ys.row(p),
-                        (None, false) => o.assign(&ys.row(p)),
-                    }
-                }
-            }
-        };
-        let scratch = || {
-            (
-                Array2::<T>::zeros((block, d)),
-                Array2::<T>::zeros((block, d)),
-            )
-        };
-        let blocks: Vec<(usize, ArrayViewMut2<T>)> = out
-            .axis_chunks_iter_mut(Axis(0), block)
-            .enumerate()
-            .collect();
-        #[cfg(feature = "parallel")]
-        {
-            use rayon::prelude::*;
-            blocks
-                .into_par_iter()
-                .for_each_init(scratch, |(x, y), blk| {
-                    crate::linalg::clear_upper_simd_state();
-                    process(blk, x, y)
-                });
-        }
-        #[cfg(not(feature = "parallel"))]
-        {
-            let (mut x, mut y) = scratch();
-            for blk in blocks {
-                process(blk, &mut x, &mut y);
-            }
-        }
+        let f = factor::identity_plus(&kj, aj, || x.clone(), "I + a_j·K_j", inner)?;
+        Ok((ClassEval::factored(rows, Side::Dual(f), params, n), gx))
+    } else {
+        let sw = sqrt_weights(&rows);
+        let gj = weighted_gram(z, &rows.rows, sw.as_deref(), None, inner);
+        let f = factor::identity_plus(&gj, aj, || class_samples(z, &rows), "I + a_j·G_j", inner)?;
+        let gj = want_gram.then_some(gj);
+        Ok((ClassEval::factored(rows, Side::Primal(f), params, n), gj))
     }
 }
 

@@ -1,6 +1,8 @@
-//! The factorization behind every log-det of the rate: `A = I + a·XᵀX` (the feature side,
-//! d × d) or `A = I + a·X Xᵀ` (the sample side, m × m), where X holds the (weighted) rows of a
-//! class or of all samples.
+//! The factorization behind every log-det `logdet(I + a·Gram)` of the crate: `A = I + a·XᵀX`
+//! (the feature side, d × d) or `A = I + a·X Xᵀ` (the sample side, m × m), where X holds the
+//! (weighted) rows of a class or of all samples. The rates and their gradients, the
+//! membership gradient, ReduNet's operators `c(I + c ZᵀZ)⁻¹` and the coding lengths of
+//! `coding` (L(W), ALC, MICL) all factor here.
 //!
 //! Two routes, one answer:
 //!
@@ -20,7 +22,9 @@
 //! exceeds [`Float::LOGDET_TOLERANCE`] relative to the log-det (or when Cholesky fails). The SVD route in
 //! turn refuses, with [`Error::Scale`], a scale whose estimated relative error exceeds 10⁻⁷.
 //! Where only the Gram matrix is kept ([`RateStats`](crate::RateStats)),
-//! [`identity_plus_gram`] allows 100 × [`Float::LOGDET_TOLERANCE`] and answers [`Error::Scale`] beyond.
+//! [`identity_plus_gram`] allows 100 × [`Float::LOGDET_TOLERANCE`] and answers [`Error::Scale`] beyond
+//! (also used where the inverse is wanted: ReduNet, `∂Rc/∂Π`). The coding lengths, which
+//! never fail, use [`logdet_identity_plus_clamped`].
 
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 
@@ -205,6 +209,45 @@ pub(crate) fn identity_plus_gram<T: Float>(
         return Err(Error::Scale { what, scale, limit });
     }
     Ok(f)
+}
+
+/// `ln det(I + c·S)` for a symmetric positive semi-definite S (f64), for the coding lengths
+/// (`coding`: L(W), ALC, MICL), which never fail: by Cholesky, where I + cS is
+/// positive definite, so rounding can only shrink a pivot that is ≥ 1 in exact arithmetic to
+/// just below it, and the loop clamps it. Small matrices use the loop; larger ones the
+/// backend's factorization, falling back to the loop should rounding fail it.
+pub(crate) fn logdet_identity_plus_clamped(s: &Array2<f64>, c: f64) -> f64 {
+    let k = s.nrows();
+    let mut a = s * c;
+    for i in 0..k {
+        a[(i, i)] += 1.0;
+    }
+    if k > 64 {
+        // positive definite in exact arithmetic; should rounding say otherwise, the loop
+        // below (which clamps its pivots) decides
+        if let Ok(chol) = crate::linalg::Cholesky::new(a.clone(), "I + cS", false) {
+            return chol.logdet();
+        }
+    }
+    let mut logdet = 0.0;
+    for j in 0..k {
+        let mut d = a[(j, j)];
+        for p in 0..j {
+            d -= a[(j, p)] * a[(j, p)];
+        }
+        // rounding can only shrink a pivot that is ≥ 1 in exact arithmetic to just below it
+        let d = d.max(f64::MIN_POSITIVE).sqrt();
+        a[(j, j)] = d;
+        logdet += 2.0 * d.ln();
+        for i in (j + 1)..k {
+            let mut v = a[(i, j)];
+            for p in 0..j {
+                v -= a[(i, p)] * a[(j, p)];
+            }
+            a[(i, j)] = v / d;
+        }
+    }
+    logdet
 }
 
 #[cfg(test)]

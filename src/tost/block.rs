@@ -261,12 +261,11 @@ pub struct ToStEncoderConfig {
 
 impl ToStEncoderConfig {
     /// Largest accepted depth.
-    pub const MAX_DEPTH: usize = 10_000;
+    pub const MAX_DEPTH: usize = crate::validate::MAX_DEPTH;
 
     /// Errors unless 1 ≤ depth ≤ [`ToStEncoderConfig::MAX_DEPTH`] and the block is valid.
     pub fn check(&self) -> Result<()> {
-        crate::validate::at_least_one("depth", self.depth)?;
-        crate::validate::at_most("depth", self.depth as f64, Self::MAX_DEPTH as f64)?;
+        crate::validate::depth(self.depth)?;
         self.block.check()
     }
 }
