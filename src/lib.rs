@@ -27,7 +27,8 @@
 //! principle of maximal coding rate reduction*, NeurIPS 2020, arXiv 2006.08558, Eq. 2–8.)
 //!
 //! Every log-det is computed on the smaller side (d × d or n_j × n_j, by Sylvester's identity)
-//! by a Cholesky factorization that also serves the gradient. With hard labels the per-class
+//! by a Cholesky factorization that also serves the gradient (or, where Cholesky would lose
+//! accuracy, from the singular values of the rows: see the reliability contract). With hard labels the per-class
 //! Gram matrices are formed once and summed into the total one. The papers' dense diagonal
 //! n × n matrices Π_j are never built.
 //!
@@ -45,7 +46,9 @@
 //! ## Modules
 //!
 //! ```text
-//! rate/         the rates, their gradients, streaming statistics, the reference loss
+//! rate/         the rates (mod), engine (R and each class term factored: a, a_j, t_j/(2n)),
+//!               factor (every logdet(I + a·Gram): Cholesky or SVD), gradient (∂R/∂Z,
+//!               ∂Rc/∂Z), membership_grad (∂Rc/∂Π), gram, stats (streaming), reference (loss)
 //! nn/           Linear, LayerNorm, Mlp, GELU, the Layer and Checkpoint traits, tensor files
 //! crate_layer/  mssa, ista, block, encoder, classifier (the whole CRATE model)
 //! tost/         tssa, causal, variational (the book form), block (block and encoder)
@@ -54,7 +57,7 @@
 //! subspace      subspace fits, principal angles, the nearest-subspace classifier
 //! fit           MCR² representation learning by gradient ascent
 //! metrics       accuracy, segmentation error, top-k, per-class singular values/angles/means
-//! data          mixtures of subspaces, the ReduNet toys
+//! data          mixtures of subspaces, the ReduNet toys, the built-in digits
 //! (private)     float (sealed Float), kernels (exp, softmax, GELU), linalg (faer or LAPACK),
 //!               workspace (scratch buffers), validate (input checks, memory budget)
 //! ```

@@ -1,11 +1,14 @@
 //! One CRATE layer and the encoder, a stack of layers.
 
-use ndarray::{Array2, Array3, ArrayRef2, ArrayRef3, ArrayView2, ArrayViewD};
+use ndarray::{
+    Array2, Array3, ArrayD, ArrayRef2, ArrayRef3, ArrayView2, ArrayViewD, ArrayViewMutD,
+};
 use rand::Rng;
 
-use super::{Ista, IstaConfig, Mssa, MssaConfig};
+use super::{Ista, IstaCache, IstaConfig, Mssa, MssaCache, MssaConfig};
 use crate::nn::{
-    Checkpoint, Layer, LayerNorm, LayerNormConfig, ScopedWriter, TensorReader, batch_rows, prefixed,
+    Checkpoint, Layer, LayerNorm, LayerNormCache, LayerNormConfig, ScopedWriter, TensorReader,
+    Trainable, batch_rows, prefixed, scoped,
 };
 use crate::{Error, Float, Result};
 
@@ -395,5 +398,96 @@ impl<T: Float> Checkpoint<T> for CrateBlock<T> {
         self.mssa.save(&mut writer.scoped("0.fn."))?;
         ln2.save(&mut writer.scoped("1.norm."))?;
         self.ista.save(&mut writer.scoped("1.fn."))
+    }
+}
+
+/// What [`CrateBlock`]'s backward needs: the caches of its four layers (LayerNorm, MSSA,
+/// LayerNorm, ISTA; see each for its size).
+#[derive(Debug, Clone)]
+pub struct CrateBlockCache<T> {
+    ln1: Option<LayerNormCache<T>>,
+    mssa: MssaCache<T>,
+    ln2: Option<LayerNormCache<T>>,
+    ista: IstaCache<T>,
+}
+
+/// `LN(x)` with its cache, or `x` itself where there is no LayerNorm (white box).
+fn norm_train<T: Float>(
+    ln: &Option<LayerNorm<T>>,
+    x: ArrayView2<T>,
+) -> Result<(Array2<T>, Option<LayerNormCache<T>>)> {
+    match ln {
+        Some(ln) => ln.forward_train(x, 1).map(|(y, c)| (y, Some(c))),
+        None => Ok((x.as_standard_layout().into_owned(), None)),
+    }
+}
+
+/// The LayerNorm's backward, or `dy` itself where there is none.
+fn norm_backward<T: Float>(
+    ln: &Option<LayerNorm<T>>,
+    cache: &Option<LayerNormCache<T>>,
+    dy: Array2<T>,
+    grads: &mut [ArrayD<T>],
+) -> Result<Array2<T>> {
+    match (ln, cache) {
+        (Some(ln), Some(c)) => ln.backward(c, dy.view(), grads),
+        _ => Ok(dy),
+    }
+}
+
+impl<T: Float> Trainable<T> for CrateBlock<T> {
+    type Cache = CrateBlockCache<T>;
+
+    fn forward_train(&self, x: ArrayView2<T>, n: usize) -> Result<(Array2<T>, Self::Cache)> {
+        crate::validate::matrix_with_cols("tokens", &x, self.dim())?;
+        crate::nn::check_sequences(x.nrows(), n)?;
+        let (h, ln1) = norm_train(&self.ln1, x)?;
+        let (mut y, mssa) = self.mssa.forward_train(h.view(), n)?;
+        y += &x;
+        let (h2, ln2) = norm_train(&self.ln2, y.view())?;
+        let (out, ista) = self.ista.forward_train(h2.view(), n)?;
+        Ok((
+            out,
+            CrateBlockCache {
+                ln1,
+                mssa,
+                ln2,
+                ista,
+            },
+        ))
+    }
+
+    /// Through ISTA and LN₂ to `dz½`, then `dz = dz½ + LN₁ᵀ(MSSAᵀ(dz½))` (the residual).
+    fn backward(
+        &self,
+        cache: &Self::Cache,
+        dy: ArrayView2<T>,
+        grads: &mut [ArrayD<T>],
+    ) -> Result<Array2<T>> {
+        crate::nn::check_gradients(&self.parameters(), grads)?;
+        let count = |ln: &Option<LayerNorm<T>>| ln.as_ref().map_or(0, |l| l.parameters().len());
+        let (g_ln1, rest) = grads.split_at_mut(count(&self.ln1));
+        let (g_mssa, rest) = rest.split_at_mut(self.mssa.parameters().len());
+        let (g_ln2, g_ista) = rest.split_at_mut(count(&self.ln2));
+        let dh2 = self.ista.backward(&cache.ista, dy, g_ista)?;
+        let dmid = norm_backward(&self.ln2, &cache.ln2, dh2, g_ln2)?;
+        let dh = self.mssa.backward(&cache.mssa, dmid.view(), g_mssa)?;
+        let mut dx = norm_backward(&self.ln1, &cache.ln1, dh, g_ln1)?;
+        dx += &dmid;
+        Ok(dx)
+    }
+
+    fn update_parameters(
+        &mut self,
+        update: &mut dyn FnMut(&str, ArrayViewMutD<'_, T>),
+    ) -> Result<()> {
+        if let Some(ln) = &mut self.ln1 {
+            ln.update_parameters(&mut scoped("0.norm.", update))?;
+        }
+        self.mssa.update_parameters(&mut scoped("0.fn.", update))?;
+        if let Some(ln) = &mut self.ln2 {
+            ln.update_parameters(&mut scoped("1.norm.", update))?;
+        }
+        self.ista.update_parameters(&mut scoped("1.fn.", update))
     }
 }

@@ -1,9 +1,12 @@
 //! The sparsification step: one ISTA step on a non-negative LASSO.
 
-use ndarray::{Array2, ArrayRef2, ArrayView2, ArrayViewD, ArrayViewMut2};
+use ndarray::{Array2, ArrayD, ArrayRef2, ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD};
 use rand::Rng;
 
-use crate::nn::{Checkpoint, Layer, ScopedWriter, TensorReader};
+use crate::nn::{
+    Checkpoint, Layer, ScopedWriter, TensorReader, Trainable, check_gradients, check_updated,
+    check_upstream,
+};
 use crate::{Error, Float, Result};
 
 /// Size and constants of an [`Ista`] step, with the reference defaults.
@@ -92,19 +95,7 @@ impl<T: Float> Ista<T> {
             });
         }
         crate::validate::matrix("ISTA dictionary", &d)?;
-        let n = d.nrows();
-        let mut m = Array2::<T>::eye(n);
-        let eta = T::from_f64(step);
-        m.scaled_add(eta, &d);
-        // m −= η DᵀD
-        crate::linalg::gemm(-eta, d.t(), d.view(), true, m.view_mut(), true);
-        if m.iter().any(|v| !v.is_finite()) {
-            return Err(Error::InvalidParameter {
-                name: "ISTA dictionary",
-                value: "entries too large".into(),
-                reason: "I + η(D − DᵀD) overflows the float type",
-            });
-        }
+        let m = step_matrix(&d, step)?;
         Ok(Self { d, step, lambda, m })
     }
 
@@ -252,5 +243,88 @@ impl<T: Float> Checkpoint<T> for Ista<T> {
 
     fn save(&self, writer: &mut ScopedWriter<'_>) -> Result<()> {
         crate::nn::save_parameters(self, writer)
+    }
+}
+
+/// `M = I + η(D − DᵀD)`, so that `ISTA(x) = ReLU(x M − ηλ)` in rows.
+fn step_matrix<T: Float>(d: &Array2<T>, step: f64) -> Result<Array2<T>> {
+    let mut m = Array2::<T>::eye(d.nrows());
+    let eta = T::from_f64(step);
+    m.scaled_add(eta, d);
+    // m −= η DᵀD
+    crate::linalg::gemm(-eta, d.t(), d.view(), true, m.view_mut(), true);
+    if m.iter().any(|v| !v.is_finite()) {
+        return Err(Error::InvalidParameter {
+            name: "ISTA dictionary",
+            value: "entries too large".into(),
+            reason: "I + η(D − DᵀD) overflows the float type",
+        });
+    }
+    Ok(m)
+}
+
+/// What [`Ista`]'s backward needs: its input x and its output y (m × dim each): 2·m·dim
+/// values.
+#[derive(Debug, Clone)]
+pub struct IstaCache<T> {
+    x: Array2<T>,
+    y: Array2<T>,
+}
+
+impl<T: Float> Trainable<T> for Ista<T> {
+    type Cache = IstaCache<T>;
+
+    fn forward_train(&self, x: ArrayView2<T>, _n: usize) -> Result<(Array2<T>, Self::Cache)> {
+        self.check(&x, "x")?;
+        let y = self.apply(x);
+        crate::validate::finite_output("ISTA output", &y)?;
+        let cache = IstaCache {
+            x: x.as_standard_layout().into_owned(),
+            y: y.clone(),
+        };
+        Ok((y, cache))
+    }
+
+    /// With `g = dy ⊙ [y > 0]` (the ReLU's derivative, 0 at 0 as in PyTorch) and
+    /// `G = xᵀ g = ∂L/∂M`: `∂x = g Mᵀ`, `∂D += η G − η D (G + Gᵀ)` (from
+    /// `M = I + η(D − DᵀD)`).
+    fn backward(
+        &self,
+        cache: &Self::Cache,
+        dy: ArrayView2<T>,
+        grads: &mut [ArrayD<T>],
+    ) -> Result<Array2<T>> {
+        check_gradients(&self.parameters(), grads)?;
+        check_upstream(&dy, cache.y.dim())?;
+        let mut g = dy.to_owned();
+        ndarray::Zip::from(&mut g).and(&cache.y).for_each(|g, &y| {
+            if y <= T::zero() {
+                *g = T::zero();
+            }
+        });
+        let mut dx = Array2::<T>::zeros(g.dim());
+        crate::linalg::gemm(T::one(), g.view(), self.m.t(), false, dx.view_mut(), true);
+        let dim = self.dim();
+        let mut gm = Array2::<T>::zeros((dim, dim));
+        crate::linalg::gemm(T::one(), cache.x.t(), g.view(), false, gm.view_mut(), true);
+        let sym = &gm + &gm.t();
+        let eta = T::from_f64(self.step);
+        let mut gd = grads[0]
+            .view_mut()
+            .into_dimensionality::<ndarray::Ix2>()
+            .expect("checked shape");
+        gd.scaled_add(eta, &gm);
+        crate::linalg::gemm(-eta, self.d.view(), sym.view(), true, gd, true);
+        Ok(dx)
+    }
+
+    fn update_parameters(
+        &mut self,
+        update: &mut dyn FnMut(&str, ArrayViewMutD<'_, T>),
+    ) -> Result<()> {
+        update("weight", self.d.view_mut().into_dyn());
+        check_updated("weight", &self.d.view().into_dyn())?;
+        self.m = step_matrix(&self.d, self.step)?;
+        Ok(())
     }
 }

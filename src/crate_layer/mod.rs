@@ -42,12 +42,14 @@ mod classifier;
 mod encoder;
 mod ista;
 mod mssa;
+mod mssa_train;
 
-pub use block::{BlockTrace, CrateBlock, CrateBlockConfig};
+pub use block::{BlockTrace, CrateBlock, CrateBlockCache, CrateBlockConfig};
 pub use classifier::{CrateClassifier, CrateConfig, Inspection, LayerInspection, Pooling};
 pub use encoder::{CrateEncoder, CrateEncoderConfig, LayerDiagnostics};
-pub use ista::{Ista, IstaConfig};
+pub use ista::{Ista, IstaCache, IstaConfig};
 pub use mssa::{Mssa, MssaConfig};
+pub use mssa_train::MssaCache;
 
 use ndarray::{Array2, ArrayRef2};
 

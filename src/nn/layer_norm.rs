@@ -1,8 +1,13 @@
 //! Layer normalization over the feature axis of each token.
 
-use ndarray::{Array1, Array2, ArrayRef2, ArrayView2, ArrayViewD, Axis};
+use ndarray::{
+    Array1, Array2, ArrayD, ArrayRef2, ArrayView2, ArrayViewD, ArrayViewMutD, Axis, Ix1, Zip,
+};
 
-use super::{Checkpoint, Layer, ScopedWriter, TensorReader};
+use super::{
+    Checkpoint, Layer, ScopedWriter, TensorReader, Trainable, check_gradients, check_updated,
+    check_upstream,
+};
 
 use crate::{Error, Float, Result};
 
@@ -191,5 +196,98 @@ impl<T: Float> Checkpoint<T> for LayerNorm<T> {
 
     fn save(&self, writer: &mut ScopedWriter<'_>) -> Result<()> {
         super::save_parameters(self, writer)
+    }
+}
+
+/// What [`LayerNorm`]'s backward needs: the normalized rows `x̂ = (x − μ)/σ` (m × dim) and
+/// `1/σ` per row (m), σ = √(var + eps): m·(dim + 1) values.
+#[derive(Debug, Clone)]
+pub struct LayerNormCache<T> {
+    xhat: Array2<T>,
+    inv_std: Array1<T>,
+}
+
+impl<T: Float> Trainable<T> for LayerNorm<T> {
+    type Cache = LayerNormCache<T>;
+
+    fn forward_train(&self, x: ArrayView2<T>, _n: usize) -> Result<(Array2<T>, Self::Cache)> {
+        crate::validate::matrix_with_cols("tokens", &x, self.dim())?;
+        let d = T::from_usize(self.dim());
+        let eps = T::from_f64(self.eps);
+        let mut xhat = x.as_standard_layout().into_owned();
+        let mut inv_std = Array1::<T>::zeros(x.nrows());
+        for (mut row, s) in xhat.rows_mut().into_iter().zip(inv_std.iter_mut()) {
+            let mean = row.sum() / d;
+            row.mapv_inplace(|v| v - mean);
+            let var = row.iter().map(|&v| v * v).sum::<T>() / d;
+            *s = T::one() / (var + eps).sqrt();
+            let inv = *s;
+            row.mapv_inplace(|v| v * inv);
+        }
+        let mut y = xhat.clone();
+        for mut row in y.rows_mut() {
+            Zip::from(&mut row)
+                .and(&self.weight)
+                .and(&self.bias)
+                .for_each(|v, &w, &b| *v = *v * w + b);
+        }
+        crate::validate::finite_output("LayerNorm output", &y)?;
+        Ok((y, LayerNormCache { xhat, inv_std }))
+    }
+
+    /// `∂γ += Σ_i dy_i ⊙ x̂_i`, `∂β += Σ_i dy_i`; with `g = dy ⊙ γ`,
+    /// `∂x_i = (g_i − mean(g_i) − x̂_i · mean(g_i ⊙ x̂_i)) / σ_i`.
+    fn backward(
+        &self,
+        cache: &Self::Cache,
+        dy: ArrayView2<T>,
+        grads: &mut [ArrayD<T>],
+    ) -> Result<Array2<T>> {
+        check_gradients(&self.parameters(), grads)?;
+        check_upstream(&dy, cache.xhat.dim())?;
+        let d = T::from_usize(self.dim());
+        let (gw, gb) = grads.split_at_mut(1);
+        let mut gw = gw[0]
+            .view_mut()
+            .into_dimensionality::<Ix1>()
+            .expect("checked");
+        let mut gb = gb[0]
+            .view_mut()
+            .into_dimensionality::<Ix1>()
+            .expect("checked");
+        let mut dx = Array2::<T>::zeros(dy.dim());
+        for (((dyr, xr), &inv), mut dxr) in dy
+            .rows()
+            .into_iter()
+            .zip(cache.xhat.rows())
+            .zip(&cache.inv_std)
+            .zip(dx.rows_mut())
+        {
+            Zip::from(&mut gw)
+                .and(&dyr)
+                .and(&xr)
+                .for_each(|g, &a, &b| *g += a * b);
+            gb += &dyr;
+            Zip::from(&mut dxr)
+                .and(&dyr)
+                .and(&self.weight)
+                .for_each(|o, &a, &w| *o = a * w);
+            let mean_g = dxr.sum() / d;
+            let mean_gx = dxr.iter().zip(xr).map(|(&g, &x)| g * x).sum::<T>() / d;
+            Zip::from(&mut dxr)
+                .and(&xr)
+                .for_each(|o, &x| *o = (*o - mean_g - x * mean_gx) * inv);
+        }
+        Ok(dx)
+    }
+
+    fn update_parameters(
+        &mut self,
+        update: &mut dyn FnMut(&str, ArrayViewMutD<'_, T>),
+    ) -> Result<()> {
+        update("weight", self.weight.view_mut().into_dyn());
+        check_updated("weight", &self.weight.view().into_dyn())?;
+        update("bias", self.bias.view_mut().into_dyn());
+        check_updated("bias", &self.bias.view().into_dyn())
     }
 }

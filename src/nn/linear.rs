@@ -1,9 +1,12 @@
 //! The affine map on tokens.
 
-use ndarray::{Array1, Array2, ArrayRef2, ArrayView2, ArrayViewD};
+use ndarray::{Array1, Array2, ArrayD, ArrayRef2, ArrayView2, ArrayViewD, ArrayViewMutD, Ix1, Ix2};
 use rand::Rng;
 
-use super::{Checkpoint, Layer, ScopedWriter, TensorReader};
+use super::{
+    Checkpoint, Layer, ScopedWriter, TensorReader, Trainable, check_gradients, check_updated,
+    check_upstream, column_sums,
+};
 use crate::{Error, Float, Result};
 
 /// Sizes of a [`Linear`] layer.
@@ -178,5 +181,56 @@ impl<T: Float> Checkpoint<T> for Linear<T> {
 
     fn save(&self, writer: &mut ScopedWriter<'_>) -> Result<()> {
         super::save_parameters(self, writer)
+    }
+}
+
+impl<T: Float> Trainable<T> for Linear<T> {
+    /// The input x: m × in values for m rows.
+    type Cache = Array2<T>;
+
+    fn forward_train(&self, x: ArrayView2<T>, _n: usize) -> Result<(Array2<T>, Array2<T>)> {
+        crate::validate::matrix_with_cols("linear input", &x, self.in_dim())?;
+        let y = self.apply(x);
+        crate::validate::finite_output("linear output", &y)?;
+        Ok((y, x.as_standard_layout().into_owned()))
+    }
+
+    /// `∂W += dyᵀ x`, `∂b += Σ_rows dy`, `∂x = dy W`.
+    fn backward(
+        &self,
+        x: &Array2<T>,
+        dy: ArrayView2<T>,
+        grads: &mut [ArrayD<T>],
+    ) -> Result<Array2<T>> {
+        check_gradients(&self.parameters(), grads)?;
+        check_upstream(&dy, (x.nrows(), self.out_dim()))?;
+        let gw = grads[0]
+            .view_mut()
+            .into_dimensionality::<Ix2>()
+            .expect("checked shape");
+        crate::linalg::gemm(T::one(), dy.t(), x.view(), true, gw, true);
+        if self.bias.is_some() {
+            let mut gb = grads[1]
+                .view_mut()
+                .into_dimensionality::<Ix1>()
+                .expect("checked shape");
+            gb += &column_sums(dy);
+        }
+        let mut dx = Array2::<T>::zeros(x.dim());
+        crate::linalg::gemm(T::one(), dy, self.weight.view(), false, dx.view_mut(), true);
+        Ok(dx)
+    }
+
+    fn update_parameters(
+        &mut self,
+        update: &mut dyn FnMut(&str, ArrayViewMutD<'_, T>),
+    ) -> Result<()> {
+        update("weight", self.weight.view_mut().into_dyn());
+        check_updated("weight", &self.weight.view().into_dyn())?;
+        if let Some(b) = &mut self.bias {
+            update("bias", b.view_mut().into_dyn());
+            check_updated("bias", &b.view().into_dyn())?;
+        }
+        Ok(())
     }
 }

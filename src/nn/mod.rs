@@ -33,6 +33,7 @@ mod io;
 mod layer_norm;
 mod linear;
 mod mlp;
+mod train;
 
 use ndarray::{Array3, ArrayD, ArrayRef2, ArrayRef3, ArrayViewD, Axis, CowArray, Ix2};
 
@@ -40,9 +41,13 @@ pub use crate::kernels::gelu;
 pub(crate) use init::normal;
 pub(crate) use io::invalid;
 pub use io::{ScopedWriter, TensorReader, TensorWriter};
-pub use layer_norm::{LayerNorm, LayerNormConfig};
+pub use layer_norm::{LayerNorm, LayerNormCache, LayerNormConfig};
 pub use linear::{Linear, LinearConfig};
 pub use mlp::{Mlp, MlpConfig};
+pub use train::Trainable;
+pub(crate) use train::{
+    check_gradients, check_sequences, check_updated, check_upstream, column_sums, scoped,
+};
 
 use crate::{Float, Result};
 

@@ -1,0 +1,114 @@
+//! The training side of the layer vocabulary: a forward that keeps what the backward needs,
+//! the backward beside it, and parameter updates that keep each layer's derived state
+//! consistent.
+//!
+//! Gradients are plain arrays, one per entry of [`Layer::parameters`] (same order and
+//! shapes: [`Layer::gradient_buffers`] makes them); a backward *adds* its parameter
+//! gradients into them, so one buffer can collect a whole batch or several losses.
+
+use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMutD};
+
+use super::Layer;
+use crate::{Error, Float, Result};
+
+/// A layer that can be trained. Rows of `x` are tokens: `b` sequences of `n` tokens as
+/// b·n rows (layers that act row by row ignore `n`).
+pub trait Trainable<T: Float>: Layer<T> {
+    /// What the training forward keeps for the backward (its size is documented per layer).
+    type Cache;
+
+    /// The forward on `x` (b·n × dim), and the cache for [`backward`](Self::backward).
+    fn forward_train(&self, x: ArrayView2<T>, n: usize) -> Result<(Array2<T>, Self::Cache)>;
+
+    /// Given `dy = ∂L/∂y` (shape of the forward's output), adds `∂L/∂θ` into `grads` (one
+    /// array per parameter, in [`Layer::parameters`] order) and returns `∂L/∂x`.
+    fn backward(
+        &self,
+        cache: &Self::Cache,
+        dy: ArrayView2<T>,
+        grads: &mut [ArrayD<T>],
+    ) -> Result<Array2<T>>;
+
+    /// Calls `update(name, parameter)` for every parameter in [`Layer::parameters`] order,
+    /// then recomputes what the layer derives from its parameters. Errors (and leaves the
+    /// layer unusable for nothing: the values stay as `update` left them) when a parameter
+    /// became non-finite.
+    fn update_parameters(
+        &mut self,
+        update: &mut dyn FnMut(&str, ArrayViewMutD<'_, T>),
+    ) -> Result<()>;
+}
+
+/// Errors unless `grads` has one array per parameter of `layer`, each of its shape.
+pub(crate) fn check_gradients<T: Float>(
+    parameters: &[(String, ArrayViewD<'_, T>)],
+    grads: &[ArrayD<T>],
+) -> Result<()> {
+    if grads.len() != parameters.len() {
+        return Err(Error::ShapeMismatch {
+            what: "gradient buffers",
+            expected: format!("{} arrays (one per parameter)", parameters.len()),
+            got: format!("{}", grads.len()),
+        });
+    }
+    for ((name, p), g) in parameters.iter().zip(grads) {
+        if p.shape() != g.shape() {
+            return Err(Error::ShapeMismatch {
+                what: "gradient buffer",
+                expected: format!("{name}: {:?}", p.shape()),
+                got: format!("{:?}", g.shape()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Errors unless `dy` has `shape`.
+pub(crate) fn check_upstream<T>(dy: &ArrayView2<T>, shape: (usize, usize)) -> Result<()> {
+    if dy.dim() != shape {
+        return Err(Error::ShapeMismatch {
+            what: "upstream gradient",
+            expected: format!("{}×{}", shape.0, shape.1),
+            got: format!("{}×{}", dy.nrows(), dy.ncols()),
+        });
+    }
+    Ok(())
+}
+
+/// Errors when a parameter is no longer finite after an update.
+pub(crate) fn check_updated<T: Float>(name: &str, p: &ArrayViewD<'_, T>) -> Result<()> {
+    if p.iter().all(|v| v.is_finite()) {
+        Ok(())
+    } else {
+        Err(Error::InvalidWeights {
+            name: name.to_string(),
+            reason: "not finite after the update".into(),
+        })
+    }
+}
+
+/// Rows of `a` summed: `Σ_i a_i` (a length-`ncols` vector).
+pub(crate) fn column_sums<T: Float>(a: ArrayView2<T>) -> ndarray::Array1<T> {
+    a.sum_axis(ndarray::Axis(0))
+}
+
+/// Errors unless `m` rows are a whole number (≥ 1) of sequences of `n ≥ 1` tokens.
+pub(crate) fn check_sequences(m: usize, n: usize) -> Result<()> {
+    if n == 0 || m == 0 || m % n != 0 {
+        return Err(Error::ShapeMismatch {
+            what: "token rows",
+            expected: format!("a positive multiple of the sequence length {n}"),
+            got: format!("{m}"),
+        });
+    }
+    Ok(())
+}
+
+/// `update` with every name prefixed by `prefix`: what a composite layer passes to its parts'
+/// [`Trainable::update_parameters`].
+pub(crate) fn scoped<'a, T: Float>(
+    prefix: &'a str,
+    update: &'a mut dyn FnMut(&str, ArrayViewMutD<'_, T>),
+) -> impl FnMut(&str, ArrayViewMutD<'_, T>) + 'a {
+    move |name: &str, p: ArrayViewMutD<'_, T>| update(&format!("{prefix}{name}"), p)
+}
