@@ -70,3 +70,6 @@ fn block_gradients_match_autograd() {
         }
     }
 }
+
+#[path = "backward/finite_differences.rs"]
+mod finite_differences;

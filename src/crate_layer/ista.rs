@@ -4,8 +4,8 @@ use ndarray::{Array2, ArrayD, ArrayRef2, ArrayView2, ArrayViewD, ArrayViewMut2, 
 use rand::Rng;
 
 use crate::nn::{
-    Checkpoint, Layer, ScopedWriter, TensorReader, Trainable, check_gradients, check_updated,
-    check_upstream,
+    Checkpoint, Layer, ScopedWriter, TensorReader, Trainable, check_gradients, check_upstream,
+    grad_matrix, update_array,
 };
 use crate::{Error, Float, Result};
 
@@ -309,10 +309,7 @@ impl<T: Float> Trainable<T> for Ista<T> {
         crate::linalg::gemm(T::one(), cache.x.t(), g.view(), false, gm.view_mut(), true);
         let sym = &gm + &gm.t();
         let eta = T::from_f64(self.step);
-        let mut gd = grads[0]
-            .view_mut()
-            .into_dimensionality::<ndarray::Ix2>()
-            .expect("checked shape");
+        let mut gd = grad_matrix(&mut grads[0]);
         gd.scaled_add(eta, &gm);
         crate::linalg::gemm(-eta, self.d.view(), sym.view(), true, gd, true);
         Ok(dx)
@@ -322,8 +319,7 @@ impl<T: Float> Trainable<T> for Ista<T> {
         &mut self,
         update: &mut dyn FnMut(&str, ArrayViewMutD<'_, T>),
     ) -> Result<()> {
-        update("weight", self.d.view_mut().into_dyn());
-        check_updated("weight", &self.d.view().into_dyn())?;
+        update_array(update, "weight", &mut self.d)?;
         self.m = step_matrix(&self.d, self.step)?;
         Ok(())
     }

@@ -11,11 +11,14 @@
 //!   `dW_k = A_kᵀ dO_k + s·(dS_k + dS_kᵀ) W_k`;
 //! * projection: `∂U += dWᵀ X`, `dX += dW U`.
 
-use ndarray::{Array2, Array3, ArrayD, ArrayView2, ArrayViewMutD, Axis, Ix1, Ix2, s};
+use ndarray::{Array2, Array3, ArrayD, ArrayView2, ArrayViewMutD, Axis, s};
 
 use super::mssa::{Mssa, Output};
 use crate::kernels::softmax_rows_in_place;
-use crate::nn::{Layer, Trainable, check_gradients, check_updated, check_upstream, column_sums};
+use crate::nn::{
+    Layer, Trainable, check_gradients, check_upstream, column_sums, grad_matrix, grad_vector,
+    update_array,
+};
 use crate::{Float, Result};
 
 /// What [`Mssa`]'s backward needs, for m = b·n tokens: the input X (m × dim), the projected
@@ -90,25 +93,16 @@ impl<T: Float> Trainable<T> for Mssa<T> {
         let (m, inner) = cache.w.dim();
         let n = cache.n;
         let (gq, gout) = grads.split_at_mut(1);
-        let mut gq = gq[0]
-            .view_mut()
-            .into_dimensionality::<Ix2>()
-            .expect("checked shape");
+        let mut gq = grad_matrix(&mut gq[0]);
         let mut dx = Array2::<T>::zeros(cache.x.dim());
         let mut d_o = Array2::<T>::zeros((m, inner));
         match &self.output {
             Output::Identity => d_o.assign(&dy),
             Output::Linear { weight, .. } => {
                 crate::linalg::gemm(T::one(), dy, weight.view(), false, d_o.view_mut(), true);
-                let gw = gout[0]
-                    .view_mut()
-                    .into_dimensionality::<Ix2>()
-                    .expect("checked shape");
+                let gw = grad_matrix(&mut gout[0]);
                 crate::linalg::gemm(T::one(), dy.t(), cache.o.view(), true, gw, true);
-                let mut gb = gout[1]
-                    .view_mut()
-                    .into_dimensionality::<Ix1>()
-                    .expect("checked shape");
+                let mut gb = grad_vector(&mut gout[1]);
                 gb += &column_sums(dy);
             }
             Output::Compression { kappa, eps_sq } => {
@@ -136,13 +130,10 @@ impl<T: Float> Trainable<T> for Mssa<T> {
         &mut self,
         update: &mut dyn FnMut(&str, ArrayViewMutD<'_, T>),
     ) -> Result<()> {
-        update("qkv.weight", self.qkv.view_mut().into_dyn());
-        check_updated("qkv.weight", &self.qkv.view().into_dyn())?;
+        update_array(update, "qkv.weight", &mut self.qkv)?;
         if let Output::Linear { weight, bias } = &mut self.output {
-            update("to_out.0.weight", weight.view_mut().into_dyn());
-            check_updated("to_out.0.weight", &weight.view().into_dyn())?;
-            update("to_out.0.bias", bias.view_mut().into_dyn());
-            check_updated("to_out.0.bias", &bias.view().into_dyn())?;
+            update_array(update, "to_out.0.weight", weight)?;
+            update_array(update, "to_out.0.bias", bias)?;
         }
         Ok(())
     }

@@ -1,12 +1,12 @@
 //! Layer normalization over the feature axis of each token.
 
 use ndarray::{
-    Array1, Array2, ArrayD, ArrayRef2, ArrayView2, ArrayViewD, ArrayViewMutD, Axis, Ix1, Zip,
+    Array1, Array2, ArrayD, ArrayRef2, ArrayView2, ArrayViewD, ArrayViewMutD, Axis, Zip,
 };
 
 use super::{
-    Checkpoint, Layer, ScopedWriter, TensorReader, Trainable, check_gradients, check_updated,
-    check_upstream,
+    Checkpoint, Layer, ScopedWriter, TensorReader, Trainable, check_gradients, check_upstream,
+    grad_vector, update_array,
 };
 
 use crate::{Error, Float, Result};
@@ -247,14 +247,8 @@ impl<T: Float> Trainable<T> for LayerNorm<T> {
         check_upstream(&dy, cache.xhat.dim())?;
         let d = T::from_usize(self.dim());
         let (gw, gb) = grads.split_at_mut(1);
-        let mut gw = gw[0]
-            .view_mut()
-            .into_dimensionality::<Ix1>()
-            .expect("checked");
-        let mut gb = gb[0]
-            .view_mut()
-            .into_dimensionality::<Ix1>()
-            .expect("checked");
+        let mut gw = grad_vector(&mut gw[0]);
+        let mut gb = grad_vector(&mut gb[0]);
         let mut dx = Array2::<T>::zeros(dy.dim());
         for (((dyr, xr), &inv), mut dxr) in dy
             .rows()
@@ -285,9 +279,7 @@ impl<T: Float> Trainable<T> for LayerNorm<T> {
         &mut self,
         update: &mut dyn FnMut(&str, ArrayViewMutD<'_, T>),
     ) -> Result<()> {
-        update("weight", self.weight.view_mut().into_dyn());
-        check_updated("weight", &self.weight.view().into_dyn())?;
-        update("bias", self.bias.view_mut().into_dyn());
-        check_updated("bias", &self.bias.view().into_dyn())
+        update_array(update, "weight", &mut self.weight)?;
+        update_array(update, "bias", &mut self.bias)
     }
 }

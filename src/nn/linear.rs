@@ -1,11 +1,11 @@
 //! The affine map on tokens.
 
-use ndarray::{Array1, Array2, ArrayD, ArrayRef2, ArrayView2, ArrayViewD, ArrayViewMutD, Ix1, Ix2};
+use ndarray::{Array1, Array2, ArrayD, ArrayRef2, ArrayView2, ArrayViewD, ArrayViewMutD};
 use rand::Rng;
 
 use super::{
-    Checkpoint, Layer, ScopedWriter, TensorReader, Trainable, check_gradients, check_updated,
-    check_upstream, column_sums,
+    Checkpoint, Layer, ScopedWriter, TensorReader, Trainable, check_gradients, check_upstream,
+    column_sums, grad_matrix, grad_vector, update_array,
 };
 use crate::{Error, Float, Result};
 
@@ -204,16 +204,10 @@ impl<T: Float> Trainable<T> for Linear<T> {
     ) -> Result<Array2<T>> {
         check_gradients(&self.parameters(), grads)?;
         check_upstream(&dy, (x.nrows(), self.out_dim()))?;
-        let gw = grads[0]
-            .view_mut()
-            .into_dimensionality::<Ix2>()
-            .expect("checked shape");
+        let gw = grad_matrix(&mut grads[0]);
         crate::linalg::gemm(T::one(), dy.t(), x.view(), true, gw, true);
         if self.bias.is_some() {
-            let mut gb = grads[1]
-                .view_mut()
-                .into_dimensionality::<Ix1>()
-                .expect("checked shape");
+            let mut gb = grad_vector(&mut grads[1]);
             gb += &column_sums(dy);
         }
         let mut dx = Array2::<T>::zeros(x.dim());
@@ -225,11 +219,9 @@ impl<T: Float> Trainable<T> for Linear<T> {
         &mut self,
         update: &mut dyn FnMut(&str, ArrayViewMutD<'_, T>),
     ) -> Result<()> {
-        update("weight", self.weight.view_mut().into_dyn());
-        check_updated("weight", &self.weight.view().into_dyn())?;
+        update_array(update, "weight", &mut self.weight)?;
         if let Some(b) = &mut self.bias {
-            update("bias", b.view_mut().into_dyn());
-            check_updated("bias", &b.view().into_dyn())?;
+            update_array(update, "bias", b)?;
         }
         Ok(())
     }

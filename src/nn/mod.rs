@@ -46,7 +46,8 @@ pub use linear::{Linear, LinearConfig};
 pub use mlp::{Mlp, MlpConfig};
 pub use train::Trainable;
 pub(crate) use train::{
-    check_gradients, check_sequences, check_updated, check_upstream, column_sums, scoped,
+    check_gradients, check_sequences, check_upstream, column_sums, grad_matrix, grad_vector,
+    scoped, update_array,
 };
 
 use crate::{Float, Result};

@@ -6,7 +6,10 @@
 //! shapes: [`Layer::gradient_buffers`] makes them); a backward *adds* its parameter
 //! gradients into them, so one buffer can collect a whole batch or several losses.
 
-use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMutD};
+use ndarray::{
+    Array, Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut1, ArrayViewMut2, ArrayViewMutD,
+    Dimension,
+};
 
 use super::Layer;
 use crate::{Error, Float, Result};
@@ -75,8 +78,32 @@ pub(crate) fn check_upstream<T>(dy: &ArrayView2<T>, shape: (usize, usize)) -> Re
     Ok(())
 }
 
+/// Passes parameter `a` to `update` under `name`, then errors if it is no longer finite.
+pub(crate) fn update_array<T: Float, D: Dimension>(
+    update: &mut dyn FnMut(&str, ArrayViewMutD<'_, T>),
+    name: &str,
+    a: &mut Array<T, D>,
+) -> Result<()> {
+    update(name, a.view_mut().into_dyn());
+    check_updated(name, &a.view().into_dyn())
+}
+
+/// A gradient buffer known (checked) to be a matrix.
+pub(crate) fn grad_matrix<T>(g: &mut ArrayD<T>) -> ArrayViewMut2<'_, T> {
+    g.view_mut()
+        .into_dimensionality()
+        .expect("a checked gradient buffer")
+}
+
+/// A gradient buffer known (checked) to be a vector.
+pub(crate) fn grad_vector<T>(g: &mut ArrayD<T>) -> ArrayViewMut1<'_, T> {
+    g.view_mut()
+        .into_dimensionality()
+        .expect("a checked gradient buffer")
+}
+
 /// Errors when a parameter is no longer finite after an update.
-pub(crate) fn check_updated<T: Float>(name: &str, p: &ArrayViewD<'_, T>) -> Result<()> {
+fn check_updated<T: Float>(name: &str, p: &ArrayViewD<'_, T>) -> Result<()> {
     if p.iter().all(|v| v.is_finite()) {
         Ok(())
     } else {

@@ -1,0 +1,179 @@
+//! Central finite differences for every layer's backward (f64, relative 1e-6), on random
+//! small shapes.
+
+use mcr2::Precision;
+use mcr2::crate_layer::{CrateBlock, Ista, Mssa};
+use mcr2::ndarray::{Array1, Array2};
+use mcr2::nn::{LayerNorm, Linear, Trainable};
+use mcr2::rand::{Rng, SeedableRng, rngs::StdRng};
+use proptest::prelude::*;
+
+const H: f64 = 1e-5;
+
+fn random(rng: &mut StdRng, rows: usize, cols: usize, scale: f64) -> Array2<f64> {
+    Array2::from_shape_simple_fn((rows, cols), || scale * (2.0 * rng.random::<f64>() - 1.0))
+}
+
+fn vector(rng: &mut StdRng, len: usize, center: f64, scale: f64) -> Array1<f64> {
+    Array1::from_shape_simple_fn(len, || center + scale * (2.0 * rng.random::<f64>() - 1.0))
+}
+
+/// `L = Σ y ⊙ dy`.
+fn loss<L: Trainable<f64>>(layer: &L, x: &Array2<f64>, n: usize, dy: &Array2<f64>) -> f64 {
+    let (y, _) = layer.forward_train(x.view(), n).unwrap();
+    (&y * dy).sum()
+}
+
+/// `layer` with `h` added to entry `j` of parameter `p`.
+fn nudged<L: Trainable<f64> + Clone>(layer: &L, p: usize, j: usize, h: f64) -> L {
+    let mut out = layer.clone();
+    let mut i = 0;
+    out.update_parameters(&mut |_, mut v| {
+        if i == p {
+            *v.iter_mut().nth(j).unwrap() += h;
+        }
+        i += 1;
+    })
+    .unwrap();
+    out
+}
+
+/// The central difference of `f` at 0, or `None` at a kink (the one-sided differences
+/// disagree: the ReLU of ISTA switches within the step).
+fn central(f: impl Fn(f64) -> f64) -> Option<f64> {
+    let (plus, zero, minus) = (f(H), f(0.0), f(-H));
+    let (right, left) = ((plus - zero) / H, (zero - minus) / H);
+    ((right - left).abs() <= 1e-3 * (1.0 + right.abs())).then_some((plus - minus) / (2.0 * H))
+}
+
+/// The largest relative error (`|fd − analytic| / max |analytic|`, per tensor) over the input
+/// and every parameter.
+fn worst_error<L: Trainable<f64> + Clone>(layer: &L, x: &Array2<f64>, n: usize, seed: u64) -> f64 {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (y, cache) = layer.forward_train(x.view(), n).unwrap();
+    let dy = random(&mut rng, y.nrows(), y.ncols(), 1.0);
+    let mut grads: Vec<_> = layer
+        .gradient_buffers()
+        .into_iter()
+        .map(|(_, g)| g)
+        .collect();
+    let dx = layer.backward(&cache, dy.view(), &mut grads).unwrap();
+    let relative = |pairs: Vec<(f64, Option<f64>)>| {
+        let scale = pairs.iter().fold(1e-12f64, |m, (a, _)| m.max(a.abs()));
+        pairs
+            .iter()
+            .filter_map(|(a, fd)| fd.map(|fd| (a - fd).abs() / scale))
+            .fold(0.0, f64::max)
+    };
+    let mut worst = relative(
+        (0..x.len())
+            .map(|j| {
+                let fd = central(|h| {
+                    let mut xp = x.clone();
+                    *xp.iter_mut().nth(j).unwrap() += h;
+                    loss(layer, &xp, n, &dy)
+                });
+                (*dx.iter().nth(j).unwrap(), fd)
+            })
+            .collect(),
+    );
+    for (p, g) in grads.iter().enumerate() {
+        let e = relative(
+            (0..g.len())
+                .map(|j| {
+                    let fd = central(|h| loss(&nudged(layer, p, j, h), x, n, &dy));
+                    (*g.iter().nth(j).unwrap(), fd)
+                })
+                .collect(),
+        );
+        worst = worst.max(e);
+    }
+    worst
+}
+
+fn layer_norm(rng: &mut StdRng, dim: usize) -> LayerNorm<f64> {
+    LayerNorm::from_parts(vector(rng, dim, 1.0, 0.3), vector(rng, dim, 0.0, 0.3), 1e-5).unwrap()
+}
+
+fn mssa(rng: &mut StdRng, dim: usize, heads: usize, p: usize) -> Mssa<f64> {
+    let qkv = random(rng, heads * p, dim, 0.6);
+    let out = (heads != 1 || p != dim)
+        .then(|| (random(rng, dim, heads * p, 0.5), vector(rng, dim, 0.0, 0.3)));
+    Mssa::from_parts(qkv, heads, out).unwrap()
+}
+
+fn white_box_mssa(rng: &mut StdRng, dim: usize, heads: usize, p: usize) -> Mssa<f64> {
+    let bases: Vec<Array2<f64>> = (0..heads).map(|_| random(rng, dim, p, 0.6)).collect();
+    Mssa::from_subspaces(&bases, Precision::from_eps_sq(0.5).unwrap(), 0.3).unwrap()
+}
+
+fn ista(rng: &mut StdRng, dim: usize) -> Ista<f64> {
+    Ista::from_parts(random(rng, dim, dim, 0.5), 0.1, 0.1).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn linear(seed in 0u64..1000, rows in 1usize..5, i in 1usize..5, o in 1usize..5, bias: bool) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let b = bias.then(|| vector(&mut rng, o, 0.0, 1.0));
+        let layer = Linear::from_parts(random(&mut rng, o, i, 1.0), b).unwrap();
+        let x = random(&mut rng, rows, i, 1.0);
+        prop_assert!(worst_error(&layer, &x, rows, seed) < 1e-6);
+    }
+
+    #[test]
+    fn layer_norm_backward(seed in 0u64..1000, rows in 1usize..5, dim in 2usize..7) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let layer = layer_norm(&mut rng, dim);
+        let x = random(&mut rng, rows, dim, 2.0);
+        prop_assert!(worst_error(&layer, &x, rows, seed) < 1e-6);
+    }
+
+    #[test]
+    fn ista_backward(seed in 0u64..1000, rows in 1usize..5, dim in 1usize..6) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let layer = ista(&mut rng, dim);
+        let x = random(&mut rng, rows, dim, 1.0);
+        prop_assert!(worst_error(&layer, &x, rows, seed) < 1e-6);
+    }
+
+    #[test]
+    fn mssa_backward(seed in 0u64..1000, b in 1usize..3, n in 1usize..5, heads in 1usize..3,
+                     p in 1usize..4, dim in 2usize..6, white_box: bool) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let layer = if white_box {
+            white_box_mssa(&mut rng, dim, heads, p)
+        } else {
+            mssa(&mut rng, dim, heads, p)
+        };
+        let x = random(&mut rng, b * n, dim, 1.0);
+        prop_assert!(worst_error(&layer, &x, n, seed) < 1e-6);
+    }
+
+    #[test]
+    fn mssa_without_projection(seed in 0u64..1000, n in 1usize..5, dim in 1usize..5) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let layer = mssa(&mut rng, dim, 1, dim);
+        let x = random(&mut rng, 2 * n, dim, 1.0);
+        prop_assert!(worst_error(&layer, &x, n, seed) < 1e-6);
+    }
+
+    #[test]
+    fn crate_block(seed in 0u64..1000, b in 1usize..3, n in 1usize..4, heads in 1usize..3,
+                   p in 1usize..3, dim in 3usize..6, white_box: bool) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let block = if white_box {
+            CrateBlock::white_box(white_box_mssa(&mut rng, dim, heads, p), ista(&mut rng, dim))
+        } else {
+            let ln1 = layer_norm(&mut rng, dim);
+            let m = mssa(&mut rng, dim, heads, p);
+            let ln2 = layer_norm(&mut rng, dim);
+            CrateBlock::from_parts(ln1, m, ln2, ista(&mut rng, dim))
+        }
+        .unwrap();
+        let x = random(&mut rng, b * n, dim, 1.0);
+        prop_assert!(worst_error(&block, &x, n, seed) < 1e-6);
+    }
+}
