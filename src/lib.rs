@@ -140,6 +140,7 @@ pub mod rate;
 pub mod redunet;
 pub mod subspace;
 pub mod tost;
+pub mod train;
 mod validate;
 mod workspace;
 

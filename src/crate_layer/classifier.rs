@@ -178,18 +178,18 @@ impl CrateConfig {
 /// ([`from_safetensors`](Self::from_safetensors)).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CrateClassifier<T: Float> {
-    config: CrateConfig,
-    patch_norm: LayerNorm<T>,
+    pub(crate) config: CrateConfig,
+    pub(crate) patch_norm: LayerNorm<T>,
     /// dim × patch_dim
-    patch_linear: Linear<T>,
-    embed_norm: LayerNorm<T>,
-    cls_token: Array1<T>,
+    pub(crate) patch_linear: Linear<T>,
+    pub(crate) embed_norm: LayerNorm<T>,
+    pub(crate) cls_token: Array1<T>,
     /// (patches + 1) × dim
-    pos_embedding: Array2<T>,
-    encoder: CrateEncoder<T>,
-    head_norm: LayerNorm<T>,
+    pub(crate) pos_embedding: Array2<T>,
+    pub(crate) encoder: CrateEncoder<T>,
+    pub(crate) head_norm: LayerNorm<T>,
     /// classes × dim
-    head_linear: Linear<T>,
+    pub(crate) head_linear: Linear<T>,
 }
 
 /// One layer of a [`CrateClassifier::inspect`] pass.
@@ -314,6 +314,46 @@ impl<T: Float> CrateClassifier<T> {
     /// Checks a batch of images and returns the embedded tokens (b·(patches + 1) × dim) and
     /// the number of tokens per image.
     fn embed(&self, images: &ArrayRef4<T>) -> Result<(Array2<T>, usize)> {
+        let (mut x, patches) = self.patch_rows(images)?;
+        let b = x.nrows() / patches;
+        self.patch_norm.apply_in_place(&mut x);
+        let mut emb = self.patch_linear.apply(x.view());
+        drop(x);
+        self.embed_norm.apply_in_place(&mut emb);
+        Ok(self.tokens(emb.view(), b, patches))
+    }
+
+    /// `[cls; patch embeddings] + pos`: the tokens (b·(patches + 1) × dim) from the embedded
+    /// patches (b·patches × dim), and the number of tokens per image. Row 0 of each image is
+    /// the class token.
+    pub(crate) fn tokens(
+        &self,
+        emb: ArrayView2<T>,
+        b: usize,
+        patches: usize,
+    ) -> (Array2<T>, usize) {
+        let n = patches + 1;
+        let mut tokens = Array2::<T>::zeros((b * n, self.config.dim()));
+        for img in 0..b {
+            for t in 0..n {
+                let mut row = tokens.row_mut(img * n + t);
+                if t == 0 {
+                    row.assign(&self.cls_token);
+                } else {
+                    row.assign(&emb.row(img * patches + t - 1));
+                }
+                row += &self.pos_embedding.row(t);
+            }
+        }
+        (tokens, n)
+    }
+
+    /// Checks a batch of images and cuts it into patch rows (b·patches × patch_dim,
+    /// `b c (h p1) (w p2) → b (h w) (p1 p2 c)`); returns them and the patches per image.
+    pub(crate) fn patch_rows(
+        &self,
+        images: &ArrayRef4<T>,
+    ) -> Result<(crate::workspace::Scratch<T>, usize)> {
         let (b, c, h, w) = images.dim();
         let ps = self.config.patch_size;
         if b == 0 || h == 0 || w == 0 {
@@ -372,26 +412,7 @@ impl<T: Float> CrateClassifier<T> {
                 }
             }
         }
-        self.patch_norm.apply_in_place(&mut x);
-        let n = patches + 1;
-        let d = self.config.dim();
-        let mut emb = self.patch_linear.apply(x.view());
-        drop(x);
-        self.embed_norm.apply_in_place(&mut emb);
-        // tokens: row 0 of each image is the class token, rows 1.. the embedded patches
-        let mut tokens = Array2::<T>::zeros((b * n, d));
-        for img in 0..b {
-            for t in 0..n {
-                let mut row = tokens.row_mut(img * n + t);
-                if t == 0 {
-                    row.assign(&self.cls_token);
-                } else {
-                    row.assign(&emb.row(img * patches + t - 1));
-                }
-                row += &self.pos_embedding.row(t);
-            }
-        }
-        Ok((tokens, n))
+        Ok((x, patches))
     }
 
     /// Pooling and head on the encoder's output (b·n × dim).

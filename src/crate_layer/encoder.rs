@@ -1,10 +1,10 @@
 //! A stack of CRATE layers, with the per-layer measurements the CRATE authors plot.
 
-use ndarray::{Array2, Array3, ArrayRef3, ArrayView2};
+use ndarray::{Array2, Array3, ArrayD, ArrayRef3, ArrayView2, ArrayViewMutD};
 use rand::Rng;
 
-use super::block::{CrateBlock, CrateBlockConfig};
-use crate::nn::{Checkpoint, Layer, ScopedWriter, TensorReader, batch_rows};
+use super::block::{CrateBlock, CrateBlockCache, CrateBlockConfig};
+use crate::nn::{Checkpoint, Layer, ScopedWriter, TensorReader, Trainable, batch_rows};
 use crate::{Error, Float, Precision, Result};
 
 /// An encoder of `depth` identical-shape CRATE blocks.
@@ -192,6 +192,54 @@ impl<T: Float> Layer<T> for CrateEncoder<T> {
             .enumerate()
             .flat_map(|(l, b)| crate::nn::prefixed(&format!("{l}."), b.parameters()))
             .collect()
+    }
+}
+
+impl<T: Float> Trainable<T> for CrateEncoder<T> {
+    /// One [`CrateBlockCache`] per layer.
+    type Cache = Vec<CrateBlockCache<T>>;
+
+    fn forward_train(&self, x: ArrayView2<T>, n: usize) -> Result<(Array2<T>, Self::Cache)> {
+        let mut caches = Vec::with_capacity(self.blocks.len());
+        let mut z = x.as_standard_layout().into_owned();
+        for block in &self.blocks {
+            let (out, cache) = block.forward_train(z.view(), n)?;
+            caches.push(cache);
+            z = out;
+        }
+        Ok((z, caches))
+    }
+
+    fn backward(
+        &self,
+        cache: &Self::Cache,
+        dy: ArrayView2<T>,
+        grads: &mut [ArrayD<T>],
+    ) -> Result<Array2<T>> {
+        crate::nn::check_gradients(&self.parameters(), grads)?;
+        let mut bounds = Vec::with_capacity(self.blocks.len());
+        let mut rest: &mut [ArrayD<T>] = grads;
+        for block in &self.blocks {
+            let (head, tail) = rest.split_at_mut(block.parameters().len());
+            bounds.push(head);
+            rest = tail;
+        }
+        let mut d = dy.to_owned();
+        for ((block, c), g) in self.blocks.iter().zip(cache).zip(bounds).rev() {
+            d = block.backward(c, d.view(), g)?;
+        }
+        Ok(d)
+    }
+
+    fn update_parameters(
+        &mut self,
+        update: &mut dyn FnMut(&str, ArrayViewMutD<'_, T>),
+    ) -> Result<()> {
+        for (l, block) in self.blocks.iter_mut().enumerate() {
+            let prefix = format!("{l}.");
+            block.update_parameters(&mut crate::nn::scoped(&prefix, update))?;
+        }
+        Ok(())
     }
 }
 

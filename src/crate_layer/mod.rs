@@ -39,6 +39,7 @@
 mod block;
 mod checkpoint;
 mod classifier;
+mod classifier_train;
 mod encoder;
 mod ista;
 mod mssa;
@@ -46,6 +47,7 @@ mod mssa_train;
 
 pub use block::{BlockTrace, CrateBlock, CrateBlockCache, CrateBlockConfig};
 pub use classifier::{CrateClassifier, CrateConfig, Inspection, LayerInspection, Pooling};
+pub use classifier_train::CrateClassifierCache;
 pub use encoder::{CrateEncoder, CrateEncoderConfig, LayerDiagnostics};
 pub use ista::{Ista, IstaCache, IstaConfig};
 pub use mssa::{Mssa, MssaConfig};

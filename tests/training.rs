@@ -1,0 +1,202 @@
+//! The whole CRATE classifier trained against PyTorch (the training vectors): the gradient of
+//! every parameter for a cross-entropy and an MCR² loss (f64, relative 1e-10), and the
+//! parameters after two AdamW steps (1e-12).
+
+mod common;
+
+use common::{Tensors, data_dir};
+use mcr2::Labels;
+use mcr2::Precision;
+use mcr2::crate_layer::{CrateClassifier, CrateConfig};
+use mcr2::ndarray::{Array2, ArrayD, Ix4};
+use mcr2::nn::Checkpoint;
+use mcr2::train::{AdamW, AdamWConfig, cross_entropy, mcr2_loss};
+use serde_json::Value;
+
+/// `max |a − b| / max |b|` (absolute where b is all zeros).
+fn relative(a: &ArrayD<f64>, b: &ArrayD<f64>) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+    if scale == 0.0 { diff } else { diff / scale }
+}
+
+struct Case {
+    name: String,
+    meta: Value,
+    t: Tensors,
+    model: CrateClassifier<f64>,
+    images: ndarray::Array4<f64>,
+    labels: Labels,
+}
+
+fn cases() -> Vec<Case> {
+    let text = std::fs::read_to_string(data_dir().join("train_manifest.json")).unwrap();
+    let manifest: Value = serde_json::from_str(&text).unwrap();
+    manifest["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let u = |k: &str| c[k].as_u64().unwrap() as usize;
+            let config = CrateConfig::new(
+                u("image_size"),
+                u("patch_size"),
+                u("num_classes"),
+                u("dim"),
+                u("depth"),
+                u("heads"),
+                u("dim_head"),
+            );
+            let file = c["file"].as_str().unwrap();
+            let bytes = std::fs::read(data_dir().join(file)).unwrap();
+            let model =
+                CrateClassifier::<f64>::from_safetensors(&bytes, &config, "param.").unwrap();
+            let t = Tensors::open(file);
+            let images = t.f64("img").into_dimensionality::<Ix4>().unwrap();
+            let ids: Vec<usize> = t.i64("labels").iter().map(|&v| v as usize).collect();
+            let labels = Labels::new(&ids, u("num_classes")).unwrap();
+            Case {
+                name: c["name"].as_str().unwrap().to_string(),
+                meta: c.clone(),
+                t,
+                model,
+                images,
+                labels,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn cross_entropy_gradients_match_autograd() {
+    for c in cases() {
+        let (logits, cache) = c.model.forward_train(&c.images).unwrap();
+        let e = relative(&logits.clone().into_dyn(), &c.t.f64("logits"));
+        assert!(e < 1e-10, "{}: logits {e:e}", c.name);
+        let plain = c.model.forward(&c.images).unwrap().into_dyn();
+        assert!(
+            relative(&logits.clone().into_dyn(), &plain) < 1e-13,
+            "{}: forwards differ",
+            c.name
+        );
+        let ce = cross_entropy(&logits, &c.labels, 0.0).unwrap();
+        let want = c.meta["ce"].as_f64().unwrap();
+        assert!(
+            (ce.loss - want).abs() <= 1e-12 * want,
+            "{}: ce {} vs {want}",
+            c.name,
+            ce.loss
+        );
+        let smoothed = cross_entropy(&logits, &c.labels, 0.1).unwrap().loss;
+        let want = c.meta["ce_label_smoothing_0.1"].as_f64().unwrap();
+        assert!(
+            (smoothed - want).abs() <= 1e-12 * want,
+            "{}: smoothed ce",
+            c.name
+        );
+
+        let grads = c
+            .model
+            .backward(&cache, Some(ce.grad.view()), None)
+            .unwrap();
+        let mut worst = 0.0f64;
+        for ((name, _), g) in c.model.parameters().iter().zip(&grads) {
+            let e = relative(g, &c.t.f64(&format!("grad_ce.{name}")));
+            assert!(e < 1e-10, "{}: grad_ce.{name} {e:e}", c.name);
+            worst = worst.max(e);
+        }
+        println!(
+            "{}: {} gradients of the cross-entropy, worst relative error {worst:e}",
+            c.name,
+            grads.len()
+        );
+    }
+}
+
+#[test]
+fn mcr2_gradients_match_autograd() {
+    for c in cases() {
+        let (_, cache) = c.model.forward_train(&c.images).unwrap();
+        let eps = Precision::from_eps_sq(c.meta["mcr2_eps_sq"].as_f64().unwrap()).unwrap();
+        let loss = mcr2_loss(&cache.class_tokens(), &c.labels, eps).unwrap();
+        let want = c.meta["neg_delta_r"].as_f64().unwrap();
+        assert!(
+            (loss.loss - want).abs() <= 1e-12 * want.abs(),
+            "{}: −ΔR {} vs {want}",
+            c.name,
+            loss.loss
+        );
+        // the loss sees the class tokens only
+        let n = cache.tokens_per_image();
+        let mut d_features = Array2::<f64>::zeros(cache.features().dim());
+        for (i, row) in loss.grad.rows().into_iter().enumerate() {
+            d_features.row_mut(i * n).assign(&row);
+        }
+        let grads = c
+            .model
+            .backward(&cache, None, Some(d_features.view()))
+            .unwrap();
+        let mut worst = 0.0f64;
+        for ((name, _), g) in c.model.parameters().iter().zip(&grads) {
+            let e = relative(g, &c.t.f64(&format!("grad_mcr2.{name}")));
+            assert!(e < 1e-10, "{}: grad_mcr2.{name} {e:e}", c.name);
+            worst = worst.max(e);
+        }
+        println!(
+            "{}: {} gradients of the MCR² loss, worst relative error {worst:e}",
+            c.name,
+            grads.len()
+        );
+    }
+}
+
+#[test]
+fn two_adamw_steps_match_pytorch() {
+    for mut c in cases() {
+        let a = &c.meta["adamw"];
+        let config = AdamWConfig {
+            lr: a["lr"].as_f64().unwrap(),
+            beta1: a["betas"][0].as_f64().unwrap(),
+            beta2: a["betas"][1].as_f64().unwrap(),
+            eps: a["eps"].as_f64().unwrap(),
+            weight_decay: a["weight_decay"].as_f64().unwrap(),
+        };
+        let mut opt = AdamW::new(&c.model.parameters(), config).unwrap();
+        let mut losses = Vec::new();
+        for _ in 0..2 {
+            let (logits, cache) = c.model.forward_train(&c.images).unwrap();
+            let ce = cross_entropy(&logits, &c.labels, 0.0).unwrap();
+            losses.push(ce.loss);
+            let grads = c
+                .model
+                .backward(&cache, Some(ce.grad.view()), None)
+                .unwrap();
+            opt.step(&mut c.model, &grads).unwrap();
+        }
+        for (got, want) in losses
+            .iter()
+            .zip(c.meta["ce_before_each_adamw_step"].as_array().unwrap())
+        {
+            let want = want.as_f64().unwrap();
+            assert!(
+                (got - want).abs() <= 1e-12 * want,
+                "{}: loss {got} vs {want}",
+                c.name
+            );
+        }
+        let mut worst = 0.0f64;
+        for (name, p) in c.model.parameters() {
+            let e = relative(&p.to_owned(), &c.t.f64(&format!("after_adamw2.{name}")));
+            assert!(e < 1e-12, "{}: after_adamw2.{name} {e:e}", c.name);
+            worst = worst.max(e);
+        }
+        println!(
+            "{}: parameters after two AdamW steps, worst relative error {worst:e}",
+            c.name
+        );
+    }
+}
