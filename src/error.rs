@@ -121,6 +121,15 @@ pub enum Error {
     /// An iterative decomposition (eigen, SVD) did not converge.
     #[error("{0} did not converge")]
     NoConvergence(&'static str),
+    /// A training step failed (a non-finite loss, gradient or parameter, or any other
+    /// error): training stops and names the step.
+    #[error("training step {step}: {source}")]
+    TrainingStep {
+        /// The step, from 0 over the whole run.
+        step: usize,
+        /// What went wrong.
+        source: Box<Error>,
+    },
 }
 
 /// `Result` with this crate's [`Error`].

@@ -200,3 +200,195 @@ fn two_adamw_steps_match_pytorch() {
         );
     }
 }
+
+mod run {
+    use mcr2::Labels;
+    use mcr2::crate_layer::{CrateClassifier, CrateConfig};
+    use mcr2::ndarray::Array4;
+    use mcr2::rand::{Rng, SeedableRng, rngs::StdRng};
+    use mcr2::train::{
+        AdamW, AdamWConfig, Objective, TrainConfig, TrainEvent, TrainProgress, WarmupCosine,
+        load_checkpoint, save_checkpoint, train_classifier,
+    };
+    use std::ops::ControlFlow;
+
+    fn setup() -> (CrateClassifier<f64>, Array4<f64>, Labels, TrainConfig) {
+        let config = CrateConfig::new(8, 4, 3, 8, 2, 2, 4);
+        let mut rng = StdRng::seed_from_u64(5);
+        let model = CrateClassifier::new(&config, &mut rng).unwrap();
+        let ids: Vec<usize> = (0..20).map(|i| i % 3).collect();
+        let images = Array4::from_shape_fn((20, 3, 8, 8), |(b, c, y, x)| {
+            ids[b] as f64 * ((y + c) as f64 / 8.0) - (x as f64) / 16.0 + 0.1 * rng.random::<f64>()
+        });
+        let labels = Labels::new(&ids, 3).unwrap();
+        let train = TrainConfig {
+            epochs: 4,
+            batch_size: 6,
+            seed: 11,
+            schedule: WarmupCosine {
+                lr: 5e-3,
+                min_lr: 1e-4,
+                warmup_steps: 2,
+                total_steps: 16,
+            },
+            clip_norm: Some(1.0),
+            objective: Objective::CrossEntropy {
+                label_smoothing: 0.1,
+            },
+        };
+        (model, images, labels, train)
+    }
+
+    #[test]
+    fn resuming_from_a_checkpoint_continues_bit_for_bit() {
+        let (model, images, labels, config) = setup();
+        let params = || AdamWConfig::new(1e-3);
+        let mut straight = model.clone();
+        let mut opt = AdamW::new(&straight.parameters(), params())
+            .unwrap()
+            .with_reference_grouping();
+        let mut losses = Vec::new();
+        let done = train_classifier(
+            &mut straight,
+            &mut opt,
+            &images,
+            &labels,
+            &config,
+            TrainProgress::default(),
+            |_| Ok(None),
+            |e: &TrainEvent| {
+                if let TrainEvent::Epoch { loss, .. } = e {
+                    losses.push(*loss);
+                }
+            },
+        )
+        .unwrap();
+        assert_eq!(done, TrainProgress { epoch: 4, step: 16 });
+        assert!(losses[3] < losses[0], "{losses:?}");
+
+        // two epochs, a checkpoint, two more from the checkpoint
+        let mut half = model.clone();
+        let mut opt = AdamW::new(&half.parameters(), params())
+            .unwrap()
+            .with_reference_grouping();
+        let two = TrainConfig {
+            epochs: 2,
+            ..config
+        };
+        let at = train_classifier(
+            &mut half,
+            &mut opt,
+            &images,
+            &labels,
+            &two,
+            TrainProgress::default(),
+            |_| Ok(None),
+            |_: &TrainEvent| (),
+        )
+        .unwrap();
+        let bytes = save_checkpoint(&half, &opt, at).unwrap();
+        let (mut resumed, mut opt, at) = load_checkpoint::<f64>(&bytes).unwrap();
+        assert_eq!(at, TrainProgress { epoch: 2, step: 8 });
+        assert_eq!(
+            opt.decayed(),
+            AdamW::new(&model.parameters(), params())
+                .unwrap()
+                .with_reference_grouping()
+                .decayed()
+        );
+        train_classifier(
+            &mut resumed,
+            &mut opt,
+            &images,
+            &labels,
+            &config,
+            at,
+            |_| Ok(None),
+            |_: &TrainEvent| (),
+        )
+        .unwrap();
+        assert_eq!(resumed, straight);
+    }
+
+    #[test]
+    fn observers_stop_and_bad_steps_name_the_step() {
+        let (mut model, images, labels, config) = setup();
+        let mut opt = AdamW::new(&model.parameters(), AdamWConfig::new(1e-3)).unwrap();
+        let at = train_classifier(
+            &mut model,
+            &mut opt,
+            &images,
+            &labels,
+            &config,
+            TrainProgress::default(),
+            |_| Ok(None),
+            |e: &TrainEvent| match e {
+                TrainEvent::Step { step: 2, .. } => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            },
+        )
+        .unwrap();
+        assert_eq!(at, TrainProgress { epoch: 0, step: 3 });
+
+        // a learning rate that blows the weights up: the error names the step
+        let mut bad = config;
+        bad.schedule.lr = 1e200;
+        bad.schedule.min_lr = 1e200;
+        bad.clip_norm = None;
+        let mut opt = AdamW::new(&model.parameters(), AdamWConfig::new(1e-3)).unwrap();
+        let err = train_classifier(
+            &mut model,
+            &mut opt,
+            &images,
+            &labels,
+            &bad,
+            TrainProgress::default(),
+            |_| Ok(None),
+            |_: &TrainEvent| (),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("training step"), "{err}");
+    }
+}
+
+/// SGD against the closed form of PyTorch's update on one weight with a constant gradient.
+#[test]
+fn sgd_steps_match_the_closed_form() {
+    use mcr2::nn::{Layer, Linear};
+    use mcr2::train::{Sgd, SgdConfig};
+    let run = |nesterov: bool, weight_decay: f64| {
+        let mut layer = Linear::from_parts(mcr2::ndarray::array![[1.0f64]], None).unwrap();
+        let config = SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov,
+            weight_decay,
+        };
+        let mut opt = Sgd::new(&layer.parameters(), config).unwrap();
+        let g = vec![ArrayD::from_elem(mcr2::ndarray::IxDyn(&[1, 1]), 2.0)];
+        opt.step(&mut layer, &g).unwrap();
+        opt.step(&mut layer, &g).unwrap();
+        layer.weight()[(0, 0)]
+    };
+    // plain momentum: b = 2, p = 0.8; b = 0.9·2 + 2 = 3.8, p = 0.8 − 0.38
+    assert!((run(false, 0.0) - 0.42).abs() < 1e-15);
+    // Nesterov: g = 2 + 0.9·2, p = 1 − 0.38; b = 3.8, g = 2 + 0.9·3.8, p = 0.62 − 0.542
+    assert!((run(true, 0.0) - 0.078).abs() < 1e-15);
+    // weight decay 0.1: g₁ = 2.1, p = 0.79; g₂ = 2.079, b = 0.9·2.1 + 2.079, p = 0.79 − 0.1·b
+    assert!((run(false, 0.1) - (0.79 - 0.1 * (0.9 * 2.1 + 2.079))).abs() < 1e-15);
+}
+
+#[test]
+fn reference_grouping_exempts_biases_norms_and_embeddings() {
+    let c = &cases()[0];
+    let opt = AdamW::new(&c.model.parameters(), AdamWConfig::new(1e-3))
+        .unwrap()
+        .with_reference_grouping();
+    for ((name, p), &decayed) in c.model.parameters().iter().zip(opt.decayed()) {
+        let exempt = p.ndim() == 1 || name == "cls_token" || name == "pos_embedding";
+        assert_eq!(decayed, !exempt, "{name}");
+    }
+    // decayed: the four linear maps of the embedding and head, qkv, to_out and ISTA per layer
+    let depth = c.meta["depth"].as_u64().unwrap() as usize;
+    assert_eq!(opt.decayed().iter().filter(|&&d| d).count(), 2 + 3 * depth);
+}

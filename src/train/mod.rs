@@ -30,6 +30,13 @@
 
 mod loss;
 mod optim;
+mod schedule;
+mod trainer;
 
 pub use loss::{LossValue, cross_entropy, mcr2_loss};
 pub use optim::{AdamW, AdamWConfig, Learnable};
+pub use schedule::{Sgd, SgdConfig, WarmupCosine, clip_grad_norm};
+pub use trainer::{
+    Objective, TrainConfig, TrainEvent, TrainProgress, load_checkpoint, save_checkpoint,
+    train_classifier,
+};

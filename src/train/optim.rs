@@ -3,7 +3,7 @@
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Zip};
 
 use crate::crate_layer::{CrateBlock, CrateClassifier, CrateEncoder, Ista, Mssa};
-use crate::nn::{LayerNorm, Linear, Trainable};
+use crate::nn::{LayerNorm, Linear, ScopedWriter, TensorReader, Trainable};
 use crate::{Error, Float, Result};
 
 /// What an optimizer can step: a model whose parameters it can visit by name, in a fixed
@@ -138,12 +138,14 @@ impl<T: Float> AdamW<T> {
         })
     }
 
-    /// The reference grouping: no weight decay on biases, norms and embeddings (names ending
-    /// in `bias`, containing `norm`, or `cls_token` / `pos_embedding`).
+    /// The reference grouping (timm's `param_groups_weight_decay`, which the CRATE training
+    /// scripts use): no weight decay on one-dimensional parameters (biases and the
+    /// LayerNorms' weights), on names ending in `bias`, nor on `cls_token` and
+    /// `pos_embedding`.
     pub fn with_reference_grouping(mut self) -> Self {
-        for (d, name) in self.decay.iter_mut().zip(&self.names) {
-            *d = !(name.ends_with("bias")
-                || name.contains("norm")
+        for ((d, name), m) in self.decay.iter_mut().zip(&self.names).zip(&self.m) {
+            *d = !(m.ndim() <= 1
+                || name.ends_with("bias")
                 || name == "cls_token"
                 || name == "pos_embedding");
         }
@@ -175,28 +177,7 @@ impl<T: Float> AdamW<T> {
     /// One step with `grads` (one per parameter, in order). A non-finite gradient is an
     /// error naming the parameter, before anything changes.
     pub fn step(&mut self, model: &mut impl Learnable<T>, grads: &[ArrayD<T>]) -> Result<()> {
-        if grads.len() != self.m.len() {
-            return Err(Error::ShapeMismatch {
-                what: "gradients",
-                expected: format!("{} arrays", self.m.len()),
-                got: format!("{}", grads.len()),
-            });
-        }
-        for ((g, m), name) in grads.iter().zip(&self.m).zip(&self.names) {
-            if g.shape() != m.shape() {
-                return Err(Error::ShapeMismatch {
-                    what: "gradient",
-                    expected: format!("{name}: {:?}", m.shape()),
-                    got: format!("{:?}", g.shape()),
-                });
-            }
-            if g.iter().any(|v| !v.is_finite()) {
-                return Err(Error::InvalidWeights {
-                    name: name.clone(),
-                    reason: format!("non-finite gradient at step {}", self.t + 1),
-                });
-            }
-        }
+        check_step_gradients(&self.names, &self.m, grads, self.t + 1)?;
         self.t += 1;
         let c = self.config;
         let t = self.t as i32;
@@ -229,4 +210,88 @@ impl<T: Float> AdamW<T> {
             i += 1;
         })
     }
+}
+
+impl<T: Float> AdamW<T> {
+    /// Writes the state: `m.{name}`, `v.{name}` (the moments, in `T`), `hyper` (lr, β₁, β₂,
+    /// ε, weight decay) and `state` (the step count and, per parameter, 1 where it is
+    /// decayed), both in f64 so that a resumed run continues bit for bit.
+    pub fn save(&self, writer: &mut ScopedWriter<'_>) {
+        let c = self.config;
+        let hyper = [c.lr, c.beta1, c.beta2, c.eps, c.weight_decay];
+        writer.put_shaped("hyper", &[5], hyper.into_iter());
+        let state = std::iter::once(self.t as f64)
+            .chain(self.decay.iter().map(|&d| if d { 1.0 } else { 0.0 }));
+        writer.put_shaped("state", &[1 + self.decay.len()], state);
+        for ((name, m), v) in self.names.iter().zip(&self.m).zip(&self.v) {
+            writer.put(&format!("m.{name}"), m);
+            writer.put(&format!("v.{name}"), v);
+        }
+    }
+
+    /// Reads a state written by [`save`](Self::save) for a model with these `parameters`
+    /// (names and shapes must match).
+    pub fn load(
+        reader: &TensorReader<'_>,
+        parameters: &[(String, ArrayViewD<'_, T>)],
+    ) -> Result<Self> {
+        let hyper = reader.vector::<f64>("hyper", 5)?;
+        let config = AdamWConfig {
+            lr: hyper[0],
+            beta1: hyper[1],
+            beta2: hyper[2],
+            eps: hyper[3],
+            weight_decay: hyper[4],
+        };
+        let mut out = Self::new(parameters, config)?;
+        let state = reader.vector::<f64>("state", 1 + parameters.len())?;
+        if state[0] < 0.0 || state[0].fract() != 0.0 || state[0] > 2f64.powi(53) {
+            return Err(Error::InvalidWeights {
+                name: "state".into(),
+                reason: format!("step count {}", state[0]),
+            });
+        }
+        out.t = state[0] as u64;
+        for (d, &s) in out.decay.iter_mut().zip(state.iter().skip(1)) {
+            *d = s != 0.0;
+        }
+        for (i, (name, p)) in parameters.iter().enumerate() {
+            out.m[i] = reader.tensor(&format!("m.{name}"), p.shape())?;
+            out.v[i] = reader.tensor(&format!("v.{name}"), p.shape())?;
+        }
+        Ok(out)
+    }
+}
+
+/// Errors unless `grads` match the optimizer's state (one array per parameter, same shapes)
+/// and are finite; a non-finite gradient names the parameter and the step.
+pub(crate) fn check_step_gradients<T: Float>(
+    names: &[String],
+    state: &[ArrayD<T>],
+    grads: &[ArrayD<T>],
+    step: u64,
+) -> Result<()> {
+    if grads.len() != state.len() {
+        return Err(Error::ShapeMismatch {
+            what: "gradients",
+            expected: format!("{} arrays", state.len()),
+            got: format!("{}", grads.len()),
+        });
+    }
+    for ((g, s), name) in grads.iter().zip(state).zip(names) {
+        if g.shape() != s.shape() {
+            return Err(Error::ShapeMismatch {
+                what: "gradient",
+                expected: format!("{name}: {:?}", s.shape()),
+                got: format!("{:?}", g.shape()),
+            });
+        }
+        if g.iter().any(|v| !v.is_finite()) {
+            return Err(Error::InvalidWeights {
+                name: name.clone(),
+                reason: format!("non-finite gradient at step {step}"),
+            });
+        }
+    }
+    Ok(())
 }
