@@ -140,3 +140,58 @@ pub fn line_chart(
     root.present()?;
     Ok(())
 }
+
+/// Prints, per layer, the white-box measures of a CRATE model before and after training on
+/// `images`: the compression of the layer's input (the CRATE authors' coding rate of the
+/// tokens projected on each head's subspace) and the sparsity of its output (fraction of
+/// zeros after ISTA).
+pub fn white_box_measures(
+    initial: &mcr2::crate_layer::CrateClassifier<f32>,
+    trained: &mcr2::crate_layer::CrateClassifier<f32>,
+    images: &mcr2::ndarray::Array4<f32>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let before = initial.inspect(images)?;
+    let after = trained.inspect(images)?;
+    println!("white-box measures on the test images (initialization → trained):");
+    println!("  layer  compression of the input   sparsity of the output");
+    for (l, (b, a)) in before.layers.iter().zip(&after.layers).enumerate() {
+        println!(
+            "  {:5}  {:10.2} → {:8.2}        {:6.1}% → {:5.1}%",
+            l + 1,
+            b.diagnostics.compression,
+            a.diagnostics.compression,
+            100.0 * b.diagnostics.sparsity,
+            100.0 * a.diagnostics.sparsity
+        );
+    }
+    Ok(())
+}
+
+/// The digits as 1-channel 8 × 8 images scaled to [0, 1].
+pub fn digit_images(pixels: &mcr2::ndarray::Array2<f64>) -> mcr2::ndarray::Array4<f32> {
+    mcr2::ndarray::Array4::from_shape_fn((pixels.nrows(), 1, 8, 8), |(i, _, y, x)| {
+        (pixels[(i, y * 8 + x)] / 16.0) as f32
+    })
+}
+
+/// The images and their copies shifted by one pixel up, down, left and right (zeros
+/// shifted in), with the labels repeated: five times the training set.
+pub fn with_shifts(
+    x: &mcr2::ndarray::Array4<f32>,
+    y: &mcr2::Labels,
+) -> mcr2::Result<(mcr2::ndarray::Array4<f32>, mcr2::Labels)> {
+    let n = x.dim().0;
+    let shifts = [(0i32, 0i32), (1, 0), (-1, 0), (0, 1), (0, -1)];
+    let out =
+        mcr2::ndarray::Array4::from_shape_fn((n * shifts.len(), 1, 8, 8), |(i, c, r, col)| {
+            let (dy, dx) = shifts[i / n];
+            let (sr, sc) = (r as i32 - dy, col as i32 - dx);
+            if (0..8).contains(&sr) && (0..8).contains(&sc) {
+                x[(i % n, c, sr as usize, sc as usize)]
+            } else {
+                0.0
+            }
+        });
+    let ids: Vec<usize> = (0..n * shifts.len()).map(|i| y.to_vec()[i % n]).collect();
+    Ok((out, mcr2::Labels::new(&ids, y.n_classes())?))
+}

@@ -79,10 +79,14 @@ pub fn cross_entropy<T: Float>(
     })
 }
 
+/// The floor of the feature norms in [`mcr2_loss`] (PyTorch's `F.normalize` default).
+pub const NORMALIZE_EPS: f64 = 1e-12;
+
 /// The MCR² loss on features (b × dim, rows are samples): `−ΔR(Z | labels)` of the rows
-/// scaled to unit norm, `Z_i = F_i/‖F_i‖` (Yu et al. 2020), with the `rate` module's exact
-/// gradient taken back through the normalization:
-/// `∂loss/∂F_i = −(G_i − (G_i·Z_i) Z_i)/‖F_i‖`, `G = ∂ΔR/∂Z`.
+/// scaled to unit norm, `Z_i = F_i/max(‖F_i‖, 10⁻¹²)` (Yu et al. 2020; PyTorch's
+/// `F.normalize`, so a zero row stays zero), with the `rate` module's exact gradient taken
+/// back through the normalization: `∂loss/∂F_i = −(G_i − (G_i·Z_i) Z_i)/‖F_i‖`,
+/// `G = ∂ΔR/∂Z` (`−G_i/10⁻¹²` for a row below the floor).
 ///
 /// ```
 /// use mcr2::train::mcr2_loss;
@@ -100,24 +104,37 @@ pub fn mcr2_loss<T: Float>(
     eps: Precision,
 ) -> Result<LossValue<T>> {
     crate::validate::matrix("features", features)?;
+    // PyTorch's F.normalize: F_i / max(‖F_i‖, 10⁻¹²), so a zero row stays zero
     let mut z = features.to_owned();
     let norms: Vec<T> = z
         .rows_mut()
         .into_iter()
-        .map(crate::kernels::normalize_row)
+        .map(|mut row| {
+            let norm = crate::kernels::normalize_row(row.view_mut());
+            let floor = T::from_f64(NORMALIZE_EPS);
+            if norm < floor {
+                row.mapv_inplace(|v| v * norm / floor);
+                floor
+            } else {
+                norm
+            }
+        })
         .collect();
-    if let Some(i) = norms.iter().position(|v| *v <= T::zero()) {
-        return Err(Error::InvalidParameter {
-            name: "features",
-            value: format!("row {i} is zero"),
-            reason: "the MCR² loss normalizes every feature vector",
+    if let Some(i) = norms.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            what: "features (norm)",
+            row: i,
+            col: 0,
         });
     }
     let membership = Membership::from(labels.clone());
     let (rr, mut g) = crate::rate_reduction_with_grad(&z, &membership, eps)?;
+    let floor = T::from_f64(NORMALIZE_EPS);
     for ((mut gi, zi), &ni) in g.rows_mut().into_iter().zip(z.rows()).zip(&norms) {
-        let c = gi.dot(&zi);
-        gi.scaled_add(-c, &zi);
+        if ni > floor {
+            let c = gi.dot(&zi);
+            gi.scaled_add(-c, &zi);
+        }
         gi.mapv_inplace(|v| -v / ni);
     }
     Ok(LossValue {

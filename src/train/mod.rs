@@ -33,7 +33,7 @@ mod optim;
 mod schedule;
 mod trainer;
 
-pub use loss::{LossValue, cross_entropy, mcr2_loss};
+pub use loss::{LossValue, NORMALIZE_EPS, cross_entropy, mcr2_loss};
 pub use optim::{AdamW, AdamWConfig, Learnable};
 pub use schedule::{Sgd, SgdConfig, WarmupCosine, clip_grad_norm};
 pub use trainer::{
