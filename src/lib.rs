@@ -56,6 +56,8 @@
 //! coding/       coding lengths (mod), alc, micl
 //! subspace      subspace fits, principal angles, the nearest-subspace classifier
 //! fit           MCR² representation learning by gradient ascent
+//! train/        losses (cross-entropy, MCR²), optimizers (AdamW, SGD), schedule and
+//!               clipping, the training loop and its checkpoints
 //! metrics       accuracy, segmentation error, top-k, per-class singular values/angles/means
 //! data          mixtures of subspaces, the ReduNet toys, the built-in digits
 //! (private)     float (sealed Float), kernels (exp, softmax, GELU), linalg (faer or LAPACK),
@@ -81,7 +83,12 @@
 //!   classifier.
 //! * [`fit`]: MCR² representation learning by gradient ascent (features on the sphere, the
 //!   regularized problem with closed-form optima, a learned linear map), with observers.
-//! * [`metrics`] and [`data`]: measures of predictions and representations; synthetic data.
+//! * [`train`]: training the networks: every layer's backward beside its forward
+//!   ([`nn::Trainable`]), the cross-entropy and MCR² losses, AdamW and SGD with PyTorch's
+//!   semantics, a warm-up + cosine schedule, gradient clipping, and a training loop with
+//!   checkpoints that resume bit for bit.
+//! * [`metrics`] and [`data`]: measures of predictions and representations; synthetic data
+//!   and the built-in digits.
 //!
 //! ## Reliability contract
 //!

@@ -392,3 +392,91 @@ fn reference_grouping_exempts_biases_norms_and_embeddings() {
     let depth = c.meta["depth"].as_u64().unwrap() as usize;
     assert_eq!(opt.decayed().iter().filter(|&&d| d).count(), 2 + 3 * depth);
 }
+
+/// The training API refuses bad input with errors, never a panic.
+#[test]
+fn training_inputs_are_checked() {
+    use mcr2::ndarray::{Array1, IxDyn, array};
+    use mcr2::nn::{Layer, Linear, Trainable};
+    use mcr2::train::{WarmupCosine, clip_grad_norm, load_checkpoint};
+    let labels = Labels::new(&[0, 1], 2).unwrap();
+    // logits of the wrong shape, non-finite logits, bad smoothing
+    assert!(cross_entropy(&array![[0.0, 1.0, 2.0]], &labels, 0.0).is_err());
+    assert!(cross_entropy(&array![[0.0, f64::NAN], [1.0, 0.0]], &labels, 0.0).is_err());
+    assert!(cross_entropy(&array![[0.0, 1.0], [1.0, 0.0]], &labels, 1.0).is_err());
+    // features: non-finite, mismatched labels
+    assert!(
+        mcr2_loss(
+            &array![[f64::INFINITY, 0.0], [1.0, 0.0]],
+            &labels,
+            Precision::from_eps_sq(0.5).unwrap()
+        )
+        .is_err()
+    );
+    assert!(
+        mcr2_loss(
+            &array![[1.0, 0.0]],
+            &labels,
+            Precision::from_eps_sq(0.5).unwrap()
+        )
+        .is_err()
+    );
+    // a zero feature row is kept at zero, as F.normalize does
+    let out = mcr2_loss(
+        &array![[0.0f64, 0.0], [1.0, 0.0]],
+        &labels,
+        Precision::from_eps_sq(0.5).unwrap(),
+    )
+    .unwrap();
+    assert!(out.loss.is_finite() && out.grad.iter().all(|v| v.is_finite()));
+    // backward with the wrong buffers or upstream shape
+    let layer = Linear::from_parts(array![[1.0f64, 2.0]], Some(Array1::zeros(1))).unwrap();
+    let (y, cache) = layer.forward_train(array![[1.0, 1.0]].view(), 1).unwrap();
+    let mut one = vec![ArrayD::zeros(IxDyn(&[1, 2]))];
+    assert!(layer.backward(&cache, y.view(), &mut one).is_err());
+    let mut grads: Vec<_> = layer
+        .gradient_buffers()
+        .into_iter()
+        .map(|(_, g)| g)
+        .collect();
+    assert!(
+        layer
+            .backward(&cache, array![[1.0, 2.0]].view(), &mut grads)
+            .is_err()
+    );
+    // optimizer hyper-parameters and gradients
+    let bad = AdamWConfig {
+        beta1: 1.0,
+        ..AdamWConfig::new(1e-3)
+    };
+    assert!(AdamW::<f64>::new(&layer.parameters(), bad).is_err());
+    assert!(AdamW::<f64>::new(&layer.parameters(), AdamWConfig::new(-1.0)).is_err());
+    let mut opt = AdamW::new(&layer.parameters(), AdamWConfig::new(1e-3)).unwrap();
+    let mut l2 = layer.clone();
+    let nan = vec![
+        ArrayD::from_elem(IxDyn(&[1, 2]), f64::NAN),
+        ArrayD::zeros(IxDyn(&[1])),
+    ];
+    let err = opt.step(&mut l2, &nan).unwrap_err();
+    assert!(
+        err.to_string().contains("weight") && err.to_string().contains("step 1"),
+        "{err}"
+    );
+    assert_eq!(l2, layer, "a refused step changes nothing");
+    assert!(opt.step(&mut l2, &nan[..1]).is_err());
+    // schedule, clipping
+    let s = WarmupCosine {
+        lr: 1e-3,
+        min_lr: 1e-2,
+        warmup_steps: 1,
+        total_steps: 10,
+    };
+    assert!(s.check().is_err());
+    let mut g = vec![ArrayD::from_elem(IxDyn(&[2]), f64::INFINITY)];
+    assert!(clip_grad_norm(&mut g, 1.0).is_err());
+    assert!(clip_grad_norm(&mut g, 0.0).is_err());
+    // a checkpoint that is not one
+    assert!(load_checkpoint::<f64>(b"not a checkpoint").is_err());
+    let c = &cases()[0];
+    assert!(load_checkpoint::<f64>(&c.model.to_checkpoint().unwrap()).is_err());
+}
