@@ -38,6 +38,7 @@
 mod block;
 mod causal;
 mod tssa;
+mod tssa_train;
 mod variational;
 
 use ndarray::{Array2, Array3, ArrayRef3, ArrayView2, Axis};
@@ -45,6 +46,7 @@ use ndarray::{Array2, Array3, ArrayRef3, ArrayView2, Axis};
 pub use block::{ToStBlock, ToStBlockConfig, ToStEncoder, ToStEncoderConfig};
 pub use causal::{CausalTssa, CausalTssaConfig};
 pub use tssa::{Tssa, TssaConfig};
+pub use tssa_train::TssaCache;
 pub use variational::VariationalCompression;
 
 use crate::{Error, Float, Result};

@@ -183,7 +183,7 @@ impl<T: Float> Tssa<T> {
     }
 
     /// Π (n × heads) and the per-coordinate gains 1/(1 + m_c) of projected tokens `w`.
-    fn statistics(&self, w: ArrayView2<T>) -> (Array2<T>, Array1<T>) {
+    pub(crate) fn statistics(&self, w: ArrayView2<T>) -> (Array2<T>, Array1<T>) {
         let (n, dim) = w.dim();
         let (h, p) = (self.heads(), dim / self.heads());
         // column norms over the tokens

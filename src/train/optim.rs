@@ -4,6 +4,7 @@ use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Zip};
 
 use crate::crate_layer::{CrateBlock, CrateClassifier, CrateEncoder, Ista, Mssa};
 use crate::nn::{LayerNorm, Linear, ScopedWriter, TensorReader, Trainable};
+use crate::tost::Tssa;
 use crate::{Error, Float, Result};
 
 /// What an optimizer can step: a model whose parameters it can visit by name, in a fixed

@@ -6,6 +6,7 @@ use mcr2::crate_layer::{CrateBlock, Ista, Mssa};
 use mcr2::ndarray::{Array1, Array2};
 use mcr2::nn::{LayerNorm, Linear, Trainable};
 use mcr2::rand::{Rng, SeedableRng, rngs::StdRng};
+use mcr2::tost::Tssa;
 use proptest::prelude::*;
 
 const H: f64 = 1e-5;
@@ -175,5 +176,26 @@ proptest! {
         .unwrap();
         let x = random(&mut rng, b * n, dim, 1.0);
         prop_assert!(worst_error(&block, &x, n, seed) < 1e-6);
+    }
+
+    #[test]
+    fn tssa_backward(seed in 0u64..1000, b in 1usize..3, n in 1usize..5, heads in 1usize..3,
+                     p in 1usize..4, bias: bool) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let dim = heads * p;
+        let qkv = Linear::from_parts(
+            random(&mut rng, dim, dim, 0.8),
+            bias.then(|| vector(&mut rng, dim, 0.0, 0.3)),
+        )
+        .unwrap();
+        let out = Linear::from_parts(random(&mut rng, dim, dim, 0.8), Some(vector(&mut rng, dim, 0.0, 0.3))).unwrap();
+        let layer = Tssa::from_parts(qkv, vector(&mut rng, heads, 1.0, 0.5), out).unwrap();
+        let x = random(&mut rng, b * n, dim, 1.0);
+        // the training forward computes what the inference forward does, sequence by sequence
+        let (y, _) = layer.forward_train(x.view(), n).unwrap();
+        let plain = layer.forward_batch(&x.to_shape((b, n, dim)).unwrap()).unwrap();
+        let plain = plain.to_shape((b * n, dim)).unwrap();
+        prop_assert!(y.iter().zip(plain.iter()).all(|(a, c)| (a - c).abs() <= 1e-12 * (1.0 + c.abs())));
+        prop_assert!(worst_error(&layer, &x, n, seed) < 1e-6);
     }
 }
