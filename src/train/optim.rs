@@ -35,6 +35,7 @@ learnable!(
     Linear,
     LayerNorm,
     Ista,
+    Tssa,
     Mssa,
     CrateBlock,
     CrateEncoder,
