@@ -143,6 +143,18 @@ pub fn gelu<T: Float>(x: T) -> T {
     T::from_f64(0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2)))
 }
 
+/// The derivative of the exact GELU: `GELU'(x) = Φ(x) + x φ(x)`, φ the standard normal
+/// density (0 at ±∞ for the second term).
+pub(crate) fn gelu_grad<T: Float>(x: T) -> T {
+    let v = x.as_f64();
+    if !v.is_finite() {
+        return T::from_f64(if v > 0.0 { 1.0 } else { 0.0 });
+    }
+    let cdf = 0.5 * (1.0 + libm::erf(v / std::f64::consts::SQRT_2));
+    let pdf = (-0.5 * v * v).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    T::from_f64(cdf + v * pdf)
+}
+
 // exp(x) = 2^k · e^r with k = round(x / ln 2) found by the add-a-magic-number trick (no
 // floor instruction needed), r = x − k ln 2 in two parts (Cody–Waite), |r| ≤ ln 2 / 2, and a
 // Taylor polynomial of e^r whose truncation error is below the type's rounding error.

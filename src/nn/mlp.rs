@@ -1,9 +1,9 @@
 //! The two-layer GELU perceptron of transformer blocks.
 
-use ndarray::{Array2, ArrayRef2, ArrayView2, ArrayViewD};
+use ndarray::{Array2, ArrayD, ArrayRef2, ArrayView2, ArrayViewD, ArrayViewMutD};
 use rand::Rng;
 
-use super::{Checkpoint, Layer, Linear, LinearConfig, ScopedWriter, TensorReader};
+use super::{Checkpoint, Layer, Linear, LinearConfig, ScopedWriter, TensorReader, Trainable};
 use crate::{Error, Float, Result};
 
 /// Sizes of an [`Mlp`].
@@ -117,5 +117,54 @@ impl<T: Float> Checkpoint<T> for Mlp<T> {
 
     fn save(&self, writer: &mut ScopedWriter<'_>) -> Result<()> {
         super::save_parameters(self, writer)
+    }
+}
+
+/// What [`Mlp`]'s backward needs: the input (m × dim) and the hidden pre-activations
+/// (m × hidden): `m·(dim + 2·hidden)` values with the GELU outputs.
+#[derive(Debug, Clone)]
+pub struct MlpCache<T> {
+    x: Array2<T>,
+    pre: Array2<T>,
+    hidden: Array2<T>,
+}
+
+impl<T: Float> Trainable<T> for Mlp<T> {
+    type Cache = MlpCache<T>;
+
+    fn forward_train(&self, x: ArrayView2<T>, _n: usize) -> Result<(Array2<T>, Self::Cache)> {
+        crate::validate::matrix_with_cols("MLP input", &x, self.fc1.in_dim())?;
+        let x = x.as_standard_layout().into_owned();
+        let pre = self.fc1.apply(x.view());
+        let hidden = pre.mapv(crate::kernels::gelu);
+        let y = self.fc2.apply(hidden.view());
+        crate::validate::finite_output("MLP output", &y)?;
+        Ok((y, MlpCache { x, pre, hidden }))
+    }
+
+    /// Through fc2, then `GELU'(pre) = Φ + x φ` elementwise, then fc1.
+    fn backward(
+        &self,
+        cache: &Self::Cache,
+        dy: ArrayView2<T>,
+        grads: &mut [ArrayD<T>],
+    ) -> Result<Array2<T>> {
+        super::check_gradients(&self.parameters(), grads)?;
+        let (g1, g2) = grads.split_at_mut(self.fc1.parameters().len());
+        let mut dh = self.fc2.backward(&cache.hidden, dy, g2)?;
+        ndarray::Zip::from(&mut dh)
+            .and(&cache.pre)
+            .for_each(|d, &p| *d *= crate::kernels::gelu_grad(p));
+        self.fc1.backward(&cache.x, dh.view(), g1)
+    }
+
+    fn update_parameters(
+        &mut self,
+        update: &mut dyn FnMut(&str, ArrayViewMutD<'_, T>),
+    ) -> Result<()> {
+        self.fc1
+            .update_parameters(&mut super::scoped("fc1.", update))?;
+        self.fc2
+            .update_parameters(&mut super::scoped("fc2.", update))
     }
 }

@@ -43,7 +43,7 @@ pub(crate) use io::invalid;
 pub use io::{ScopedWriter, TensorReader, TensorWriter};
 pub use layer_norm::{LayerNorm, LayerNormCache, LayerNormConfig};
 pub use linear::{Linear, LinearConfig};
-pub use mlp::{Mlp, MlpConfig};
+pub use mlp::{Mlp, MlpCache, MlpConfig};
 pub use train::Trainable;
 pub(crate) use train::{
     check_gradients, check_sequences, check_upstream, column_sums, grad_matrix, grad_vector,

@@ -112,12 +112,12 @@ impl ToStBlockConfig {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToStBlock<T: Float> {
-    norm1: LayerNorm<T>,
-    attn: Tssa<T>,
-    gamma1: Array1<T>,
-    norm2: LayerNorm<T>,
-    mlp: Mlp<T>,
-    gamma2: Array1<T>,
+    pub(crate) norm1: LayerNorm<T>,
+    pub(crate) attn: Tssa<T>,
+    pub(crate) gamma1: Array1<T>,
+    pub(crate) norm2: LayerNorm<T>,
+    pub(crate) mlp: Mlp<T>,
+    pub(crate) gamma2: Array1<T>,
 }
 
 impl<T: Float> ToStBlock<T> {
@@ -180,7 +180,7 @@ impl<T: Float> ToStBlock<T> {
 }
 
 /// `y_i ← y_i + γ ⊙ a_i` for every row i (LayerScale).
-fn add_scaled_rows<T: Float>(y: &mut Array2<T>, a: &Array2<T>, gamma: &Array1<T>) {
+pub(crate) fn add_scaled_rows<T: Float>(y: &mut Array2<T>, a: &Array2<T>, gamma: &Array1<T>) {
     for (mut yr, ar) in y.rows_mut().into_iter().zip(a.rows()) {
         ndarray::Zip::from(&mut yr)
             .and(&ar)

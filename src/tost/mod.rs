@@ -36,6 +36,7 @@
 //! ```
 
 mod block;
+mod block_train;
 mod causal;
 mod tssa;
 mod tssa_train;
@@ -44,6 +45,7 @@ mod variational;
 use ndarray::{Array2, Array3, ArrayRef3, ArrayView2, Axis};
 
 pub use block::{ToStBlock, ToStBlockConfig, ToStEncoder, ToStEncoderConfig};
+pub use block_train::ToStBlockCache;
 pub use causal::{CausalTssa, CausalTssaConfig};
 pub use tssa::{Tssa, TssaConfig};
 pub use tssa_train::TssaCache;

@@ -5,8 +5,9 @@ use mcr2::Precision;
 use mcr2::crate_layer::{CrateBlock, Ista, Mssa};
 use mcr2::ndarray::{Array1, Array2};
 use mcr2::nn::{LayerNorm, Linear, Trainable};
+use mcr2::nn::{Mlp, MlpConfig};
 use mcr2::rand::{Rng, SeedableRng, rngs::StdRng};
-use mcr2::tost::Tssa;
+use mcr2::tost::{ToStBlock, ToStBlockConfig, Tssa};
 use proptest::prelude::*;
 
 const H: f64 = 1e-5;
@@ -198,4 +199,34 @@ proptest! {
         prop_assert!(y.iter().zip(plain.iter()).all(|(a, c)| (a - c).abs() <= 1e-12 * (1.0 + c.abs())));
         prop_assert!(worst_error(&layer, &x, n, seed) < 1e-6);
     }
+
+    #[test]
+    fn mlp_backward(seed in 0u64..1000, rows in 1usize..5, dim in 1usize..4, hidden in 1usize..6) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let layer = randomized(Mlp::new(&MlpConfig { dim, hidden }, &mut rng).unwrap(), &mut rng);
+        let x = random(&mut rng, rows, dim, 1.5);
+        prop_assert!(worst_error(&layer, &x, rows, seed) < 1e-6);
+    }
+
+    #[test]
+    fn tost_block_backward(seed in 0u64..1000, b in 1usize..3, n in 1usize..4, heads in 1usize..3,
+                           p in 2usize..4) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut config = ToStBlockConfig::new(heads * p, heads);
+        config.mlp_ratio = 2;
+        let block = randomized(ToStBlock::new(&config, &mut rng).unwrap(), &mut rng);
+        let x = random(&mut rng, b * n, heads * p, 1.0);
+        prop_assert!(worst_error(&block, &x, n, seed) < 1e-6);
+    }
+}
+
+/// `layer` with every parameter moved by up to ±0.3 (so that LayerNorm affines, biases and
+/// LayerScales are not at their initial constants).
+fn randomized<L: Trainable<f64>>(mut layer: L, rng: &mut StdRng) -> L {
+    layer
+        .update_parameters(&mut |_, mut p| {
+            p.mapv_inplace(|v| v + 0.3 * (2.0 * rng.random::<f64>() - 1.0))
+        })
+        .unwrap();
+    layer
 }
