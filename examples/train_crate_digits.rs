@@ -98,6 +98,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     );
     let bar = common::progress_bar(steps)?;
     let (mut losses, mut accuracies) = (Vec::new(), Vec::new());
+    // resident memory after the first step and after every 100th: it must not grow per step
+    let mut memory: Vec<(usize, f64)> = Vec::new();
     let started = std::time::Instant::now();
     train_classifier(
         &mut model,
@@ -109,6 +111,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         |m| accuracy(m, &xte, &yte).map(Some),
         |event: &TrainEvent| match *event {
             TrainEvent::Step { step, loss, .. } => {
+                if step == 0 || (step + 1) % 100 == 0 {
+                    memory.extend(common::resident_mib().map(|m| (step + 1, m)));
+                }
                 bar.set_position(step as u64 + 1);
                 bar.set_message(format!("loss {loss:.4}"));
             }
@@ -150,6 +155,18 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     println!("plots: {}", dir.display());
     common::white_box_measures(&initial, &model, &xte)?;
+    // after the first epoch (whose test evaluation adds its scratch buffers) it stays flat
+    let per_epoch = ytr.n_samples().div_ceil(batch_size);
+    let later: Vec<&(usize, f64)> = memory.iter().filter(|m| m.0 > per_epoch).collect();
+    if let (Some(first), Some(from), Some(to)) = (memory.first(), later.first(), later.last()) {
+        let (lo, hi) = later
+            .iter()
+            .fold((f64::INFINITY, 0.0f64), |(a, b), m| (a.min(m.1), b.max(m.1)));
+        println!(
+            "resident memory: {:.1} MiB after step {}; {lo:.1}–{hi:.1} MiB from step {} to {}",
+            first.1, first.0, from.0, to.0
+        );
+    }
     println!("trained in {seconds:.1} s");
     println!(
         "test accuracy: {:.1}%",

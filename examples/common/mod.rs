@@ -195,3 +195,12 @@ pub fn with_shifts(
     let ids: Vec<usize> = (0..n * shifts.len()).map(|i| y.to_vec()[i % n]).collect();
     Ok((out, mcr2::Labels::new(&ids, y.n_classes())?))
 }
+
+/// The resident memory of this process in MiB (`VmRSS` of `/proc/self/status`; `None` where
+/// there is no such file).
+pub fn resident_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
