@@ -159,9 +159,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let per_epoch = ytr.n_samples().div_ceil(batch_size);
     let later: Vec<&(usize, f64)> = memory.iter().filter(|m| m.0 > per_epoch).collect();
     if let (Some(first), Some(from), Some(to)) = (memory.first(), later.first(), later.last()) {
-        let (lo, hi) = later
-            .iter()
-            .fold((f64::INFINITY, 0.0f64), |(a, b), m| (a.min(m.1), b.max(m.1)));
+        let (lo, hi) = later.iter().fold((f64::INFINITY, 0.0f64), |(a, b), m| {
+            (a.min(m.1), b.max(m.1))
+        });
         println!(
             "resident memory: {:.1} MiB after step {}; {lo:.1}–{hi:.1} MiB from step {} to {}",
             first.1, first.0, from.0, to.0

@@ -60,9 +60,9 @@ impl CausalTssaConfig {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct CausalTssa<T: Float> {
-    inner: Tssa<T>,
+    pub(crate) inner: Tssa<T>,
     /// heads × block_size
-    denom_bias: Array2<T>,
+    pub(crate) denom_bias: Array2<T>,
 }
 
 impl<T: Float> CausalTssa<T> {

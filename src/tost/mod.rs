@@ -38,6 +38,7 @@
 mod block;
 mod block_train;
 mod causal;
+mod causal_train;
 mod tssa;
 mod tssa_train;
 mod variational;
@@ -47,6 +48,7 @@ use ndarray::{Array2, Array3, ArrayRef3, ArrayView2, Axis};
 pub use block::{ToStBlock, ToStBlockConfig, ToStEncoder, ToStEncoderConfig};
 pub use block_train::ToStBlockCache;
 pub use causal::{CausalTssa, CausalTssaConfig};
+pub use causal_train::CausalTssaCache;
 pub use tssa::{Tssa, TssaConfig};
 pub use tssa_train::TssaCache;
 pub use variational::VariationalCompression;

@@ -4,7 +4,7 @@ use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Zip};
 
 use crate::crate_layer::{CrateBlock, CrateClassifier, CrateEncoder, Ista, Mssa};
 use crate::nn::{LayerNorm, Linear, Mlp, ScopedWriter, TensorReader, Trainable};
-use crate::tost::{ToStBlock, Tssa};
+use crate::tost::{CausalTssa, ToStBlock, Tssa};
 use crate::{Error, Float, Result};
 
 /// What an optimizer can step: a model whose parameters it can visit by name, in a fixed
@@ -36,6 +36,7 @@ learnable!(
     LayerNorm,
     Ista,
     Tssa,
+    CausalTssa,
     ToStBlock,
     Mlp,
     Mssa,

@@ -7,7 +7,7 @@ use mcr2::ndarray::{Array1, Array2};
 use mcr2::nn::{LayerNorm, Linear, Trainable};
 use mcr2::nn::{Mlp, MlpConfig};
 use mcr2::rand::{Rng, SeedableRng, rngs::StdRng};
-use mcr2::tost::{ToStBlock, ToStBlockConfig, Tssa};
+use mcr2::tost::{CausalTssa, CausalTssaConfig, ToStBlock, ToStBlockConfig, Tssa};
 use proptest::prelude::*;
 
 const H: f64 = 1e-5;
@@ -217,6 +217,20 @@ proptest! {
         let block = randomized(ToStBlock::new(&config, &mut rng).unwrap(), &mut rng);
         let x = random(&mut rng, b * n, heads * p, 1.0);
         prop_assert!(worst_error(&block, &x, n, seed) < 1e-6);
+    }
+
+    #[test]
+    fn causal_tssa_backward(seed in 0u64..1000, b in 1usize..3, n in 1usize..5,
+                            heads in 1usize..3, p in 1usize..4) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let config = CausalTssaConfig { dim: heads * p, heads, block_size: 6 };
+        let layer = randomized(CausalTssa::new(&config, &mut rng).unwrap(), &mut rng);
+        let x = random(&mut rng, b * n, heads * p, 1.0);
+        let (y, _) = layer.forward_train(x.view(), n).unwrap();
+        let plain = layer.forward_batch(&x.to_shape((b, n, heads * p)).unwrap()).unwrap();
+        let plain = plain.to_shape((b * n, heads * p)).unwrap();
+        prop_assert!(y.iter().zip(plain.iter()).all(|(a, c)| (a - c).abs() <= 1e-12 * (1.0 + c.abs())));
+        prop_assert!(worst_error(&layer, &x, n, seed) < 1e-6);
     }
 }
 
