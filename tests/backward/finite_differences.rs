@@ -40,12 +40,15 @@ fn nudged<L: Trainable<f64> + Clone>(layer: &L, p: usize, j: usize, h: f64) -> L
     out
 }
 
-/// The central difference of `f` at 0, or `None` at a kink (the one-sided differences
-/// disagree: the ReLU of ISTA switches within the step).
+/// The five-point central difference of `f` at 0 (truncation error O(H⁴)), or `None` at a
+/// kink (the one-sided differences disagree: the ReLU of ISTA switches within the step).
 fn central(f: impl Fn(f64) -> f64) -> Option<f64> {
     let (plus, zero, minus) = (f(H), f(0.0), f(-H));
-    let (right, left) = ((plus - zero) / H, (zero - minus) / H);
-    ((right - left).abs() <= 1e-3 * (1.0 + right.abs())).then_some((plus - minus) / (2.0 * H))
+    let (plus2, minus2) = (f(2.0 * H), f(-2.0 * H));
+    let agree = |right: f64, left: f64| (right - left).abs() <= 1e-3 * (1.0 + right.abs());
+    let near = agree((plus - zero) / H, (zero - minus) / H);
+    let far = agree((plus2 - zero) / (2.0 * H), (zero - minus2) / (2.0 * H));
+    (near && far).then(|| (8.0 * (plus - minus) - (plus2 - minus2)) / (12.0 * H))
 }
 
 /// The largest relative error (`|fd − analytic| / max |analytic|`, per tensor) over the input
@@ -60,11 +63,16 @@ fn worst_error<L: Trainable<f64> + Clone>(layer: &L, x: &Array2<f64>, n: usize, 
         .map(|(_, g)| g)
         .collect();
     let dx = layer.backward(&cache, dy.view(), &mut grads).unwrap();
+    // a central difference of L carries a rounding error of about u·|L|/H ≈ 10⁻¹¹·|L|:
+    // differences below 10⁻⁹·(1 + |L|) are that noise (it matters only where a gradient is
+    // nearly zero, as for a LayerNorm over 2 or 3 features), the rest is measured relative to
+    // the tensor's largest gradient entry
+    let noise = 1e-9 * (1.0 + loss(layer, x, n, &dy).abs());
     let relative = |pairs: Vec<(f64, Option<f64>)>| {
         let scale = pairs.iter().fold(1e-12f64, |m, (a, _)| m.max(a.abs()));
         pairs
             .iter()
-            .filter_map(|(a, fd)| fd.map(|fd| (a - fd).abs() / scale))
+            .filter_map(|(a, fd)| fd.map(|fd| ((a - fd).abs() - noise).max(0.0) / scale))
             .fold(0.0, f64::max)
     };
     let mut worst = relative(
@@ -114,7 +122,7 @@ fn ista(rng: &mut StdRng, dim: usize) -> Ista<f64> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
     fn linear(seed in 0u64..1000, rows in 1usize..5, i in 1usize..5, o in 1usize..5, bias: bool) {
@@ -125,8 +133,10 @@ proptest! {
         prop_assert!(worst_error(&layer, &x, rows, seed) < 1e-6);
     }
 
+    /// From 3 features: over 2 the normalized row is ±(1, −1) whatever x is, so the gradient
+    /// is only the eps term and both sides are rounding error relative to it.
     #[test]
-    fn layer_norm_backward(seed in 0u64..1000, rows in 1usize..5, dim in 2usize..7) {
+    fn layer_norm_backward(seed in 0u64..1000, rows in 1usize..5, dim in 3usize..7) {
         let mut rng = StdRng::seed_from_u64(seed);
         let layer = layer_norm(&mut rng, dim);
         let x = random(&mut rng, rows, dim, 2.0);
