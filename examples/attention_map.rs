@@ -1,31 +1,35 @@
-//! One attention head of a CRATE model over the image patches, written as an SVG picture:
-//! the input image next to the class token's attention over its patches (the maps the CRATE
-//! authors show, where trained heads segment objects).
+//! One attention head of a trained CRATE model over the image patches, written as an SVG
+//! picture: the input image next to the class token's attention over its patches (the maps
+//! the CRATE authors show, where trained heads segment objects), each with a colour bar.
 //!
 //! `cargo run --release --example attention_map` (`--layer L`, `--head H`, `--index I` to
-//! pick the layer, head and digit image; `--plots DIR`, default `target/plots`)
+//! pick the layer, head and test image; `--epochs N`; `--plots DIR`, default `target/plots`)
 //!
-//! The model is small (32 × 32 images, patches of 4, dim 64, 4 layers, 4 heads) with the
-//! seeded reference initialization, not trained: the map shows the mechanics (which patches
-//! the class token attends to, rows summing to 1), not learned segmentation. The image is one
-//! of the built-in 8 × 8 handwritten digits, enlarged to 32 × 32 and repeated on 3 channels.
+//! The model is trained first, with cross-entropy on the built-in 8 × 8 digits (every fourth
+//! image held out; the drawn image is a test image): patches of 2 × 2 so that the map has
+//! 4 × 4 cells, width 64, 3 layers, 4 heads of 16.
 
 mod common;
 
 use mcr2::crate_layer::{CrateClassifier, CrateConfig};
-use ndarray::{Array2, Array4};
+use mcr2::train::{
+    AdamW, AdamWConfig, Objective, TrainConfig, TrainEvent, TrainProgress, WarmupCosine,
+    train_classifier,
+};
+use ndarray::{Array2, Axis};
 use plotters::prelude::*;
 use rand::{SeedableRng, rngs::StdRng};
 
-const ABOUT: &str = "One attention head of a CRATE model over the image patches, written as an SVG picture: the input image next to the class token's attention over its patches (the maps the CRATE authors show, where trained heads segment objects). The model here is seeded, not trained: its map shows the mechanism, not a learned segmentation.";
+const ABOUT: &str = "One attention head of a trained CRATE model over the image patches, written as an SVG picture with colour bars: a test digit next to the class token's attention over its 4 × 4 patches (the maps the CRATE authors show, where trained heads segment objects). The model (patches of 2 × 2, width 64, 3 layers, 4 heads) is first trained with cross-entropy on the training digits.";
 
 const FLAGS: &[(&str, &str)] = &[
     (
         "--layer L",
-        "layer whose attention is drawn, 1..=4 (default 4)",
+        "layer whose attention is drawn, 1..=3 (default 3)",
     ),
     ("--head H", "head, 0..4 (default 0)"),
-    ("--index I", "which digit image (default 0)"),
+    ("--index I", "which test image (default 0)"),
+    ("--epochs N", "training epochs (default 15)"),
     (
         "--plots DIR",
         "directory for the SVG plots (default target/plots)",
@@ -43,8 +47,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             None => default,
         })
     };
-    let config = CrateConfig::new(32, 4, 10, 64, 4, 4, 16);
-    let (layer, head, index) = (arg("--layer", 4)?, arg("--head", 0)?, arg("--index", 0)?);
+    let mut config = CrateConfig::new(8, 2, 10, 64, 3, 4, 16);
+    config.channels = 1;
+    let (layer, head, index) = (arg("--layer", 3)?, arg("--head", 0)?, arg("--index", 0)?);
+    let epochs = arg("--epochs", if common::quick() { 1 } else { 15 })?;
     if layer == 0 || layer > config.encoder.depth || head >= config.encoder.block.heads {
         return Err(format!(
             "--layer must be 1..={} and --head 0..{}",
@@ -52,27 +58,80 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         )
         .into());
     }
-    let digits = mcr2::data::digits()?;
-    let (pixels, labels) = (digits.pixels, digits.labels);
-    if index >= labels.n_samples() {
-        return Err(format!("--index must be below {}", labels.n_samples()).into());
+    let (train, test) = mcr2::data::digits()?.split()?;
+    if index >= test.labels.n_samples() {
+        return Err(format!("--index must be below {}", test.labels.n_samples()).into());
     }
-    // 8 × 8 digit (values 0..16) → 32 × 32, each pixel a 4 × 4 block, 3 channels
-    let image = Array4::<f64>::from_shape_fn((1, 3, 32, 32), |(_, _, y, x)| {
-        pixels[(index, (y / 4) * 8 + x / 4)] / 16.0
-    });
-    let model = CrateClassifier::<f64>::new(&config, &mut StdRng::seed_from_u64(0))?;
+    let (xtr, xte) = (
+        common::digit_images(&train.pixels),
+        common::digit_images(&test.pixels),
+    );
+    let mut model = CrateClassifier::<f32>::new(&config, &mut StdRng::seed_from_u64(0))?;
+    let steps = epochs * train.labels.n_samples().div_ceil(32);
+    let train_config = TrainConfig {
+        epochs: epochs.max(1),
+        batch_size: 32,
+        seed: 0,
+        schedule: WarmupCosine {
+            lr: 2e-3,
+            min_lr: 1e-5,
+            warmup_steps: steps / 20,
+            total_steps: steps,
+        },
+        clip_norm: Some(1.0),
+        objective: Objective::CrossEntropy {
+            label_smoothing: 0.1,
+        },
+    };
+    let mut optimizer =
+        AdamW::new(&model.parameters(), AdamWConfig::new(2e-3))?.with_reference_grouping();
+    train_classifier(
+        &mut model,
+        &mut optimizer,
+        &xtr,
+        &train.labels,
+        &train_config,
+        TrainProgress::default(),
+        |_| Ok(None),
+        |_: &TrainEvent| (),
+    )?;
+    let logits = model.forward(&xte)?;
+    let correct = logits
+        .axis_iter(Axis(0))
+        .zip(test.labels.iter())
+        .filter(|(r, y)| {
+            r.iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |b, (i, &v)| {
+                        if v > b.1 { (i, v) } else { b }
+                    },
+                )
+                .0
+                == *y
+        })
+        .count();
+    println!(
+        "trained {epochs} epochs: test accuracy {:.1}%",
+        100.0 * correct as f64 / test.labels.n_samples() as f64
+    );
+    let image = xte
+        .slice(ndarray::s![index..index + 1, .., .., ..])
+        .to_owned();
     let inspection = model.inspect(&image)?;
     let att = &inspection.layers[layer - 1].attention;
-    // the class token's attention over the 8 × 8 patches (token 0 is the class token)
-    let grid = 32 / 4;
-    let map = Array2::from_shape_fn((grid, grid), |(r, c)| att[(0, head, 0, 1 + r * grid + c)]);
-    let total: f64 = map.sum() + att[(0, head, 0, 0)];
+    // the class token's attention over the 4 × 4 patches (token 0 is the class token)
+    let grid = 4;
+    let map = Array2::from_shape_fn((grid, grid), |(r, c)| {
+        f64::from(att[(0, head, 0, 1 + r * grid + c)])
+    });
+    let own = f64::from(att[(0, head, 0, 0)]);
+    let total: f64 = map.sum() + own;
+    let digit = test.labels.to_vec()[index];
     println!(
-        "digit {} (image {index}), layer {layer}, head {head}: attention of the class token over \
-         its 64 patches (plus {:.3} on itself; row sum {total:.6})",
-        labels.to_vec()[index],
-        att[(0, head, 0, 0)]
+        "digit {digit} (test image {index}), layer {layer}, head {head}: attention of the class \
+         token over its 16 patches (plus {own:.3} on itself; row sum {total:.6})"
     );
     for row in map.rows() {
         println!(
@@ -85,13 +144,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let path = common::plots_dir()?.join("attention_map.svg");
-    let root = SVGBackend::new(&path, (680, 360)).into_drawing_area();
+    let root = SVGBackend::new(&path, (760, 360)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (left, right) = root.split_horizontally(340);
+    let (left, right) = root.split_horizontally(380);
     heatmap(
         &left,
-        &format!("digit {} (32 × 32)", labels.to_vec()[index]),
-        &Array2::from_shape_fn((32, 32), |(y, x)| image[(0, 0, y, x)]),
+        &format!("digit {digit} (8 × 8)"),
+        &Array2::from_shape_fn((8, 8), |(y, x)| f64::from(image[(0, 0, y, x)])),
     )?;
     heatmap(
         &right,
@@ -116,7 +175,9 @@ fn heatmap(
             (a.min(v), b.max(v))
         });
     let span = (hi - lo).max(1e-12);
-    let mut chart = ChartBuilder::on(area)
+    let (area, bar) = area.split_horizontally(300);
+    colour_bar(&bar, lo, hi)?;
+    let mut chart = ChartBuilder::on(&area)
         .caption(title, ("sans-serif", 16))
         .margin(10)
         .build_cartesian_2d(0..cols, 0..rows)?;
@@ -131,5 +192,36 @@ fn heatmap(
                 )
             }),
     )?;
+    Ok(())
+}
+
+/// A vertical grey scale from `lo` (white, bottom) to `hi` (black, top), labelled.
+fn colour_bar(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    lo: f64,
+    hi: f64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let steps = 32;
+    let mut chart = ChartBuilder::on(area)
+        .margin_top(40)
+        .margin_bottom(20)
+        .y_label_area_size(44)
+        .build_cartesian_2d(0..1, lo..hi.max(lo + 1e-12))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .disable_x_axis()
+        .y_labels(5)
+        .y_label_formatter(&|v| format!("{v:.2}"))
+        .draw()?;
+    let span = (hi - lo).max(1e-12);
+    chart.draw_series((0..steps).map(|i| {
+        let (a, b) = (
+            lo + span * i as f64 / steps as f64,
+            lo + span * (i + 1) as f64 / steps as f64,
+        );
+        let level = (255.0 * (1.0 - (i as f64 + 0.5) / steps as f64)) as u8;
+        Rectangle::new([(0, a), (1, b)], RGBColor(level, level, level).filled())
+    }))?;
     Ok(())
 }
