@@ -417,20 +417,7 @@ impl<T: Float> CrateClassifier<T> {
 
     /// Pooling and head on the encoder's output (b·n × dim).
     fn head(&self, z: ArrayView2<T>, n: usize) -> Array2<T> {
-        let b = z.nrows() / n;
-        let d = self.config.dim();
-        let mut pooled = Array2::<T>::zeros((b, d));
-        for (img, mut row) in pooled.rows_mut().into_iter().enumerate() {
-            match self.config.pooling {
-                Pooling::Cls => row.assign(&z.row(img * n)),
-                Pooling::Mean => {
-                    for t in 0..n {
-                        row += &z.row(img * n + t);
-                    }
-                    row.mapv_inplace(|v| v / T::from_usize(n));
-                }
-            }
-        }
+        let mut pooled = self.pool(z, z.nrows() / n, n);
         self.head_norm.apply_in_place(&mut pooled);
         self.head_linear.apply(pooled.view())
     }

@@ -118,7 +118,7 @@ impl<T: Float> CrateClassifier<T> {
     }
 
     /// The pooled tokens (b × dim): the class token or the mean over the tokens.
-    fn pool(&self, z: ArrayView2<T>, b: usize, n: usize) -> Array2<T> {
+    pub(crate) fn pool(&self, z: ArrayView2<T>, b: usize, n: usize) -> Array2<T> {
         let mut pooled = Array2::<T>::zeros((b, z.ncols()));
         for (img, mut row) in pooled.rows_mut().into_iter().enumerate() {
             match self.config.pooling {
