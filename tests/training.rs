@@ -475,6 +475,26 @@ fn training_inputs_are_checked() {
     let mut g = vec![ArrayD::from_elem(IxDyn(&[2]), f64::INFINITY)];
     assert!(clip_grad_norm(&mut g, 1.0).is_err());
     assert!(clip_grad_norm(&mut g, 0.0).is_err());
+    // a cache from an encoder of another depth
+    {
+        use mcr2::crate_layer::{CrateBlockConfig, CrateEncoder, CrateEncoderConfig};
+        use mcr2::rand::{SeedableRng, rngs::StdRng};
+        let block = CrateBlockConfig::new(4, 2, 2);
+        let mut rng = StdRng::seed_from_u64(0);
+        let deep =
+            CrateEncoder::<f64>::new(&CrateEncoderConfig { depth: 2, block }, &mut rng).unwrap();
+        let shallow =
+            CrateEncoder::<f64>::new(&CrateEncoderConfig { depth: 1, block }, &mut rng).unwrap();
+        let x = mcr2::ndarray::Array2::from_elem((3, 4), 0.5)
+            + mcr2::ndarray::array![[0.1, 0.2, 0.3, 0.4]];
+        let (y, cache) = deep.forward_train(x.view(), 3).unwrap();
+        let mut g: Vec<_> = shallow
+            .gradient_buffers()
+            .into_iter()
+            .map(|(_, g)| g)
+            .collect();
+        assert!(shallow.backward(&cache, y.view(), &mut g).is_err());
+    }
     // a checkpoint that is not one
     assert!(load_checkpoint::<f64>(b"not a checkpoint").is_err());
     let c = &cases()[0];

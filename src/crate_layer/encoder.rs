@@ -217,6 +217,13 @@ impl<T: Float> Trainable<T> for CrateEncoder<T> {
         grads: &mut [ArrayD<T>],
     ) -> Result<Array2<T>> {
         crate::nn::check_gradients(&self.parameters(), grads)?;
+        if cache.len() != self.blocks.len() {
+            return Err(Error::ShapeMismatch {
+                what: "encoder cache",
+                expected: format!("{} layers", self.blocks.len()),
+                got: format!("{}", cache.len()),
+            });
+        }
         let mut bounds = Vec::with_capacity(self.blocks.len());
         let mut rest: &mut [ArrayD<T>] = grads;
         for block in &self.blocks {

@@ -117,6 +117,9 @@ pub struct TrainProgress {
 /// schedule's learning rate, then calls `evaluate` and the observer, which may stop the run
 /// after any step or epoch. A non-finite loss or gradient stops the run with an error that
 /// names the step. Returns where the run stands (save it with [`save_checkpoint`] to resume).
+/// A run resumed from an epoch boundary continues bit for bit; one stopped inside an epoch
+/// resumes at the start of that epoch's shuffle with the step count (and so the schedule)
+/// where it stopped.
 #[allow(clippy::too_many_arguments)]
 pub fn train_classifier<T: Float, R: Flow>(
     model: &mut CrateClassifier<T>,
