@@ -16,7 +16,7 @@ use mcr2::train::{
     AdamW, AdamWConfig, Objective, TrainConfig, TrainEvent, TrainProgress, WarmupCosine,
     train_classifier,
 };
-use ndarray::{Array2, Axis};
+use ndarray::Array2;
 use plotters::prelude::*;
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -95,26 +95,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         |_| Ok(None),
         |_: &TrainEvent| (),
     )?;
-    let logits = model.forward(&xte)?;
-    let correct = logits
-        .axis_iter(Axis(0))
-        .zip(test.labels.iter())
-        .filter(|(r, y)| {
-            r.iter()
-                .enumerate()
-                .fold(
-                    (0, f32::NEG_INFINITY),
-                    |b, (i, &v)| {
-                        if v > b.1 { (i, v) } else { b }
-                    },
-                )
-                .0
-                == *y
-        })
-        .count();
     println!(
         "trained {epochs} epochs: test accuracy {:.1}%",
-        100.0 * correct as f64 / test.labels.n_samples() as f64
+        100.0 * common::test_accuracy(&model, &xte, &test.labels)?
     );
     let image = xte
         .slice(ndarray::s![index..index + 1, .., .., ..])

@@ -1,9 +1,7 @@
 //! Trains a small CRATE classifier on the built-in handwritten digits with cross-entropy.
 mod common;
 
-use mcr2::Labels;
 use mcr2::crate_layer::{CrateClassifier, CrateConfig};
-use mcr2::ndarray::{ArrayRef4, Axis};
 use mcr2::rand::{SeedableRng, rngs::StdRng};
 use mcr2::train::{
     AdamW, AdamWConfig, Objective, TrainConfig, TrainEvent, TrainProgress, WarmupCosine,
@@ -26,25 +24,6 @@ const FLAGS: &[(&str, &str)] = &[
 
 fn main() {
     common::main("train_crate_digits", ABOUT, FLAGS, run)
-}
-
-/// Fraction of images whose largest logit is their label.
-fn accuracy(model: &CrateClassifier<f32>, x: &ArrayRef4<f32>, y: &Labels) -> mcr2::Result<f64> {
-    let logits = model.forward(x)?;
-    let predicted: Vec<usize> = logits
-        .axis_iter(Axis(0))
-        .map(|r| {
-            r.iter()
-                .enumerate()
-                .fold(
-                    (0, f32::NEG_INFINITY),
-                    |b, (i, &v)| if v > b.1 { (i, v) } else { b },
-                )
-                .0
-        })
-        .collect();
-    let truth = y.to_vec();
-    Ok(predicted.iter().zip(&truth).filter(|(a, b)| a == b).count() as f64 / truth.len() as f64)
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -108,7 +87,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         &ytr,
         &train_config,
         TrainProgress::default(),
-        |m| accuracy(m, &xte, &yte).map(Some),
+        |m| common::test_accuracy(m, &xte, &yte).map(Some),
         |event: &TrainEvent| match *event {
             TrainEvent::Step { step, loss, .. } => {
                 if step == 0 || (step + 1) % 100 == 0 {
@@ -170,7 +149,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!("trained in {seconds:.1} s");
     println!(
         "test accuracy: {:.1}%",
-        100.0 * accuracy(&model, &xte, &yte)?
+        100.0 * common::test_accuracy(&model, &xte, &yte)?
     );
     Ok(())
 }

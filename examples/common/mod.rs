@@ -204,3 +204,17 @@ pub fn resident_mib() -> Option<f64> {
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
+
+/// Fraction of `images` whose most likely class (`top_k(.., 1)`) is their label.
+pub fn test_accuracy(
+    model: &mcr2::crate_layer::CrateClassifier<f32>,
+    images: &mcr2::ndarray::Array4<f32>,
+    labels: &mcr2::Labels,
+) -> mcr2::Result<f64> {
+    let predicted: Vec<usize> = model
+        .top_k(images, 1)?
+        .iter()
+        .map(|best| best[0].0)
+        .collect();
+    mcr2::metrics::accuracy(&predicted, labels)
+}
