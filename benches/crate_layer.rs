@@ -1,4 +1,4 @@
-//! CRATE block forward at the sizes of the PyTorch baseline: CRATE-T (dim 384, 6 heads × 64)
+//! CRATE block forward, and forward+backward, at the sizes of the PyTorch baseline: CRATE-T (dim 384, 6 heads × 64)
 //! and CRATE-S (dim 576, 12 heads × 48), 197 tokens, batch 1 and 32, f32 and f64; and the
 //! whole CRATE-T classifier on 8 images of 224 × 224.
 //!
@@ -8,7 +8,8 @@
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use mcr2::Float;
 use mcr2::crate_layer::{CrateBlock, CrateBlockConfig, CrateClassifier, CrateConfig};
-use ndarray::{Array3, Array4};
+use mcr2::nn::{Layer, Trainable};
+use ndarray::{Array2, Array3, Array4};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
 use std::hint::black_box;
@@ -37,6 +38,28 @@ fn bench_dtype<T: Float>(c: &mut Criterion, dtype: &str) {
             group.bench_function(BenchmarkId::new("forward", &id), |bench| {
                 bench.iter(|| black_box(block.forward_batch(black_box(&x)).unwrap()))
             });
+            // the baseline's `out.sum().backward()`: ∂/∂x and every parameter's gradient
+            // into fresh buffers, from an upstream gradient of ones
+            let tokens = x
+                .view()
+                .into_shape_with_order((b * 197, config.dim))
+                .unwrap();
+            let ones = Array2::<T>::ones(tokens.dim());
+            group.bench_function(
+                BenchmarkId::new("forward+backward (x, params)", &id),
+                |bench| {
+                    bench.iter(|| {
+                        let (_, cache) = block.forward_train(black_box(tokens), 197).unwrap();
+                        let mut grads: Vec<_> = block
+                            .gradient_buffers()
+                            .into_iter()
+                            .map(|(_, g)| g)
+                            .collect();
+                        let dx = block.backward(&cache, ones.view(), &mut grads).unwrap();
+                        black_box((dx, grads))
+                    })
+                },
+            );
         }
     }
     group.finish();
