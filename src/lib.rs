@@ -162,9 +162,10 @@ pub use float::Float;
 pub use labels::{Labels, Membership};
 pub use precision::Precision;
 pub use rate::{
-    RateReduction, RateStats, ReferenceLoss, ReferenceLossValue, class_coding_rate,
-    class_coding_rate_grad_membership, class_coding_rate_with_grad, coding_rate,
-    coding_rate_with_grad, rate_reduction, rate_reduction_with_grad, rate_reduction_with_grad_into,
+    Accumulate, FactorReport, FactorRoute, RateReduction, RateReport, RateStats, ReferenceLoss,
+    ReferenceLossValue, class_coding_rate, class_coding_rate_grad_membership,
+    class_coding_rate_with_grad, coding_rate, coding_rate_with_grad, rate_reduction,
+    rate_reduction_accumulated, rate_reduction_with_grad, rate_reduction_with_grad_into,
 };
 pub use validate::{DEFAULT_MEMORY_BUDGET, memory_budget, set_memory_budget};
 pub use workspace::release_workspace;

@@ -35,8 +35,12 @@ impl CrateEncoderConfig {
 pub struct LayerDiagnostics<T> {
     /// Compression of the layer's input as measured by the CRATE authors: per image,
     /// `½ Σ_heads logdet(I + p/(N ε²) Ŵ_kᵀŴ_k)` with ε² = 0.01, where Ŵ_k holds the head-k
-    /// projections of the LayerNormed tokens, each scaled to unit norm; mean over the batch.
+    /// projections of the LayerNormed tokens, each scaled to unit norm; mean over the batch
+    /// ([`head_coding_rate`](crate::rate::head_coding_rate)).
     pub compression: T,
+    /// The standard deviation of the compression over the batch (Bessel-corrected, as the
+    /// authors' `torch.std`; 0 for one image).
+    pub compression_std: T,
     /// Fraction of exactly-zero entries of the layer's output (ISTA), mean over the batch.
     pub sparsity: T,
 }
@@ -61,7 +65,7 @@ pub struct CrateEncoder<T: Float> {
 
 impl<T: Float> CrateEncoder<T> {
     /// ε² of the authors' compression measurement.
-    pub const MEASURE_EPS_SQ: f64 = 0.01;
+    pub const MEASURE_EPS_SQ: f64 = crate::rate::HEAD_CODING_RATE_EPS_SQ;
 
     /// `depth` blocks with the reference initialization.
     pub fn new<R: Rng + ?Sized>(config: &CrateEncoderConfig, rng: &mut R) -> Result<Self> {
@@ -146,25 +150,18 @@ pub(crate) fn measure<T: Float>(
 ) -> Result<LayerDiagnostics<T>> {
     let b = w.nrows() / n;
     let eps = Precision::from_eps_sq(CrateEncoder::<T>::MEASURE_EPS_SQ)?;
-    let p = block.mssa.dim_head;
-    let mut compression = T::zero();
-    for img in 0..b {
-        for head in 0..block.mssa.heads {
-            let mut wk: Array2<T> =
-                crate::linalg::block(w.view(), img * n..(img + 1) * n, head * p..(head + 1) * p)
-                    .to_owned();
-            for mut row in wk.rows_mut() {
-                let norm = row.dot(&row).sqrt();
-                if norm > T::zero() {
-                    row.mapv_inplace(|v| v / norm);
-                }
-            }
-            compression += crate::coding_rate(&wk, eps)?;
-        }
-    }
+    let projected =
+        w.into_shape_with_order((b, n, w.ncols()))
+            .map_err(|_| crate::Error::ShapeMismatch {
+                what: "projected tokens",
+                expected: format!("{b}·{n} rows"),
+                got: format!("{} rows", w.nrows()),
+            })?;
+    let compression = crate::rate::head_coding_rate(&projected, block.mssa.heads, eps)?;
     let zeros = out.iter().filter(|v| **v == T::zero()).count();
     Ok(LayerDiagnostics {
-        compression: compression / T::from_usize(b),
+        compression: compression.mean,
+        compression_std: compression.std,
         sparsity: T::from_usize(zeros) / T::from_usize(out.len()),
     })
 }

@@ -13,17 +13,34 @@
 //! reliability contract); with hard labels the per-class Gram matrices are formed once and
 //! their sum is the total Gram matrix.
 
+mod closed_loop;
+mod convention;
 pub(crate) mod engine;
 pub(crate) mod factor;
 mod gradient;
 pub(crate) mod gram;
+mod measure;
 mod membership_grad;
+mod numerics;
 mod reference;
+mod simdino;
 mod stats;
+mod views;
 
+pub use closed_loop::{
+    ClosedLoopClassRates, ClosedLoopRate, closed_loop_class_rates_with_grad,
+    closed_loop_rate_with_grad,
+};
+pub use convention::Convention;
+pub use measure::{HEAD_CODING_RATE_EPS_SQ, HeadCodingRate, head_coding_rate};
 pub use membership_grad::class_coding_rate_grad_membership;
+pub use numerics::{Accumulate, FactorReport, FactorRoute, RateReport, rate_reduction_accumulated};
 pub use reference::{ReferenceLoss, ReferenceLossValue};
+pub use simdino::{
+    Expansion, ExpansionOf, SimDinoGrads, SimDinoLoss, SimDinoValue, ViewCovariances,
+};
 pub use stats::RateStats;
+pub use views::{TotalCodingRate, TotalCodingRateValue, multi_view_rate_reduction, view_groups};
 
 use ndarray::{Array2, ArrayRef2};
 
