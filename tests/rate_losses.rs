@@ -8,10 +8,7 @@ use mcr2::rate::{
     ExpansionOf, SimDinoLoss, TotalCodingRate, ViewCovariances, closed_loop_class_rates_with_grad,
     closed_loop_rate_with_grad, head_coding_rate, multi_view_rate_reduction,
 };
-use mcr2::{
-    Accumulate, FactorRoute, Labels, Membership, Precision, RateStats, ReferenceLoss,
-    rate_reduction, rate_reduction_accumulated,
-};
+use mcr2::{FactorRoute, Labels, Precision, ReferenceLoss};
 use ndarray::{Array2, ArrayView2};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -399,4 +396,75 @@ fn f32_agrees_with_f64() {
         .loss;
     let b = loss.evaluate_with_grad(&w32, &w32[..2]).unwrap().0.loss;
     assert!(rel(b as f64, a) < 1e-5);
+}
+
+/// The CRATE authors' measurement from its formula: per sequence `½ Σ_k logdet(I_N + p/(N ε²)
+/// Ŵ_k Ŵ_kᵀ)` on the N × N side, then the mean and the Bessel-corrected deviation.
+#[test]
+fn head_coding_rate_matches_the_authors_formula() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let (b, n, heads, p) = (3, 7, 2, 4);
+    let w = ndarray::Array3::<f64>::from_shape_simple_fn((b, n, heads * p), || {
+        rng.sample(StandardNormal)
+    });
+    let eps = Precision::from_eps_sq(0.01).unwrap();
+    let m = head_coding_rate(&w, heads, eps).unwrap();
+    let mut want = Vec::new();
+    for s in 0..b {
+        let mut total = 0.0;
+        for k in 0..heads {
+            let mut wk = w.slice(ndarray::s![s, .., k * p..(k + 1) * p]).to_owned();
+            for mut row in wk.rows_mut() {
+                let norm = row.dot(&row).sqrt();
+                row.mapv_inplace(|v| v / norm);
+            }
+            // logdet(I_N + c Ŵ Ŵᵀ) is logdet(I + c XᵀX) with X = Ŵᵀ
+            total += 0.5 * logdet_identity_plus(&wk.t().to_owned(), p as f64 / (n as f64 * 0.01));
+        }
+        want.push(total);
+    }
+    let mean = want.iter().sum::<f64>() / b as f64;
+    let std = (want.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (b - 1) as f64).sqrt();
+    for (g, w) in m.per_sequence.iter().zip(&want) {
+        assert!(rel(*g, *w) < 1e-12);
+    }
+    assert!(rel(m.mean, mean) < 1e-12 && rel(m.std, std) < 1e-10);
+    assert!(head_coding_rate(&w, 3, eps).is_err()); // 8 columns do not split into 3 heads
+}
+
+/// Bad input is an error, never a panic or NaN.
+#[test]
+fn bad_inputs_are_errors() {
+    let eps = Precision::from_eps_sq(0.5).unwrap();
+    let a = Array2::<f64>::from_shape_fn((4, 3), |(i, j)| (i + j) as f64 + 1.0);
+    let b = Array2::<f64>::from_shape_fn((4, 2), |(i, j)| (i * j) as f64 + 1.0);
+    let mut nan = a.clone();
+    nan[(1, 1)] = f64::NAN;
+    let zero = Array2::<f64>::zeros((4, 3));
+    let tcr = TotalCodingRate::new(eps, 1.0).unwrap();
+    assert!(TotalCodingRate::new(eps, -1.0).is_err());
+    assert!(TotalCodingRate::new(eps, f64::NAN).is_err());
+    assert!(tcr.evaluate::<f64>(&[]).is_err());
+    assert!(tcr.evaluate(&[a.view(), b.view()]).is_err());
+    assert!(tcr.evaluate(&[a.view(), nan.view()]).is_err());
+    assert!(tcr.evaluate(&[zero.view(), zero.view()]).is_err());
+    assert!(multi_view_rate_reduction(&[a.view(), b.view()], eps).is_err());
+    assert!(closed_loop_rate_with_grad(&a, &b, eps).is_err());
+    assert!(closed_loop_rate_with_grad(&a, &nan, eps).is_err());
+    let labels = Labels::new(&[0, 1, 0], 2).unwrap();
+    assert!(closed_loop_class_rates_with_grad(&a, &a, &labels, eps).is_err());
+    let loss = SimDinoLoss::default();
+    // more teacher than student views; a single pair of the same view; bad eps
+    assert!(loss.evaluate_with_grad(&[a.view()], &[a.view(), a.view()]).is_err());
+    assert!(loss.evaluate_with_grad(&[a.view()], &[a.view()]).is_err());
+    let bad = SimDinoLoss { eps: 0.0, ..SimDinoLoss::default() };
+    assert!(bad.evaluate_with_grad(&[a.view(), a.view()], &[a.view()]).is_err());
+    let mut stats = ViewCovariances::<f64>::new(3, 2).unwrap();
+    assert!(stats.expansion(0.05).is_err()); // empty
+    assert!(stats.push(&[a.view()]).is_err()); // one view of two
+    assert!(stats.push(&[a.view(), nan.view()]).is_err());
+    assert!(ViewCovariances::<f64>::new(0, 2).is_err());
+    assert!(mcr2::rate::Convention::Paper { eps: -1.0 }.coding_rate(&a).is_err());
+    assert!(mcr2::rate::Convention::simdino(0.05).loss().is_err());
+    assert!(mcr2::rate::view_groups(0, 3).is_err());
 }

@@ -196,3 +196,26 @@ fn reference_loss_with_trace_offset_matches_code_values() {
     }
     println!("worst relative error, code convention: {worst:e}");
 }
+
+/// The mcr2 reference preset (its `eps` is ε², γ₁ = γ₂ = 1, trace offset 1e-8) reproduces
+/// the `code` values: R, Rc and ΔR with hard and soft memberships.
+#[test]
+fn mcr2_reference_preset_reproduces_code_values() {
+    use mcr2::rate::Convention;
+    for c in cases() {
+        let preset = Convention::mcr2_reference(c.eps.eps_sq());
+        assert_eq!(preset.precision().unwrap(), c.eps);
+        let loss = preset.loss().unwrap();
+        for (m, kind) in [
+            (Membership::hard(&c.labels, c.k).unwrap(), "hard"),
+            (Membership::soft(c.pi.clone()).unwrap(), "soft"),
+        ] {
+            let val = loss.evaluate(&c.z, &m).unwrap();
+            let e1 = rel(val.rc, v(&c, &["code", &format!("Rc_{kind}")]));
+            let e2 = rel(-val.loss, v(&c, &["code", &format!("DeltaR_{kind}")]));
+            assert!(e1 < 1e-10 && e2 < 1e-10, "{} {kind}: {e1:e} {e2:e}", c.name);
+        }
+        let r = preset.coding_rate(&c.z).unwrap();
+        assert!(rel(r, v(&c, &["R"])) < 1e-10, "{}", c.name);
+    }
+}

@@ -8,8 +8,10 @@
 //! `a·‖G‖` nears 1/u the computed matrix may have eigenvalues below zero and Cholesky fails.
 //! The crate's one-shot rates then take the singular values of the rows (`factor.rs`); where
 //! only the Gram matrix is known ([`RateStats`](crate::RateStats), SimDINO's covariances),
-//! [`factor_gram`] falls back to the eigenvalues of `I + a·G` and raises every eigenvalue
-//! below 1 (the exact lower bound) to 1, counting them in the report.
+//! [`factor_gram`] falls back to the eigenvalues of `I + a·G`: those below the round-off
+//! floor `max(1, dim·u·λ_max)` are noise around the exact value 1 (the spectrum is ≥ 1, and
+//! exactly 1 in the null space of a rank-deficient G), so they are set to 1 and counted in
+//! the report.
 
 use ndarray::{Array1, Array2, ArrayRef2};
 
@@ -19,10 +21,10 @@ use crate::{Error, Float, Membership, Precision, Result};
 
 /// Where an evaluation of the rates accumulates its Gram matrices and factors them.
 ///
-/// Measured (`tests/rate_losses.rs`, features of norm 30, ε = 0.01, n_j < d): f32 input
-/// evaluated in f32 loses about four digits of ΔR (relative error ≈ 1e-4); accumulated
-/// in f64 it agrees with the f64 evaluation of the same values to 1e-12 or better.
-/// [`Accumulate::F64`] is the default.
+/// Measured (`tests/rate_numerics.rs`, features of norm 30, ε = 0.01, n_j < d): f32 input
+/// evaluated in f32 is accurate to f32's own precision only (relative error 3.7e-8 in R,
+/// Rc and ΔR, nine digits short of f64); accumulated in f64 it gives the f64 evaluation of
+/// the same values exactly. [`Accumulate::F64`] is the default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Accumulate {
@@ -39,7 +41,8 @@ pub enum Accumulate {
 pub enum FactorRoute {
     /// Cholesky `L Lᵀ` succeeded: `logdet = 2 Σ ln L_ii`.
     Cholesky,
-    /// Cholesky failed; from the eigenvalues of `I + a·G`, those below 1 raised to 1.
+    /// Cholesky failed; from the eigenvalues of `I + a·G`, those below the round-off floor
+    /// `max(1, dim·u·λ_max)` set to 1.
     Eigen,
 }
 
@@ -49,8 +52,8 @@ pub enum FactorRoute {
 pub struct FactorReport {
     /// The route taken.
     pub route: FactorRoute,
-    /// Eigenvalues below 1 (round-off: the spectrum of `I + a·G` is ≥ 1 for a positive
-    /// semi-definite G) raised to 1; always 0 on the Cholesky route.
+    /// Eigenvalues below the round-off floor `max(1, dim·u·λ_max)` (noise around the exact
+    /// value 1 of the null space of G) set to 1; always 0 on the Cholesky route.
     pub clamped: usize,
     /// The smallest eigenvalue of the computed `I + a·G` (before any clamping), when asked
     /// for, and always on the eigenvalue route.
@@ -114,7 +117,7 @@ impl<T: Float> GramFactor<T> {
 }
 
 /// Factors `A = I + a·gram`: by Cholesky, or should it fail, from the eigenvalues of A with
-/// those below 1 raised to 1 (never an error for a finite matrix, never NaN). With
+/// those below the round-off floor set to 1 (never an error for a finite matrix, never NaN). With
 /// `min_eigenvalue`, the report carries A's smallest eigenvalue on either route.
 pub(crate) fn factor_gram<T: Float>(
     gram: &Array2<T>,
@@ -158,9 +161,10 @@ pub(crate) fn factor_gram<T: Float>(
             let min = values
                 .iter()
                 .fold(f64::INFINITY, |lo, &v| lo.min(v.as_f64()));
+            let floor = round_off_floor::<T>(&values);
             let mut clamped = 0;
             for v in values.iter_mut() {
-                if *v < T::one() {
+                if v.as_f64() < floor {
                     *v = T::one();
                     clamped += 1;
                 }
@@ -173,6 +177,15 @@ pub(crate) fn factor_gram<T: Float>(
             Ok((GramFactor::Eigen { values, vectors }, report))
         }
     }
+}
+
+/// `max(1, dim·u·λ_max)`: eigenvalues of the computed `I + a·G` below it are round-off
+/// (the errors of forming and decomposing A are about `u·λ_max` in every eigenvalue, and the
+/// exact spectrum is ≥ 1); they are taken to be 1, the exact value in the null space of G.
+fn round_off_floor<T: Float>(values: &Array1<T>) -> f64 {
+    let largest = values.iter().fold(0.0f64, |m, &v| m.max(v.as_f64().abs()));
+    let u = T::epsilon().as_f64() / 2.0;
+    (values.len() as f64 * u * largest).max(1.0)
 }
 
 /// `Z` widened to f64 (exact for f32 and f64 input).
