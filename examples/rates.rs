@@ -4,10 +4,12 @@
 //!
 //! Prints R, Rc and ΔR of the pixel vectors (each scaled to unit norm) under the true labels
 //! and under shuffled labels, the per-class terms, the same from streamed statistics, and the
-//! size of the gradient of ΔR. `--quick` uses the first 500 images.
+//! size of the gradient of ΔR, and the coding rate and loss under each reference's
+//! conventions (`rate::Convention`). `--quick` uses the first 500 images.
 
 mod common;
 
+use mcr2::rate::Convention;
 use mcr2::{Membership, Precision, RateStats, rate_reduction, rate_reduction_with_grad};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 
@@ -73,5 +75,25 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (_, grad) = rate_reduction_with_grad(&x, &truth, eps)?;
     let norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
     println!("‖∂ΔR/∂Z‖_F = {norm:.6}");
+
+    // the same `eps = 0.5` argument under each reference's conventions
+    println!(
+        "
+the argument `eps = 0.5` under each preset (rate::Convention):"
+    );
+    for (name, preset) in [
+        ("papers (ε = 0.5)", Convention::Paper { eps: 0.5 }),
+        ("mcr2 reference (eps = ε²)", Convention::mcr2_reference(0.5)),
+        ("SimDINO (eps = ε², N = 1)", Convention::simdino(0.5)),
+    ] {
+        let r = preset.coding_rate(&x)?;
+        match preset.loss() {
+            Ok(loss) => {
+                let v = loss.evaluate(&x, &truth)?;
+                println!("  {name:<27} R = {r:.6}  loss = {:.6}", v.loss);
+            }
+            Err(_) => println!("  {name:<27} R = {r:.6}  (expansion term; no class loss)"),
+        }
+    }
     Ok(())
 }

@@ -455,16 +455,29 @@ fn bad_inputs_are_errors() {
     assert!(closed_loop_class_rates_with_grad(&a, &a, &labels, eps).is_err());
     let loss = SimDinoLoss::default();
     // more teacher than student views; a single pair of the same view; bad eps
-    assert!(loss.evaluate_with_grad(&[a.view()], &[a.view(), a.view()]).is_err());
+    assert!(
+        loss.evaluate_with_grad(&[a.view()], &[a.view(), a.view()])
+            .is_err()
+    );
     assert!(loss.evaluate_with_grad(&[a.view()], &[a.view()]).is_err());
-    let bad = SimDinoLoss { eps: 0.0, ..SimDinoLoss::default() };
-    assert!(bad.evaluate_with_grad(&[a.view(), a.view()], &[a.view()]).is_err());
+    let bad = SimDinoLoss {
+        eps: 0.0,
+        ..SimDinoLoss::default()
+    };
+    assert!(
+        bad.evaluate_with_grad(&[a.view(), a.view()], &[a.view()])
+            .is_err()
+    );
     let mut stats = ViewCovariances::<f64>::new(3, 2).unwrap();
     assert!(stats.expansion(0.05).is_err()); // empty
     assert!(stats.push(&[a.view()]).is_err()); // one view of two
     assert!(stats.push(&[a.view(), nan.view()]).is_err());
     assert!(ViewCovariances::<f64>::new(0, 2).is_err());
-    assert!(mcr2::rate::Convention::Paper { eps: -1.0 }.coding_rate(&a).is_err());
+    assert!(
+        mcr2::rate::Convention::Paper { eps: -1.0 }
+            .coding_rate(&a)
+            .is_err()
+    );
     assert!(mcr2::rate::Convention::simdino(0.05).loss().is_err());
     assert!(mcr2::rate::view_groups(0, 3).is_err());
 }

@@ -105,9 +105,12 @@ pub fn line_chart(
     let (lo, hi) = series
         .iter()
         .flat_map(|(_, v)| v.iter().copied())
+        .filter(|v| v.is_finite())
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
             (a.min(v), b.max(v))
         });
+    // no finite value (an empty series): an empty chart on [0, 1]
+    let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 1.0) };
     let pad = ((hi - lo) * 0.05).max(1e-9);
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
