@@ -12,6 +12,18 @@
 //! conditioned data of large norm), from the singular values of the rows (see the crate's
 //! reliability contract); with hard labels the per-class Gram matrices are formed once and
 //! their sum is the total Gram matrix.
+//!
+//! The rate-reduction loss family, each with its gradient:
+//!
+//! | item | formula | reference |
+//! |---|---|---|
+//! | [`TotalCodingRate`] | `(1/V) Σ_v R(Z_v) + λ (1/(V n)) Σ_{v,i} cos(z_{v,i}, z̄_i)` | EMP-SSL, arXiv 2304.03977 |
+//! | [`multi_view_rate_reduction`], [`ReferenceLoss::evaluate_views`] | ΔR of the stacked views, the views of sample i forming class i | Yu et al. 2020 (self-supervised), `train_selfsup.py` |
+//! | [`SimDinoLoss`], [`ViewCovariances`] | `−coeff·C − γ (1/V) Σ_v ½ logdet(I + p/(mNε²) Σ_v)` | SimDINO, arXiv 2502.10385 |
+//! | [`closed_loop_rate_with_grad`], [`closed_loop_class_rates_with_grad`] | `R(Z ∪ Ẑ) − ½(R(Z) + R(Ẑ))`, total and per class | CTRL, arXiv 2111.06636 |
+//! | [`head_coding_rate`] | `½ Σ_k logdet(I + p/(Nε²) Ŵ_k Ŵ_kᵀ)` on unit tokens, mean and std | CRATE `vis_utils` |
+//! | [`Convention`] | each reference's `eps`, γ₁, trace offset and scaling | |
+//! | [`Accumulate`], [`RateStats::report`] | f64 accumulation of f32 input; the eigenvalue fallback | |
 
 mod closed_loop;
 mod convention;
