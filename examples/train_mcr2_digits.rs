@@ -35,7 +35,8 @@ fn main() {
     common::main("train_mcr2_digits", ABOUT, FLAGS, run)
 }
 
-/// The class tokens after the encoder (n × dim), in batches.
+/// The class tokens after the encoder (n × dim), in batches, each scaled to unit norm as the
+/// MCR² loss sees them.
 fn features(model: &CrateClassifier<f32>, x: &Array4<f32>) -> mcr2::Result<Array2<f32>> {
     let mut rows = Vec::new();
     for start in (0..x.dim().0).step_by(256) {
@@ -45,7 +46,12 @@ fn features(model: &CrateClassifier<f32>, x: &Array4<f32>) -> mcr2::Result<Array
         rows.push(cache.class_tokens());
     }
     let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
-    Ok(mcr2::ndarray::concatenate(mcr2::ndarray::Axis(0), &views).expect("same width"))
+    let mut z = mcr2::ndarray::concatenate(mcr2::ndarray::Axis(0), &views).expect("same width");
+    for mut row in z.rows_mut() {
+        let norm = row.dot(&row).sqrt().max(mcr2::train::NORMALIZE_EPS as f32);
+        row.mapv_inplace(|v| v / norm);
+    }
+    Ok(z)
 }
 
 /// Nearest-subspace accuracy on the test features, subspaces fitted to the training

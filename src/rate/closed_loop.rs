@@ -34,7 +34,7 @@ pub struct ClosedLoopRate<T> {
 /// use mcr2::rate::closed_loop_rate_with_grad;
 /// use mcr2::Precision;
 /// use ndarray::array;
-/// let z = array![[1.0, 0.0], [1.0, 0.0]];
+/// let z = array![[1.0f64, 0.0], [1.0, 0.0]];
 /// // Ẑ = Z: the union codes like either set, ΔR = 0 (rows of Z are duplicated, R unchanged)
 /// let (v, gz, gzh) = closed_loop_rate_with_grad(&z, &z, Precision::from_eps_sq(0.5)?)?;
 /// assert!(v.delta_r.abs() < 1e-15);

@@ -22,9 +22,9 @@ use crate::{Float, Membership, Precision, Result};
 /// // the mcr2 reference's `eps = 0.5` is ε² = 0.5: R = ln 5 (REFERENCE.md §2.3)
 /// let r = Convention::mcr2_reference(0.5).coding_rate(&z)?;
 /// assert!((r - 5f64.ln()).abs() < 1e-14);
-/// // the papers' ε = 0.5 is ε² = 0.25
+/// // the papers' ε = 0.5 is ε² = 0.25: a = d/(nε²) = 3, ZᵀZ = diag(2, 1, 1)
 /// let r = Convention::Paper { eps: 0.5 }.coding_rate(&z)?;
-/// assert!((r - 0.5 * (9f64.ln() + 4f64.ln())).abs() < 1e-14);
+/// assert!((r - 0.5 * (7f64.ln() + 2.0 * 4f64.ln())).abs() < 1e-14);
 /// # Ok::<(), mcr2::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -236,8 +236,8 @@ impl SimDinoLoss {
     /// ```
     /// use mcr2::rate::SimDinoLoss;
     /// use ndarray::array;
-    /// let s = array![[1.0, 0.0], [0.0, 1.0]];
-    /// let t = array![[1.0, 0.0], [0.0, 1.0]];
+    /// let s = array![[1.0f64, 0.0], [0.0, 1.0]];
+    /// let t = array![[1.0f64, 0.0], [0.0, 1.0]];
     /// let (v, ds, dt) = SimDinoLoss::default()
     ///     .evaluate_with_grad(&[s.view(), s.view()], &[t.view(), t.view()])?;
     /// assert!((v.compression - 1.0).abs() < 1e-15); // every off-diagonal pair agrees

@@ -58,7 +58,7 @@ pub struct TotalCodingRateValue<T> {
 /// use mcr2::rate::TotalCodingRate;
 /// use mcr2::Precision;
 /// use ndarray::array;
-/// let a = array![[1.0, 0.0], [0.0, 1.0]];
+/// let a = array![[1.0f64, 0.0], [0.0, 1.0]];
 /// let objective = TotalCodingRate::new(Precision::from_eps_sq(0.5)?, 2.0)?;
 /// // two identical views: every cosine is 1, and R(Z) = ln 3 for each
 /// let (v, grads) = objective.evaluate_with_grad(&[a.view(), a.view()])?;
@@ -217,7 +217,7 @@ fn split<T: Float>(g: Array2<T>, views: usize) -> Vec<Array2<T>> {
 /// use mcr2::rate::multi_view_rate_reduction;
 /// use mcr2::Precision;
 /// use ndarray::array;
-/// let a = array![[1.0, 0.0], [0.0, 1.0]];
+/// let a = array![[1.0f64, 0.0], [0.0, 1.0]];
 /// // identical views: each class is one point, compressed to a single direction
 /// let (rr, grads) = multi_view_rate_reduction(&[a.view(), a.view()], Precision::from_eps_sq(0.5)?)?;
 /// assert!((rr.r - 3f64.ln()).abs() < 1e-14);
