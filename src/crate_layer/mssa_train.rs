@@ -23,7 +23,8 @@ use crate::{Float, Result};
 
 /// What [`Mssa`]'s backward needs, for m = b·n tokens: the input X (m × dim), the projected
 /// tokens W and the head outputs O (m × heads·dim_head each) and the attention maps
-/// (b·heads × n × n): `m·(dim + 2·heads·dim_head) + b·heads·n²` values.
+/// (b·heads × n × n): `m·(dim + 2·heads·dim_head) + b·heads·n²` values. The backward
+/// allocates as much again for the maps' gradients while it runs.
 #[derive(Debug, Clone)]
 pub struct MssaCache<T> {
     x: Array2<T>,
@@ -31,6 +32,54 @@ pub struct MssaCache<T> {
     o: Array2<T>,
     attention: Array3<T>,
     n: usize,
+}
+
+/// Runs `task(sequence, head, attention map of that pair, rows of that sequence)` for every
+/// (sequence, head) pair: `maps` is b·heads × n × n, `rows` b·n × width (each task writes its
+/// own maps and its own rows' head columns). With the `parallel` feature, one task per thread
+/// over the sequences (or, for one sequence, over the heads), each product on its thread.
+fn for_each_head<T: Float>(
+    heads: usize,
+    p: usize,
+    n: usize,
+    maps: &mut ndarray::Array3<T>,
+    rows: &mut Array2<T>,
+    task: impl Fn(usize, usize, ndarray::ArrayViewMut2<T>, ndarray::ArrayViewMut2<T>) + Sync + Send,
+) {
+    let b = rows.nrows() / n;
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        if b > 1 {
+            maps.axis_chunks_iter_mut(Axis(0), heads)
+                .into_par_iter()
+                .zip(rows.axis_chunks_iter_mut(Axis(0), n).into_par_iter())
+                .enumerate()
+                .for_each(|(sq, (mut ms, mut rs))| {
+                    crate::linalg::clear_upper_simd_state();
+                    for k in 0..heads {
+                        let cols = rs.slice_mut(s![.., k * p..(k + 1) * p]);
+                        task(sq, k, ms.index_axis_mut(Axis(0), k), cols);
+                    }
+                });
+        } else {
+            maps.axis_iter_mut(Axis(0))
+                .into_par_iter()
+                .zip(rows.axis_chunks_iter_mut(Axis(1), p).into_par_iter())
+                .enumerate()
+                .for_each(|(k, (m, cols))| {
+                    crate::linalg::clear_upper_simd_state();
+                    task(0, k, m, cols)
+                });
+        }
+    }
+    #[cfg(not(feature = "parallel"))]
+    for sq in 0..b {
+        for k in 0..heads {
+            let cols = rows.slice_mut(s![sq * n..(sq + 1) * n, k * p..(k + 1) * p]);
+            task(sq, k, maps.index_axis_mut(Axis(0), sq * heads + k), cols);
+        }
+    }
 }
 
 impl<T: Float> Mssa<T> {
@@ -41,16 +90,19 @@ impl<T: Float> Mssa<T> {
         let scale = T::from_f64(self.scale);
         let mut attention = Array3::<T>::zeros((b * self.heads, n, n));
         let mut o = Array2::<T>::zeros((m, inner));
-        for sq in 0..b {
-            for k in 0..self.heads {
+        for_each_head(
+            self.heads,
+            p,
+            n,
+            &mut attention,
+            &mut o,
+            |sq, k, mut a, ok| {
                 let wk = w.slice(s![sq * n..(sq + 1) * n, k * p..(k + 1) * p]);
-                let mut a = attention.index_axis_mut(Axis(0), sq * self.heads + k);
-                crate::linalg::gemm(scale, wk, wk.t(), false, a.view_mut(), true);
+                crate::linalg::gemm(scale, wk, wk.t(), false, a.view_mut(), false);
                 softmax_rows_in_place(a.view_mut());
-                let ok = o.slice_mut(s![sq * n..(sq + 1) * n, k * p..(k + 1) * p]);
-                crate::linalg::gemm(T::one(), a.view(), wk, false, ok, true);
-            }
-        }
+                crate::linalg::gemm(T::one(), a.view(), wk, false, ok, false);
+            },
+        );
         (attention, o)
     }
 }
@@ -148,28 +200,33 @@ impl<T: Float> Mssa<T> {
         let p = self.dim_head;
         let scale = T::from_f64(self.scale);
         let mut dw = Array2::<T>::zeros((m, inner));
-        let mut ds = Array2::<T>::zeros((n, n));
-        for sq in 0..m / n {
-            for k in 0..self.heads {
+        // dS_k, one n × n map per (sequence, head), written by that pair's task
+        let mut ds_all = Array3::<T>::zeros(cache.attention.raw_dim());
+        for_each_head(
+            self.heads,
+            p,
+            n,
+            &mut ds_all,
+            &mut dw,
+            |sq, k, mut ds, mut dwk| {
                 let rows = sq * n..(sq + 1) * n;
                 let cols = k * p..(k + 1) * p;
                 let wk = cache.w.slice(s![rows.clone(), cols.clone()]);
-                let dok = d_o.slice(s![rows.clone(), cols.clone()]);
+                let dok = d_o.slice(s![rows, cols]);
                 let a = cache.attention.index_axis(Axis(0), sq * self.heads + k);
                 // dA = dO_k W_kᵀ, then the softmax's backward in place
-                crate::linalg::gemm(T::one(), dok, wk.t(), false, ds.view_mut(), true);
+                crate::linalg::gemm(T::one(), dok, wk.t(), false, ds.view_mut(), false);
                 for (mut dr, ar) in ds.rows_mut().into_iter().zip(a.rows()) {
                     let dot = dr.iter().zip(ar).map(|(&d, &a)| d * a).sum::<T>();
                     ndarray::Zip::from(&mut dr)
                         .and(&ar)
                         .for_each(|d, &a| *d = a * (*d - dot));
                 }
-                let mut dwk = dw.slice_mut(s![rows, cols]);
-                crate::linalg::gemm(T::one(), a.t(), dok, true, dwk.view_mut(), true);
-                crate::linalg::gemm(scale, ds.view(), wk, true, dwk.view_mut(), true);
-                crate::linalg::gemm(scale, ds.t(), wk, true, dwk, true);
-            }
-        }
+                crate::linalg::gemm(T::one(), a.t(), dok, true, dwk.view_mut(), false);
+                crate::linalg::gemm(scale, ds.view(), wk, true, dwk.view_mut(), false);
+                crate::linalg::gemm(scale, ds.t(), wk, true, dwk, false);
+            },
+        );
         dw
     }
 }
