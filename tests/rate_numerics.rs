@@ -184,6 +184,30 @@ fn retract_push_and_sum() {
             before.rate_reduction(eps).unwrap().delta_r
         ) < 1e-12
     );
+    // retracting every sample of class 0 empties it exactly: the rates of the rest
+    let class0: Vec<usize> = labels.members(0).collect();
+    let rest: Vec<usize> = (0..40).filter(|i| labels.to_vec()[*i] != 0).collect();
+    let mut emptied = before.clone();
+    emptied
+        .retract(
+            &z.select(ndarray::Axis(0), &class0),
+            &labels.select(&class0).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(emptied.class_weights()[0], 0.0);
+    assert!(emptied.gram(0).unwrap().iter().all(|&v| v == 0.0));
+    let mut fresh = RateStats::<f64>::new(6, 3).unwrap();
+    fresh
+        .push(
+            &z.select(ndarray::Axis(0), &rest),
+            &labels.select(&rest).unwrap(),
+        )
+        .unwrap();
+    let (a, b) = (
+        emptied.rate_reduction(eps).unwrap(),
+        fresh.rate_reduction(eps).unwrap(),
+    );
+    assert!(rel(a.delta_r, b.delta_r) < 1e-12 && a.class_terms[0] == 0.0);
     // more than held
     let mut small = RateStats::<f64>::new(6, 3).unwrap();
     assert!(small.retract(&chunk, &chunk_labels).is_err());

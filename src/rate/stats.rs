@@ -64,6 +64,9 @@ pub struct RateStats<T: Float> {
     mismatched: bool,
 }
 
+/// The class weight at or below which a retraction leaves a class empty.
+const RETRACTED_EMPTY: f64 = 1e-9;
+
 impl<T: Float> RateStats<T> {
     /// Empty statistics for features of dimension `dim` and `classes` classes: `classes`
     /// Gram matrices of dim × dim, refused with [`Error::TooLarge`] past the memory budget.
@@ -108,7 +111,9 @@ impl<T: Float> RateStats<T> {
     /// Subtracts a chunk pushed before (same rows, same membership): a sliding window pushes
     /// the newest chunk and retracts the oldest. Errors when more samples would be retracted
     /// than were pushed. `retract` then `push` of the same chunk restores the statistics up to
-    /// rounding (1e-12 relative in f64, measured in `tests/rate_losses.rs`).
+    /// rounding (1e-12 relative in f64, measured in `tests/rate_numerics.rs`). A class whose
+    /// weight falls to 10⁻⁹ or below is emptied exactly (weight and Gram matrix 0): what
+    /// remains of it is rounding.
     pub fn retract(&mut self, z: &ArrayRef2<T>, labels: &Labels) -> Result<()> {
         self.check_labels(labels)?;
         self.retract_membership(z, &Membership::from(labels.clone()))
@@ -164,8 +169,12 @@ impl<T: Float> RateStats<T> {
                 self.grams[j] -= &g;
             }
             symmetrize_from_lower(self.grams[j].view_mut());
+            self.traces[j] += sign * rows.trace;
             // a class emptied by retraction is exactly empty again
-            self.traces[j] = (self.traces[j] + sign * rows.trace).max(0.0);
+            if sign < 0.0 && self.traces[j] <= RETRACTED_EMPTY {
+                self.traces[j] = 0.0;
+                self.grams[j].fill(T::zero());
+            }
         }
         self.n = n;
         Ok(())
