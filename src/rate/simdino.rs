@@ -26,7 +26,6 @@ use crate::{Error, Float, Result};
 /// The summed covariances `Σ_v = Z_vᵀZ_v` (p × p) of V views, and the number of samples per
 /// view they hold: the statistics of SimDINO's expansion term.
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ViewCovariances<T> {
     dim: usize,
     samples: usize,

@@ -104,6 +104,8 @@ impl TotalCodingRate {
         &self,
         views: &[ArrayView2<T>],
     ) -> Result<(TotalCodingRateValue<T>, Vec<Array2<T>>)> {
+        // also for a value read back by serde, which bypasses `new`
+        crate::validate::finite_non_negative("lambda", self.lambda)?;
         let (n, _) = check_views("views", views)?;
         let v_count = T::from_usize(views.len());
         let mut rate = T::zero();
