@@ -276,21 +276,13 @@ pub(crate) fn check_step_gradients<T: Float>(
     grads: &[ArrayD<T>],
     step: u64,
 ) -> Result<()> {
-    if grads.len() != state.len() {
-        return Err(Error::ShapeMismatch {
-            what: "gradients",
-            expected: format!("{} arrays", state.len()),
-            got: format!("{}", grads.len()),
-        });
-    }
-    for ((g, s), name) in grads.iter().zip(state).zip(names) {
-        if g.shape() != s.shape() {
-            return Err(Error::ShapeMismatch {
-                what: "gradient",
-                expected: format!("{name}: {:?}", s.shape()),
-                got: format!("{:?}", g.shape()),
-            });
-        }
+    let shapes: Vec<(String, ndarray::ArrayViewD<'_, T>)> = names
+        .iter()
+        .zip(state)
+        .map(|(n, s)| (n.clone(), s.view()))
+        .collect();
+    crate::nn::check_gradients(&shapes, grads)?;
+    for (g, name) in grads.iter().zip(names) {
         if g.iter().any(|v| !v.is_finite()) {
             return Err(Error::InvalidWeights {
                 name: name.clone(),
