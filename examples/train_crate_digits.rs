@@ -118,19 +118,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let seconds = started.elapsed().as_secs_f64();
 
     let dir = common::plots_dir()?;
-    common::line_chart(
-        &dir.join("train_crate_digits_loss.svg"),
-        "training loss per epoch (cross-entropy, label smoothing 0.1)",
-        "epoch",
-        "loss",
-        &[("loss".into(), losses)],
-    )?;
-    common::line_chart(
-        &dir.join("train_crate_digits_accuracy.svg"),
-        "test accuracy per epoch",
-        "epoch",
-        "accuracy (%)",
-        &[("test accuracy".into(), accuracies)],
+    common::training_curves(
+        &dir,
+        "train_crate_digits",
+        (
+            "loss",
+            "training loss per epoch (cross-entropy, label smoothing 0.1)",
+            losses,
+        ),
+        ("test accuracy per epoch", accuracies),
     )?;
     println!("plots: {}", dir.display());
     common::white_box_measures(&initial, &model, &xte)?;

@@ -187,19 +187,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let seconds = started.elapsed().as_secs_f64();
 
     let dir = common::plots_dir()?;
-    common::line_chart(
-        &dir.join("train_mcr2_digits_delta_r.svg"),
-        "ΔR of the class tokens per epoch (batch mean)",
-        "epoch",
-        "ΔR",
-        &[("ΔR".into(), delta_r)],
-    )?;
-    common::line_chart(
-        &dir.join("train_mcr2_digits_accuracy.svg"),
-        "nearest-subspace test accuracy per epoch",
-        "epoch",
-        "accuracy (%)",
-        &[("test accuracy".into(), accuracies)],
+    common::training_curves(
+        &dir,
+        "train_mcr2_digits",
+        (
+            "ΔR",
+            "ΔR of the class tokens per epoch (batch mean)",
+            delta_r,
+        ),
+        ("nearest-subspace test accuracy per epoch", accuracies),
     )?;
     println!("plots: {}", dir.display());
     common::white_box_measures(&initial, &model, &xte)?;

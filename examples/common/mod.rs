@@ -84,6 +84,33 @@ pub fn plot_delta_r(
     Ok(path)
 }
 
+/// The two curves of a training run, per epoch, as `{stem}_{metric}.svg` and
+/// `{stem}_accuracy.svg` in `dir`: the training metric (`(name, title, values)`) and the test
+/// accuracy in percent (`(title, values)`).
+pub fn training_curves(
+    dir: &std::path::Path,
+    stem: &str,
+    metric: (&str, &str, Vec<f64>),
+    accuracy: (&str, Vec<f64>),
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (name, title, values) = metric;
+    let file = name.replace('Δ', "delta_").to_lowercase();
+    line_chart(
+        &dir.join(format!("{stem}_{file}.svg")),
+        title,
+        "epoch",
+        name,
+        &[(name.into(), values)],
+    )?;
+    line_chart(
+        &dir.join(format!("{stem}_accuracy.svg")),
+        accuracy.0,
+        "epoch",
+        "accuracy (%)",
+        &[("test accuracy".into(), accuracy.1)],
+    )
+}
+
 /// Writes a line chart of one or more series (x = index) as an SVG file.
 pub fn line_chart(
     path: &std::path::Path,
