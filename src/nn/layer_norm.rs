@@ -133,34 +133,63 @@ impl<T: Float> LayerNorm<T> {
     /// Normalizes every row of a standard-layout `a` in place.
     pub(crate) fn apply_in_place(&self, a: &mut Array2<T>) {
         let dim = a.ncols();
-        let d = T::from_usize(dim);
-        let eps = T::from_f64(self.eps);
-        let w = self.weight.as_slice().expect("contiguous weight");
-        let b = self.bias.as_slice().expect("contiguous bias");
-        let flat = a.as_slice_mut().expect("standard layout");
-        for xs in flat.chunks_exact_mut(dim) {
-            let mean = crate::kernels::sum8(xs) / d;
-            // Σ (x − mean)², eight independent lanes
-            let mut acc = [T::zero(); 8];
-            let chunks = xs.chunks_exact(8);
-            let mut rest = T::zero();
-            for &v in chunks.remainder() {
-                rest += (v - mean) * (v - mean);
+        let rows = NormRows {
+            flat: a.as_slice_mut().expect("standard layout"),
+            weight: self.weight.as_slice().expect("contiguous weight"),
+            bias: self.bias.as_slice().expect("contiguous bias"),
+            eps: T::from_f64(self.eps),
+            dim,
+        };
+        // compiled for the widest vector instructions the processor has (the portable
+        // build assumes SSE2 only); the arithmetic, and so every bit of the result, is the
+        // same on every path
+        pulp::Arch::new().dispatch(rows);
+    }
+}
+
+/// The rows of a standard-layout matrix to normalize in place.
+struct NormRows<'a, T> {
+    flat: &'a mut [T],
+    weight: &'a [T],
+    bias: &'a [T],
+    eps: T,
+    dim: usize,
+}
+
+impl<T: Float> pulp::WithSimd for NormRows<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        normalize_rows(self.flat, self.weight, self.bias, self.eps, self.dim)
+    }
+}
+
+/// `(x − mean)/√(var + eps)·w + b` on every row of `flat` (rows of `dim`).
+#[inline(always)]
+fn normalize_rows<T: Float>(flat: &mut [T], w: &[T], b: &[T], eps: T, dim: usize) {
+    let d = T::from_usize(dim);
+    for xs in flat.chunks_exact_mut(dim) {
+        let mean = crate::kernels::sum8(xs) / d;
+        // Σ (x − mean)², eight independent lanes
+        let mut acc = [T::zero(); 8];
+        let chunks = xs.chunks_exact(8);
+        let mut rest = T::zero();
+        for &v in chunks.remainder() {
+            rest += (v - mean) * (v - mean);
+        }
+        for c in chunks {
+            for k in 0..8 {
+                let t = c[k] - mean;
+                acc[k] += t * t;
             }
-            for c in chunks {
-                for k in 0..8 {
-                    let t = c[k] - mean;
-                    acc[k] += t * t;
-                }
-            }
-            let var = (((acc[0] + acc[4]) + (acc[1] + acc[5]))
-                + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
-                + rest)
-                / d;
-            let inv = T::one() / (var + eps).sqrt();
-            for ((v, &wk), &bk) in xs.iter_mut().zip(w).zip(b) {
-                *v = (*v - mean) * inv * wk + bk;
-            }
+        }
+        let var = (((acc[0] + acc[4]) + (acc[1] + acc[5]))
+            + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+            + rest)
+            / d;
+        let inv = T::one() / (var + eps).sqrt();
+        for ((v, &wk), &bk) in xs.iter_mut().zip(w).zip(b) {
+            *v = (*v - mean) * inv * wk + bk;
         }
     }
 }
