@@ -48,7 +48,10 @@
 //! ```text
 //! rate/         the rates (mod), engine (R and each class term factored: a, a_j, t_j/(2n)),
 //!               factor (every logdet(I + a·Gram): Cholesky or SVD), gradient (∂R/∂Z,
-//!               ∂Rc/∂Z), membership_grad (∂Rc/∂Π), gram, stats (streaming), reference (loss)
+//!               ∂Rc/∂Z), membership_grad (∂Rc/∂Π), gram, stats (streaming), reference (loss),
+//!               views (EMP-SSL, multi-view MCR²), simdino, closed_loop (CTRL), convention
+//!               (presets), numerics (f64 accumulation, eigenvalue fallback), measure (CRATE's
+//!               per-head coding rate)
 //! nn/           Linear, LayerNorm, Mlp, GELU, the Layer and Checkpoint traits, tensor files
 //! crate_layer/  mssa, ista, block, encoder, classifier (the whole CRATE model)
 //! tost/         tssa, causal, variational (the book form), block (block and encoder)
@@ -64,8 +67,11 @@
 //!               workspace (scratch buffers), validate (input checks, memory budget)
 //! ```
 //!
-//! * [`rate`]: the rates, their gradients, streaming statistics ([`RateStats`]) and the
-//!   reference training loss ([`ReferenceLoss`]).
+//! * [`rate`]: the rates, their gradients, streaming statistics ([`RateStats`]), the
+//!   reference training loss ([`ReferenceLoss`]) and the self-supervised rate losses
+//!   ([`rate::TotalCodingRate`], [`rate::multi_view_rate_reduction`], [`rate::SimDinoLoss`],
+//!   [`rate::closed_loop_rate_with_grad`]), each reference's conventions
+//!   ([`rate::Convention`]) and f64 accumulation ([`Accumulate`]).
 //! * [`nn`]: the layer vocabulary every network shares: a config, `new(&config, &mut rng)`,
 //!   `from_parts`, `load` / `save` under the reference `state_dict` names
 //!   ([`nn::Checkpoint`]), and [`nn::Layer`] with `forward`, `forward_batch` and the
