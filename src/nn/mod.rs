@@ -46,8 +46,8 @@ pub use linear::{Linear, LinearConfig};
 pub use mlp::{Mlp, MlpCache, MlpConfig};
 pub use train::Trainable;
 pub(crate) use train::{
-    check_gradients, check_sequences, check_upstream, column_sums, grad_matrix, grad_vector,
-    scoped, update_array,
+    check_gradient_shapes, check_gradients, check_sequences, check_upstream, column_sums,
+    grad_matrix, grad_vector, scoped, update_array,
 };
 
 use crate::{Float, Result};

@@ -47,18 +47,31 @@ pub(crate) fn check_gradients<T: Float>(
     parameters: &[(String, ArrayViewD<'_, T>)],
     grads: &[ArrayD<T>],
 ) -> Result<()> {
-    if grads.len() != parameters.len() {
+    check_gradient_shapes(
+        parameters
+            .iter()
+            .map(|(name, p)| (name.as_str(), p.shape())),
+        grads,
+    )
+}
+
+/// Errors unless `grads` has one array per `(name, shape)`, each of that shape.
+pub(crate) fn check_gradient_shapes<'a, T>(
+    shapes: impl ExactSizeIterator<Item = (&'a str, &'a [usize])>,
+    grads: &[ArrayD<T>],
+) -> Result<()> {
+    if grads.len() != shapes.len() {
         return Err(Error::ShapeMismatch {
             what: "gradient buffers",
-            expected: format!("{} arrays (one per parameter)", parameters.len()),
+            expected: format!("{} arrays (one per parameter)", shapes.len()),
             got: format!("{}", grads.len()),
         });
     }
-    for ((name, p), g) in parameters.iter().zip(grads) {
-        if p.shape() != g.shape() {
+    for ((name, shape), g) in shapes.zip(grads) {
+        if shape != g.shape() {
             return Err(Error::ShapeMismatch {
                 what: "gradient buffer",
-                expected: format!("{name}: {:?}", p.shape()),
+                expected: format!("{name}: {shape:?}"),
                 got: format!("{:?}", g.shape()),
             });
         }

@@ -276,12 +276,14 @@ pub(crate) fn check_step_gradients<T: Float>(
     grads: &[ArrayD<T>],
     step: u64,
 ) -> Result<()> {
-    let shapes: Vec<(String, ndarray::ArrayViewD<'_, T>)> = names
-        .iter()
-        .zip(state)
-        .map(|(n, s)| (n.clone(), s.view()))
-        .collect();
-    crate::nn::check_gradients(&shapes, grads)?;
+    // the shapes are checked without copying names or views: this runs at every step
+    crate::nn::check_gradient_shapes(
+        names
+            .iter()
+            .zip(state)
+            .map(|(n, s)| (n.as_str(), s.shape())),
+        grads,
+    )?;
     for (g, name) in grads.iter().zip(names) {
         if g.iter().any(|v| !v.is_finite()) {
             return Err(Error::InvalidWeights {
