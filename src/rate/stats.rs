@@ -268,57 +268,63 @@ impl<T: Float> RateStats<T> {
 
     /// `R = ½ logdet(I + d/(nε²) G)`, `G = Σ_j G_j`.
     pub fn coding_rate(&self, eps: Precision) -> Result<T> {
+        self.total_with(eps, checked_logdet)
+    }
+
+    /// `½ logdet(I + a·G)` with `a = d/(nε²)`, `G = Σ_j G_j`, the log-det taken by `logdet`.
+    fn total_with(
+        &self,
+        eps: Precision,
+        logdet: impl FnOnce(&Array2<T>, T, &'static str) -> Result<T>,
+    ) -> Result<T> {
         self.nonempty()?;
         let mut g = Array2::<T>::zeros((self.dim, self.dim));
         for gj in &self.grams {
             g += gj;
         }
         let a = T::from_f64(self.dim as f64 / (self.n as f64 * eps.eps_sq()));
-        let f = super::factor::identity_plus_gram(&g, a, "I + a·G", true)?;
-        Ok(T::from_f64(0.5) * f.logdet())
+        Ok(T::from_f64(0.5) * logdet(&g, a, "I + a·G")?)
     }
 
-    /// The per-class terms of Rc.
-    fn class_terms(&self, eps: Precision) -> Result<Vec<T>> {
+    /// The per-class terms of Rc, `tr(Π_j)/(2n) · logdet(I + d/(tr(Π_j) ε²) G_j)` (0 for an
+    /// empty class), each log-det taken by `logdet(class, G_j, a_j, what)`.
+    fn class_terms_with(
+        &self,
+        eps: Precision,
+        mut logdet: impl FnMut(usize, &Array2<T>, T, &'static str) -> Result<T>,
+    ) -> Result<Vec<T>> {
         self.nonempty()?;
         let mut terms = Vec::with_capacity(self.traces.len());
-        for (gj, &t) in self.grams.iter().zip(&self.traces) {
+        for (j, (gj, &t)) in self.grams.iter().zip(&self.traces).enumerate() {
             if t <= 0.0 {
                 terms.push(T::zero());
                 continue;
             }
             let aj = T::from_f64(self.dim as f64 / (t * eps.eps_sq()));
-            let f = super::factor::identity_plus_gram(gj, aj, "I + a_j·G_j", true)?;
-            terms.push(T::from_f64(t / (2.0 * self.n as f64)) * f.logdet());
+            terms.push(T::from_f64(t / (2.0 * self.n as f64)) * logdet(j, gj, aj, "I + a_j·G_j")?);
         }
         Ok(terms)
     }
 
     /// `Rc = Σ_j tr(Π_j)/(2n) · logdet(I + d/(tr(Π_j) ε²) G_j)`.
     pub fn class_coding_rate(&self, eps: Precision) -> Result<T> {
-        Ok(self.class_terms(eps)?.into_iter().sum())
+        let terms = self.class_terms_with(eps, |_, g, a, what| checked_logdet(g, a, what))?;
+        Ok(terms.into_iter().sum())
     }
 
     /// `R`, `Rc` and `ΔR` from the statistics.
     pub fn rate_reduction(&self, eps: Precision) -> Result<RateReduction<T>> {
         let r = self.coding_rate(eps)?;
-        let class_terms = self.class_terms(eps)?;
-        let rc: T = class_terms.iter().copied().sum();
-        Ok(RateReduction {
-            r,
-            rc,
-            delta_r: r - rc,
-            class_terms,
-        })
+        let class_terms = self.class_terms_with(eps, |_, g, a, what| checked_logdet(g, a, what))?;
+        Ok(reduction(r, class_terms))
     }
-}
 
-impl<T: Float> RateStats<T> {
     /// R, Rc and ΔR with a report on every factorization: where Cholesky fails (an f32
     /// Gram matrix of a rank-deficient class at a large scale), the log-det is taken from
-    /// the eigenvalues of `I + a·G` with those below 1 raised to 1 and the report says so;
-    /// never NaN, never [`Error::Scale`]. With `min_eigenvalues`, every report also carries
-    /// the smallest eigenvalue of its matrix (one symmetric eigendecomposition each).
+    /// the eigenvalues of `I + a·G` with those below the round-off floor set to 1 and the
+    /// report says so; never NaN, never [`Error::Scale`]. With `min_eigenvalues`, every
+    /// report also carries the smallest eigenvalue of its matrix (one symmetric
+    /// eigendecomposition each).
     ///
     /// ```
     /// use mcr2::{FactorRoute, Labels, Precision, RateStats};
@@ -332,38 +338,39 @@ impl<T: Float> RateStats<T> {
     /// # Ok::<(), mcr2::Error>(())
     /// ```
     pub fn report(&self, eps: Precision, min_eigenvalues: bool) -> Result<RateReport<T>> {
-        self.nonempty()?;
-        let mut g = Array2::<T>::zeros((self.dim, self.dim));
-        for gj in &self.grams {
-            g += gj;
-        }
-        let a = T::from_f64(self.dim as f64 / (self.n as f64 * eps.eps_sq()));
-        let (f, total) = factor_gram(&g, a, "I + a·G", min_eigenvalues)?;
-        let r = T::from_f64(0.5) * f.logdet();
-        let mut class_terms = Vec::with_capacity(self.traces.len());
-        let mut classes = Vec::with_capacity(self.traces.len());
-        for (gj, &t) in self.grams.iter().zip(&self.traces) {
-            if t <= 0.0 {
-                class_terms.push(T::zero());
-                classes.push(None);
-                continue;
-            }
-            let aj = T::from_f64(self.dim as f64 / (t * eps.eps_sq()));
-            let (f, report) = factor_gram(gj, aj, "I + a_j·G_j", min_eigenvalues)?;
-            class_terms.push(T::from_f64(t / (2.0 * self.n as f64)) * f.logdet());
-            classes.push(Some(report));
-        }
-        let rc: T = class_terms.iter().copied().sum();
+        let mut total = None;
+        let r = self.total_with(eps, |g, a, what| {
+            let (f, report) = factor_gram(g, a, what, min_eigenvalues)?;
+            total = Some(report);
+            Ok(f.logdet())
+        })?;
+        let mut classes = vec![None; self.traces.len()];
+        let class_terms = self.class_terms_with(eps, |j, g, a, what| {
+            let (f, report) = factor_gram(g, a, what, min_eigenvalues)?;
+            classes[j] = Some(report);
+            Ok(f.logdet())
+        })?;
         Ok(RateReport {
-            rates: RateReduction {
-                r,
-                rc,
-                delta_r: r - rc,
-                class_terms,
-            },
-            total,
+            rates: reduction(r, class_terms),
+            total: total.expect("R is factored whenever it is returned"),
             classes,
         })
+    }
+}
+
+/// `logdet(I + a·G)` by the checked Gram route ([`Error::Scale`] where it cannot be trusted).
+fn checked_logdet<T: Float>(g: &Array2<T>, a: T, what: &'static str) -> Result<T> {
+    Ok(super::factor::identity_plus_gram(g, a, what, true)?.logdet())
+}
+
+/// R, Rc = Σ terms and ΔR.
+fn reduction<T: Float>(r: T, class_terms: Vec<T>) -> RateReduction<T> {
+    let rc: T = class_terms.iter().copied().sum();
+    RateReduction {
+        r,
+        rc,
+        delta_r: r - rc,
+        class_terms,
     }
 }
 
