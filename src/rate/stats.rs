@@ -193,7 +193,7 @@ impl<T: Float> RateStats<T> {
 
     /// Adds the statistics of `other` (same dimension and number of classes).
     pub fn merge(&mut self, other: &Self) -> Result<()> {
-        other.nonempty_shape()?;
+        other.check_not_mismatched()?;
         if other.dim != self.dim || other.traces.len() != self.traces.len() {
             return Err(Error::ShapeMismatch {
                 what: "statistics to merge",
@@ -254,8 +254,20 @@ impl<T: Float> RateStats<T> {
         Ok(())
     }
 
+    /// Errors when `+=` marked these statistics (they met statistics of another shape).
+    fn check_not_mismatched(&self) -> Result<()> {
+        if self.mismatched {
+            return Err(Error::ShapeMismatch {
+                what: "statistics added with +=",
+                expected: format!("dim {}, {} classes", self.dim, self.traces.len()),
+                got: "statistics of another shape".into(),
+            });
+        }
+        Ok(())
+    }
+
     fn nonempty(&self) -> Result<()> {
-        self.nonempty_shape()?;
+        self.check_not_mismatched()?;
         if self.n == 0 {
             return Err(Error::Empty {
                 what: "statistics (no samples pushed)",
@@ -425,7 +437,7 @@ impl<'a, T: Float> std::iter::Sum<&'a RateStats<T>> for Result<RateStats<T>> {
         for s in iter {
             total.merge(s)?;
         }
-        total.nonempty_shape()?;
+        total.check_not_mismatched()?;
         Ok(total)
     }
 }
@@ -434,20 +446,6 @@ impl<T: Float> std::iter::Sum<RateStats<T>> for Result<RateStats<T>> {
     fn sum<I: Iterator<Item = RateStats<T>>>(iter: I) -> Self {
         let shards: Vec<RateStats<T>> = iter.collect();
         shards.iter().sum()
-    }
-}
-
-impl<T: Float> RateStats<T> {
-    /// Errors when `+=` marked these statistics.
-    fn nonempty_shape(&self) -> Result<()> {
-        if self.mismatched {
-            return Err(Error::ShapeMismatch {
-                what: "statistics added with +=",
-                expected: format!("dim {}, {} classes", self.dim, self.traces.len()),
-                got: "statistics of another shape".into(),
-            });
-        }
-        Ok(())
     }
 }
 
