@@ -88,6 +88,15 @@ fn all_finite<T: Float>(s: &[T]) -> bool {
     acc.iter().fold(rest, |m, &x| m + x) == T::zero()
 }
 
+/// `a + b` samples of streaming statistics, or [`Error::TooLarge`] naming the overflow.
+pub(crate) fn sample_count(a: usize, b: usize) -> Result<usize> {
+    a.checked_add(b).ok_or(Error::TooLarge {
+        what: "sample count of the statistics (it overflows usize)",
+        bytes: None,
+        budget: memory_budget(),
+    })
+}
+
 /// Errors unless `value` is finite and > 0.
 pub(crate) fn positive(name: &'static str, value: f64) -> Result<()> {
     if value.is_finite() && value > 0.0 {

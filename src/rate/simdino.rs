@@ -18,7 +18,7 @@
 
 use ndarray::{Array2, ArrayView2};
 
-use super::numerics::{FactorReport, factor_gram};
+use super::numerics::{FactorReport, GramFactor, factor_gram};
 use super::views::check_views;
 use crate::linalg::symmetrize_from_lower;
 use crate::{Error, Float, Result};
@@ -58,19 +58,8 @@ impl<T: Float> ViewCovariances<T> {
 
     /// Adds one batch: one m × p matrix per view (the same m samples in every view).
     pub fn push(&mut self, views: &[ArrayView2<T>]) -> Result<()> {
-        let (m, p) = check_views("views", views)?;
-        if views.len() != self.covariances.len() || p != self.dim {
-            return Err(Error::ShapeMismatch {
-                what: "views",
-                expected: format!("{} views of {} columns", self.covariances.len(), self.dim),
-                got: format!("{} views of {p} columns", views.len()),
-            });
-        }
-        let samples = self.samples.checked_add(m).ok_or(Error::TooLarge {
-            what: "sample count of the statistics (it overflows usize)",
-            bytes: None,
-            budget: crate::validate::memory_budget(),
-        })?;
+        let m = self.check_local(views)?;
+        let samples = crate::validate::sample_count(self.samples, m)?;
         for (c, z) in self.covariances.iter_mut().zip(views) {
             crate::linalg::gram_cols(z.view(), T::one(), true, c.view_mut(), true);
             symmetrize_from_lower(c.view_mut());
@@ -88,14 +77,7 @@ impl<T: Float> ViewCovariances<T> {
                 got: format!("dim {}, {} views", other.dim, other.covariances.len()),
             });
         }
-        self.samples = self
-            .samples
-            .checked_add(other.samples)
-            .ok_or(Error::TooLarge {
-                what: "sample count of the statistics (it overflows usize)",
-                bytes: None,
-                budget: crate::validate::memory_budget(),
-            })?;
+        self.samples = crate::validate::sample_count(self.samples, other.samples)?;
         for (a, b) in self.covariances.iter_mut().zip(&other.covariances) {
             *a += b;
         }
@@ -107,8 +89,29 @@ impl<T: Float> ViewCovariances<T> {
         self.samples
     }
 
-    /// `(scale p/(M ε²), balance (p + M)/(p M))` for M samples per view.
-    fn scales(&self, eps_sq: f64, samples: f64) -> Result<(f64, f64)> {
+    /// Errors unless `views` are one finite m × p matrix per view of these statistics;
+    /// returns m.
+    fn check_local(&self, views: &[ArrayView2<T>]) -> Result<usize> {
+        let (m, p) = check_views("views", views)?;
+        if views.len() != self.covariances.len() || p != self.dim {
+            return Err(Error::ShapeMismatch {
+                what: "views",
+                expected: format!("{} views of {} columns", self.covariances.len(), self.dim),
+                got: format!("{} views of {p} columns", views.len()),
+            });
+        }
+        Ok(m)
+    }
+
+    /// The scale `s = p/(M ε²)`, the balance `γ = (p + M)/(p M)` for M samples per view,
+    /// and every `I + s·Σ_v` factored (Cholesky, or the eigenvalue fallback).
+    #[allow(clippy::type_complexity)]
+    fn factored(
+        &self,
+        eps_sq: f64,
+        samples: f64,
+    ) -> Result<(f64, f64, Vec<(GramFactor<T>, FactorReport)>)> {
+        crate::validate::positive("eps", eps_sq)?;
         if self.samples == 0 {
             return Err(Error::Empty {
                 what: "view covariances (no samples pushed)",
@@ -117,7 +120,49 @@ impl<T: Float> ViewCovariances<T> {
             });
         }
         let p = self.dim as f64;
-        Ok((p / (samples * eps_sq), (p + samples) / (p * samples)))
+        let (scale, balance) = (p / (samples * eps_sq), (p + samples) / (p * samples));
+        let factors = self
+            .covariances
+            .iter()
+            .map(|c| factor_gram(c, T::from_f64(scale), "I + p/(M ε²)·Σ_v", false))
+            .collect::<Result<_>>()?;
+        Ok((scale, balance, factors))
+    }
+
+    /// `E = γ (1/V) Σ_v ½ logdet(I + s Σ_v)` from the factors.
+    fn expansion_from(
+        &self,
+        balance: f64,
+        factors: Vec<(GramFactor<T>, FactorReport)>,
+    ) -> Result<Expansion<T>> {
+        let total: f64 = factors.iter().map(|(f, _)| 0.5 * f.logdet().as_f64()).sum();
+        let value = T::from_f64(balance * total / self.covariances.len() as f64);
+        crate::validate::finite_value("SimDINO expansion", value)?;
+        Ok(Expansion {
+            value,
+            balance,
+            factors: factors.into_iter().map(|(_, r)| r).collect(),
+        })
+    }
+
+    /// `∂E/∂Z_v = γ/V · s·Z_v (I + s Σ_v)⁻¹` for the rows `local` (checked), from the factors.
+    fn grads_from(
+        &self,
+        scale: f64,
+        balance: f64,
+        factors: &[(GramFactor<T>, FactorReport)],
+        local: &[ArrayView2<T>],
+    ) -> Vec<Array2<T>> {
+        let c = T::from_f64(balance * scale / self.covariances.len() as f64);
+        factors
+            .iter()
+            .zip(local)
+            .map(|((f, _), z)| {
+                let mut g = Array2::<T>::zeros(z.raw_dim());
+                crate::linalg::gemm(c, z.view(), f.inverse().view(), false, g.view_mut(), true);
+                g
+            })
+            .collect()
     }
 
     /// The expansion term `E` (ε² = the code's `eps`, finite and > 0).
@@ -129,48 +174,30 @@ impl<T: Float> ViewCovariances<T> {
     /// merged (the code's default `reduce_cov = 0`: the local covariance, scaled as if the
     /// m·N samples of every process were coded).
     pub fn expansion_over(&self, eps_sq: f64, processes: usize) -> Result<Expansion<T>> {
-        crate::validate::positive("eps", eps_sq)?;
         crate::validate::at_least_one("processes", processes)?;
-        let (scale, balance) = self.scales(eps_sq, self.samples as f64 * processes as f64)?;
-        let mut total = 0.0;
-        let mut factors = Vec::with_capacity(self.covariances.len());
-        for c in &self.covariances {
-            let (f, report) = factor_gram(c, T::from_f64(scale), "I + p/(M ε²)·Σ_v", false)?;
-            total += 0.5 * f.logdet().as_f64();
-            factors.push(report);
-        }
-        let value = T::from_f64(balance * total / self.covariances.len() as f64);
-        crate::validate::finite_value("SimDINO expansion", value)?;
-        Ok(Expansion {
-            value,
-            balance,
-            factors,
-        })
+        let (_, balance, factors) =
+            self.factored(eps_sq, self.samples as f64 * processes as f64)?;
+        self.expansion_from(balance, factors)
     }
 
     /// `∂E/∂Z_v` for one process's rows of each view (m_local × p each), from the merged
     /// statistics: `γ/V · s·Z_v (I + s Σ_v)⁻¹`, s = p/(M ε²).
     pub fn expansion_grad(&self, eps_sq: f64, local: &[ArrayView2<T>]) -> Result<Vec<Array2<T>>> {
-        crate::validate::positive("eps", eps_sq)?;
-        let (_, p) = check_views("views", local)?;
-        if local.len() != self.covariances.len() || p != self.dim {
-            return Err(Error::ShapeMismatch {
-                what: "views",
-                expected: format!("{} views of {} columns", self.covariances.len(), self.dim),
-                got: format!("{} views of {p} columns", local.len()),
-            });
-        }
-        let (scale, balance) = self.scales(eps_sq, self.samples as f64)?;
-        let c = T::from_f64(balance * scale / self.covariances.len() as f64);
-        let mut grads = Vec::with_capacity(local.len());
-        for (cov, z) in self.covariances.iter().zip(local) {
-            let (f, _) = factor_gram(cov, T::from_f64(scale), "I + p/(M ε²)·Σ_v", false)?;
-            let inv = f.inverse();
-            let mut g = Array2::<T>::zeros(z.raw_dim());
-            crate::linalg::gemm(c, z.view(), inv.view(), false, g.view_mut(), true);
-            grads.push(g);
-        }
-        Ok(grads)
+        self.check_local(local)?;
+        let (scale, balance, factors) = self.factored(eps_sq, self.samples as f64)?;
+        Ok(self.grads_from(scale, balance, &factors, local))
+    }
+
+    /// `E` and `∂E/∂Z_v` for the rows `local`, each covariance factored once.
+    fn expansion_with_grad(
+        &self,
+        eps_sq: f64,
+        local: &[ArrayView2<T>],
+    ) -> Result<(Expansion<T>, Vec<Array2<T>>)> {
+        self.check_local(local)?;
+        let (scale, balance, factors) = self.factored(eps_sq, self.samples as f64)?;
+        let grads = self.grads_from(scale, balance, &factors, local);
+        Ok((self.expansion_from(balance, factors)?, grads))
     }
 }
 
@@ -309,8 +336,8 @@ impl SimDinoLoss {
         let views: Vec<ArrayView2<T>> = coded.iter().map(|c| c.view()).collect();
         let mut stats = ViewCovariances::new(p, vt)?;
         stats.push(&views)?;
-        let expansion = stats.expansion(self.eps)?.value;
-        let de = stats.expansion_grad(self.eps, &views)?;
+        let (expansion, de) = stats.expansion_with_grad(self.eps, &views)?;
+        let expansion = expansion.value;
         for (v, g) in de.iter().enumerate() {
             // L = … − E
             match self.expansion {

@@ -211,11 +211,7 @@ impl<T: Float> RateStats<T> {
 
     /// `n + more`, or an error naming the overflow of the sample count.
     fn checked_count(&self, more: usize) -> Result<usize> {
-        self.n.checked_add(more).ok_or(Error::TooLarge {
-            what: "sample count of the statistics (it overflows usize)",
-            bytes: None,
-            budget: crate::validate::memory_budget(),
-        })
+        crate::validate::sample_count(self.n, more)
     }
 
     /// Number of samples pushed.
