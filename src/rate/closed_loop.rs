@@ -112,13 +112,7 @@ pub fn closed_loop_class_rates_with_grad<T: Float>(
             got: format!("{}×{}", z_hat.nrows(), z_hat.ncols()),
         });
     }
-    if labels.n_samples() != z.nrows() {
-        return Err(Error::ShapeMismatch {
-            what: "labels",
-            expected: format!("{} samples", z.nrows()),
-            got: format!("{} samples", labels.n_samples()),
-        });
-    }
+    labels.check_samples(z.nrows())?;
     let mut gz = Array2::<T>::zeros(z.dim());
     let mut gzh = Array2::<T>::zeros(z.dim());
     let mut class_terms = Vec::with_capacity(labels.n_classes());
