@@ -117,10 +117,12 @@ impl RateStats {
 
     /// Adds the statistics of `other` (same dim, classes and dtype).
     fn merge(&mut self, other: &Bound<'_, RateStats>) -> PyResult<()> {
-        if other.as_ptr() == self as *const _ as *mut _ {
-            return Err(PyValueError::new_err("RateStats: cannot merge statistics into themselves"));
-        }
-        let other = other.try_borrow()?;
+        // the only borrow that can fail here is of the statistics being merged into
+        let other = other.try_borrow().map_err(|_| {
+            PyValueError::new_err(
+                "RateStats: cannot merge statistics into themselves (merge a copy: s.merge(s.copy()))",
+            )
+        })?;
         match (&mut self.inner, &other.inner) {
             (Typed::F32(a), Typed::F32(b)) => a.merge(b).py(),
             (Typed::F64(a), Typed::F64(b)) => a.merge(b).py(),
