@@ -54,8 +54,12 @@ pub type AnyArray<'py, D> = Typed<PyReadonlyArray<'py, f32, D>, PyReadonlyArray<
 
 /// What `obj` is, for an error message: `a float64 array of shape (3, 4)` or `list`.
 fn describe(obj: &Bound<'_, PyAny>) -> String {
-    let dtype = obj.getattr("dtype").and_then(|d| d.str().map(|s| s.to_string()));
-    let shape = obj.getattr("shape").and_then(|s| s.str().map(|s| s.to_string()));
+    let dtype = obj
+        .getattr("dtype")
+        .and_then(|d| d.str().map(|s| s.to_string()));
+    let shape = obj
+        .getattr("shape")
+        .and_then(|s| s.str().map(|s| s.to_string()));
     match (dtype, shape) {
         (Ok(dtype), Ok(shape)) => format!("a {dtype} array of shape {shape}"),
         _ => obj
@@ -100,7 +104,11 @@ macro_rules! typed_array {
                 Err(_) => Err(wrong(
                     name,
                     &format!(
-                        concat!("a ", $nd, " {} NumPy array (the dtype of the model or of the other operands)"),
+                        concat!(
+                            "a ",
+                            $nd,
+                            " {} NumPy array (the dtype of the model or of the other operands)"
+                        ),
                         dtype_name::<T>()
                     ),
                     obj,

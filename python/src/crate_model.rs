@@ -1,11 +1,11 @@
 //! The CRATE classifier and block: load (reference safetensors names), forward, top-k,
 //! inspect.
 
+use mcr2::Float;
 use mcr2::crate_layer::{self as cl, CrateBlockConfig, Pooling};
 use mcr2::nn::Checkpoint;
 use mcr2::rand::SeedableRng;
 use mcr2::rand::rngs::StdRng;
-use mcr2::Float;
 use numpy::{Element, IntoPyArray};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -39,8 +39,15 @@ impl CrateConfig {
         channels: usize,
         pooling: &str,
     ) -> PyResult<Self> {
-        let mut inner =
-            cl::CrateConfig::new(image_size, patch_size, num_classes, dim, depth, heads, dim_head);
+        let mut inner = cl::CrateConfig::new(
+            image_size,
+            patch_size,
+            num_classes,
+            dim,
+            depth,
+            heads,
+            dim_head,
+        );
         inner.channels = channels;
         inner.pooling = match pooling {
             "cls" => Pooling::Cls,
@@ -58,25 +65,33 @@ impl CrateConfig {
     /// CRATE-T (dim 384, depth 12, 6 heads of 64; 224² images, patch 16, 1000 classes).
     #[staticmethod]
     fn tiny() -> Self {
-        Self { inner: cl::CrateConfig::tiny() }
+        Self {
+            inner: cl::CrateConfig::tiny(),
+        }
     }
 
     /// CRATE-S (dim 576, depth 12, 12 heads of 48).
     #[staticmethod]
     fn small() -> Self {
-        Self { inner: cl::CrateConfig::small() }
+        Self {
+            inner: cl::CrateConfig::small(),
+        }
     }
 
     /// CRATE-B (dim 768, depth 12, 12 heads of 64).
     #[staticmethod]
     fn base() -> Self {
-        Self { inner: cl::CrateConfig::base() }
+        Self {
+            inner: cl::CrateConfig::base(),
+        }
     }
 
     /// CRATE-L (dim 1024, depth 24, 16 heads of 64).
     #[staticmethod]
     fn large() -> Self {
-        Self { inner: cl::CrateConfig::large() }
+        Self {
+            inner: cl::CrateConfig::large(),
+        }
     }
 
     #[getter]
@@ -169,7 +184,10 @@ fn inspection<'py, T: Float + Element>(
         l.set_item("tokens", layer.tokens.into_pyarray(py))?;
         l.set_item("attention", layer.attention.into_pyarray(py))?;
         l.set_item("compression", layer.diagnostics.compression.as_f64())?;
-        l.set_item("compression_std", layer.diagnostics.compression_std.as_f64())?;
+        l.set_item(
+            "compression_std",
+            layer.diagnostics.compression_std.as_f64(),
+        )?;
         l.set_item("sparsity", layer.diagnostics.sparsity.as_f64())?;
         layers.append(l)?;
     }
@@ -249,11 +267,16 @@ impl CrateClassifier {
     /// Writes the checkpoint to `path`.
     fn save(&self, py: Python<'_>, path: &str) -> PyResult<()> {
         let bytes = self.to_bytes(py)?;
-        std::fs::write(path, bytes.as_bytes()).map_err(|e| PyOSError::new_err(format!("{path}: {e}")))
+        std::fs::write(path, bytes.as_bytes())
+            .map_err(|e| PyOSError::new_err(format!("{path}: {e}")))
     }
 
     /// Class logits (batch × classes) of images (batch × channels × height × width).
-    fn forward<'py>(&self, py: Python<'py>, images: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn forward<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         each!(&self.inner, m => {
             let a = typed4(images, "images")?;
             let v = a.as_array();
@@ -263,7 +286,12 @@ impl CrateClassifier {
     }
 
     /// The `k` most likely classes of each image as `(class, logit)` pairs, best first.
-    fn top_k(&self, py: Python<'_>, images: &Bound<'_, PyAny>, k: usize) -> PyResult<Vec<Vec<(usize, f64)>>> {
+    fn top_k(
+        &self,
+        py: Python<'_>,
+        images: &Bound<'_, PyAny>,
+        k: usize,
+    ) -> PyResult<Vec<Vec<(usize, f64)>>> {
         each!(&self.inner, m => {
             let a = typed4(images, "images")?;
             let v = a.as_array();
@@ -279,7 +307,11 @@ impl CrateClassifier {
     /// list of dicts with `tokens` (batch × tokens × dim), `attention` (batch × heads ×
     /// tokens × tokens), `compression`, `compression_std` (the CRATE authors' per-head
     /// coding rate of the layer's input) and `sparsity` (fraction of zeros of its output).
-    fn inspect<'py>(&self, py: Python<'py>, images: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    fn inspect<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
         each!(&self.inner, m => {
             let a = typed4(images, "images")?;
             let v = a.as_array();
@@ -291,7 +323,9 @@ impl CrateClassifier {
     /// The configuration.
     #[getter]
     fn config(&self) -> CrateConfig {
-        CrateConfig { inner: each!(&self.inner, m => *m.config()) }
+        CrateConfig {
+            inner: each!(&self.inner, m => *m.config()),
+        }
     }
 
     /// Number of parameters.
@@ -309,7 +343,11 @@ impl CrateClassifier {
     }
 
     fn __repr__(&self) -> String {
-        format!("CrateClassifier({}, dtype={})", self.config().__repr__(), self.dtype())
+        format!(
+            "CrateClassifier({}, dtype={})",
+            self.config().__repr__(),
+            self.dtype()
+        )
     }
 }
 

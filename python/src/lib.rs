@@ -20,7 +20,10 @@ fn _mcr2(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rate::coding_rate_with_grad, m)?)?;
     m.add_function(wrap_pyfunction!(rate::class_coding_rate, m)?)?;
     m.add_function(wrap_pyfunction!(rate::class_coding_rate_with_grad, m)?)?;
-    m.add_function(wrap_pyfunction!(rate::class_coding_rate_grad_membership, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        rate::class_coding_rate_grad_membership,
+        m
+    )?)?;
     m.add_function(wrap_pyfunction!(rate::rate_reduction, m)?)?;
     m.add_function(wrap_pyfunction!(rate::rate_reduction_with_grad, m)?)?;
     m.add_class::<rate::RateReduction>()?;

@@ -77,7 +77,11 @@ impl ReduNet {
     }
 
     /// The features of new samples after every layer (rows projected to the sphere first).
-    fn transform<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn transform<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         each!(&self.inner, n => {
             let a = typed2(x, "x")?;
             let v = a.as_array();
@@ -86,7 +90,11 @@ impl ReduNet {
     }
 
     /// The network's soft class estimate (samples × classes) of its last layer.
-    fn membership<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn membership<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         each!(&self.inner, n => {
             let a = typed2(x, "x")?;
             let v = a.as_array();
@@ -104,7 +112,12 @@ impl ReduNet {
     }
 
     /// Fraction of samples whose predicted class is their label.
-    fn accuracy(&self, py: Python<'_>, x: &Bound<'_, PyAny>, labels: &Bound<'_, PyAny>) -> PyResult<f64> {
+    fn accuracy(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        labels: &Bound<'_, PyAny>,
+    ) -> PyResult<f64> {
         let l = crate::convert::labels(labels, self.n_classes())?;
         each!(&self.inner, n => {
             let a = typed2(x, "x")?;
@@ -205,11 +218,17 @@ impl NearestSubspace {
         let inner = match array2(x, "x")? {
             Typed::F32(a) => {
                 let v = a.as_array();
-                Typed::F32(py.detach(|| ss::NearestSubspace::fit(&v, &l, &config)).py()?)
+                Typed::F32(
+                    py.detach(|| ss::NearestSubspace::fit(&v, &l, &config))
+                        .py()?,
+                )
             }
             Typed::F64(a) => {
                 let v = a.as_array();
-                Typed::F64(py.detach(|| ss::NearestSubspace::fit(&v, &l, &config)).py()?)
+                Typed::F64(
+                    py.detach(|| ss::NearestSubspace::fit(&v, &l, &config))
+                        .py()?,
+                )
             }
         };
         Ok(Self { inner, n_classes })
@@ -225,7 +244,12 @@ impl NearestSubspace {
     }
 
     /// Fraction of rows classified as their label.
-    fn accuracy(&self, py: Python<'_>, x: &Bound<'_, PyAny>, labels: &Bound<'_, PyAny>) -> PyResult<f64> {
+    fn accuracy(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        labels: &Bound<'_, PyAny>,
+    ) -> PyResult<f64> {
         let l = crate::convert::labels(labels, self.n_classes)?;
         each!(&self.inner, c => {
             let a = typed2(x, "x")?;
@@ -246,8 +270,14 @@ fn coder(eps: Option<f64>, eps_sq: Option<f64>, unit: &str, zero_mean: bool) -> 
             )));
         }
     };
-    let mean = if zero_mean { MeanCoding::ZeroMean } else { MeanCoding::Separate };
-    Ok(Coder::new(precision(eps, eps_sq)?).with_unit(unit).with_mean(mean))
+    let mean = if zero_mean {
+        MeanCoding::ZeroMean
+    } else {
+        MeanCoding::Separate
+    };
+    Ok(Coder::new(precision(eps, eps_sq)?)
+        .with_unit(unit)
+        .with_mean(mean))
 }
 
 /// Classification by minimum incremental coding length (MICL).
@@ -282,7 +312,11 @@ impl Micl {
     }
 
     /// The increase of each class's coding length (samples × classes) when each row joins it.
-    fn length_increase<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn length_increase<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         each!(array2(x, "x")?, a => {
             let v = a.as_array();
             Ok(py.detach(|| self.inner.length_increase(&v)).py()?.into_pyarray(py).into_any())
@@ -298,7 +332,12 @@ impl Micl {
     }
 
     /// Fraction of rows classified as their label.
-    fn accuracy(&self, py: Python<'_>, x: &Bound<'_, PyAny>, labels: &Bound<'_, PyAny>) -> PyResult<f64> {
+    fn accuracy(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        labels: &Bound<'_, PyAny>,
+    ) -> PyResult<f64> {
         let l = crate::convert::labels(labels, self.inner.n_classes())?;
         each!(array2(x, "x")?, a => {
             let v = a.as_array();
@@ -314,7 +353,9 @@ impl Micl {
     /// Codes from `to_bytes`.
     #[staticmethod]
     fn from_bytes(data: &[u8]) -> PyResult<Self> {
-        Ok(Self { inner: coding::Micl::from_safetensors(data).py()? })
+        Ok(Self {
+            inner: coding::Micl::from_safetensors(data).py()?,
+        })
     }
 }
 
@@ -376,13 +417,23 @@ pub fn mixture_of_subspaces<'py>(
         }
         PyTuple::new(
             py,
-            [m.samples.into_pyarray(py).into_any(), label_array(py, m.labels.iter()), bases.into_any()],
+            [
+                m.samples.into_pyarray(py).into_any(),
+                label_array(py, m.labels.iter()),
+                bases.into_any(),
+            ],
         )
     }
     if dtype.map_or(Ok(false), is_f32)? {
-        out(py, data::mixture_of_subspaces::<f32, _>(&config, &mut rng).py()?)
+        out(
+            py,
+            data::mixture_of_subspaces::<f32, _>(&config, &mut rng).py()?,
+        )
     } else {
-        out(py, data::mixture_of_subspaces::<f64, _>(&config, &mut rng).py()?)
+        out(
+            py,
+            data::mixture_of_subspaces::<f64, _>(&config, &mut rng).py()?,
+        )
     }
 }
 

@@ -113,7 +113,11 @@ pub fn class_coding_rate(
     eps_sq: Option<f64>,
 ) -> PyResult<f64> {
     let p = precision(eps, eps_sq)?;
-    let c = Classes { labels, n_classes, membership };
+    let c = Classes {
+        labels,
+        n_classes,
+        membership,
+    };
     each!(array2(z, "Z")?, a => {
         let m = c.get()?;
         let v = a.as_array();
@@ -134,7 +138,11 @@ pub fn class_coding_rate_with_grad<'py>(
     eps_sq: Option<f64>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let p = precision(eps, eps_sq)?;
-    let c = Classes { labels, n_classes, membership };
+    let c = Classes {
+        labels,
+        n_classes,
+        membership,
+    };
     each!(array2(z, "Z")?, a => {
         let m = c.get()?;
         let v = a.as_array();
@@ -156,7 +164,11 @@ pub fn class_coding_rate_grad_membership<'py>(
     eps_sq: Option<f64>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let p = precision(eps, eps_sq)?;
-    let c = Classes { labels, n_classes, membership };
+    let c = Classes {
+        labels,
+        n_classes,
+        membership,
+    };
     each!(array2(z, "Z")?, a => {
         let m = c.get()?;
         let v = a.as_array();
@@ -178,7 +190,11 @@ pub fn rate_reduction(
     eps_sq: Option<f64>,
 ) -> PyResult<RateReduction> {
     let p = precision(eps, eps_sq)?;
-    let c = Classes { labels, n_classes, membership };
+    let c = Classes {
+        labels,
+        n_classes,
+        membership,
+    };
     each!(array2(z, "Z")?, a => {
         let m = c.get()?;
         let v = a.as_array();
@@ -199,7 +215,11 @@ pub fn rate_reduction_with_grad<'py>(
     eps_sq: Option<f64>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let p = precision(eps, eps_sq)?;
-    let c = Classes { labels, n_classes, membership };
+    let c = Classes {
+        labels,
+        n_classes,
+        membership,
+    };
     each!(array2(z, "Z")?, a => {
         let m = c.get()?;
         let v = a.as_array();
@@ -242,7 +262,11 @@ impl ReferenceLossValue {
 
 impl<T: Float> From<mcr2::ReferenceLossValue<T>> for ReferenceLossValue {
     fn from(v: mcr2::ReferenceLossValue<T>) -> Self {
-        Self { loss: v.loss.as_f64(), r_emp: v.r_emp.as_f64(), rc: v.rc.as_f64() }
+        Self {
+            loss: v.loss.as_f64(),
+            r_emp: v.r_emp.as_f64(),
+            rc: v.rc.as_f64(),
+        }
     }
 }
 
@@ -261,7 +285,12 @@ impl ReferenceLoss {
         let inner = mcr2::ReferenceLoss::new(p, gam1, gam2)
             .and_then(|l| l.with_trace_offset(trace_offset))
             .py()?;
-        Ok(Self { inner, eps_sq: p.eps_sq(), gam1, gam2 })
+        Ok(Self {
+            inner,
+            eps_sq: p.eps_sq(),
+            gam1,
+            gam2,
+        })
     }
 
     /// The loss and its terms.
@@ -274,7 +303,11 @@ impl ReferenceLoss {
         n_classes: Option<usize>,
         membership: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<ReferenceLossValue> {
-        let c = Classes { labels, n_classes, membership };
+        let c = Classes {
+            labels,
+            n_classes,
+            membership,
+        };
         each!(array2(z, "Z")?, a => {
             let m = c.get()?;
             let v = a.as_array();
@@ -292,7 +325,11 @@ impl ReferenceLoss {
         n_classes: Option<usize>,
         membership: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let c = Classes { labels, n_classes, membership };
+        let c = Classes {
+            labels,
+            n_classes,
+            membership,
+        };
         each!(array2(z, "Z")?, a => {
             let m = c.get()?;
             let v = a.as_array();

@@ -249,10 +249,7 @@ impl RateStats {
         let py = slf.py();
         let from_bytes = slf.get_type().getattr("from_bytes")?;
         let bytes = slf.borrow().to_bytes(py)?;
-        PyTuple::new(
-            py,
-            [from_bytes, PyTuple::new(py, [bytes])?.into_any()],
-        )
+        PyTuple::new(py, [from_bytes, PyTuple::new(py, [bytes])?.into_any()])
     }
 
     fn __repr__(&self) -> String {

@@ -1,0 +1,36 @@
+"""The two Python examples, at small sizes: the Dask tree reduction equals the one-shot
+rates to 1e-12 with 2 worker processes; the crate-backed PyTorch loss equals the autograd
+one to 1e-10 and trains."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dask_tree_reduction_is_exact():
+    pytest.importorskip("dask.distributed")
+    example = load("dask_rate_stats")
+    dist, one, workers, n = example.run(partitions=8, rows=1500, dim=24, classes=6, workers=2)
+    assert workers == 2 and n == 8 * 1500
+    for name in ["r", "rc", "delta_r"]:
+        a, b = getattr(dist, name), getattr(one, name)
+        assert abs(a - b) <= 1e-12 * abs(b), (name, a, b)
+
+
+def test_torch_loss_matches_autograd_and_trains():
+    pytest.importorskip("torch")
+    example = load("torch_mcr2_loss")
+    value_diff, grad_diff, _, (best, _) = example.check_and_time(32, 300, 4, repeats=1)
+    assert value_diff <= 1e-10 and grad_diff <= 1e-10
+    assert best in example.LOGDETS
+    assert example.train_digits(epochs=3) > 0.6
