@@ -68,6 +68,11 @@ impl Classes<'_, '_> {
 }
 
 /// R(Z) = ½ logdet(I + d/(nε²) ZᵀZ) of Z (n × d, rows are samples).
+///
+/// Precision: exactly one of `eps=` (ε) or `eps_sq=` (ε²; the MCR² reference code's `eps` is
+/// ε²).
+///
+/// Rows of `z` are samples.
 #[pyfunction]
 #[pyo3(signature = (z, *, eps = None, eps_sq = None))]
 pub fn coding_rate(
@@ -84,6 +89,11 @@ pub fn coding_rate(
 }
 
 /// (R(Z), ∂R/∂Z) with ∂R/∂Z = a Z (I + a ZᵀZ)⁻¹, a = d/(nε²).
+///
+/// Precision: exactly one of `eps=` (ε) or `eps_sq=` (ε²; the MCR² reference code's `eps` is
+/// ε²).
+///
+/// Rows of `z` are samples.
 #[pyfunction]
 #[pyo3(signature = (z, *, eps = None, eps_sq = None))]
 pub fn coding_rate_with_grad<'py>(
@@ -101,6 +111,12 @@ pub fn coding_rate_with_grad<'py>(
 }
 
 /// Rc(Z | Π) = Σ_j tr(Π_j)/(2n) logdet(I + d/(tr(Π_j)ε²) ZᵀΠ_jZ).
+///
+/// Precision: exactly one of `eps=` (ε) or `eps_sq=` (ε²; the MCR² reference code's `eps` is
+/// ε²).
+///
+/// Classes: hard `labels` (integers in 0..n_classes) with `n_classes=`, or a soft
+/// `membership=` (n × k, rows sum to 1, the dtype of `z`). Rows of `z` are samples.
 #[pyfunction]
 #[pyo3(signature = (z, labels = None, *, n_classes = None, membership = None, eps = None, eps_sq = None))]
 pub fn class_coding_rate(
@@ -126,6 +142,12 @@ pub fn class_coding_rate(
 }
 
 /// (Rc, ∂Rc/∂Z).
+///
+/// Precision: exactly one of `eps=` (ε) or `eps_sq=` (ε²; the MCR² reference code's `eps` is
+/// ε²).
+///
+/// Classes: hard `labels` (integers in 0..n_classes) with `n_classes=`, or a soft
+/// `membership=` (n × k, rows sum to 1, the dtype of `z`). Rows of `z` are samples.
 #[pyfunction]
 #[pyo3(signature = (z, labels = None, *, n_classes = None, membership = None, eps = None, eps_sq = None))]
 pub fn class_coding_rate_with_grad<'py>(
@@ -152,6 +174,12 @@ pub fn class_coding_rate_with_grad<'py>(
 }
 
 /// ∂Rc/∂Π (n × k) of a soft or hard membership.
+///
+/// Precision: exactly one of `eps=` (ε) or `eps_sq=` (ε²; the MCR² reference code's `eps` is
+/// ε²).
+///
+/// Classes: hard `labels` (integers in 0..n_classes) with `n_classes=`, or a soft
+/// `membership=` (n × k, rows sum to 1, the dtype of `z`). Rows of `z` are samples.
 #[pyfunction]
 #[pyo3(signature = (z, labels = None, *, n_classes = None, membership = None, eps = None, eps_sq = None))]
 pub fn class_coding_rate_grad_membership<'py>(
@@ -178,6 +206,12 @@ pub fn class_coding_rate_grad_membership<'py>(
 }
 
 /// ΔR(Z, Π) = R(Z) − Rc(Z | Π), with R, Rc and the class terms.
+///
+/// Precision: exactly one of `eps=` (ε) or `eps_sq=` (ε²; the MCR² reference code's `eps` is
+/// ε²).
+///
+/// Classes: hard `labels` (integers in 0..n_classes) with `n_classes=`, or a soft
+/// `membership=` (n × k, rows sum to 1, the dtype of `z`). Rows of `z` are samples.
 #[pyfunction]
 #[pyo3(signature = (z, labels = None, *, n_classes = None, membership = None, eps = None, eps_sq = None))]
 pub fn rate_reduction(
@@ -203,6 +237,12 @@ pub fn rate_reduction(
 }
 
 /// (RateReduction, ∂ΔR/∂Z).
+///
+/// Precision: exactly one of `eps=` (ε) or `eps_sq=` (ε²; the MCR² reference code's `eps` is
+/// ε²).
+///
+/// Classes: hard `labels` (integers in 0..n_classes) with `n_classes=`, or a soft
+/// `membership=` (n × k, rows sum to 1, the dtype of `z`). Rows of `z` are samples.
 #[pyfunction]
 #[pyo3(signature = (z, labels = None, *, n_classes = None, membership = None, eps = None, eps_sq = None))]
 pub fn rate_reduction_with_grad<'py>(
@@ -272,6 +312,9 @@ impl<T: Float> From<mcr2::ReferenceLossValue<T>> for ReferenceLossValue {
 
 #[pymethods]
 impl ReferenceLoss {
+    /// Precision: exactly one of `eps=` (ε) or `eps_sq=` (ε²; the reference code's `eps` is
+    /// ε²). γ₁ > 0 and γ₂ ≥ 0 (reference defaults 1); `trace_offset=1e-8` adds the 1e-8 the
+    /// reference code adds to tr(Π_j).
     #[new]
     #[pyo3(signature = (*, eps = None, eps_sq = None, gam1 = 1.0, gam2 = 1.0, trace_offset = 0.0))]
     fn new(

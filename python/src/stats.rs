@@ -148,14 +148,16 @@ impl RateStats {
         Self { inner }
     }
 
-    /// R of every sample pushed.
+    /// R of every sample pushed. Precision: exactly one of `eps=` (ε) or `eps_sq=` (ε²;
+    /// the reference code's `eps` is ε²).
     #[pyo3(signature = (*, eps = None, eps_sq = None))]
     fn coding_rate(&self, py: Python<'_>, eps: Option<f64>, eps_sq: Option<f64>) -> PyResult<f64> {
         let p = precision(eps, eps_sq)?;
         each!(&self.inner, s => py.detach(|| s.coding_rate(p)).py().map(|v| v.as_f64()))
     }
 
-    /// Rc of every sample pushed.
+    /// Rc of every sample pushed. Precision: exactly one of `eps=` (ε) or `eps_sq=` (ε²;
+    /// the reference code's `eps` is ε²).
     #[pyo3(signature = (*, eps = None, eps_sq = None))]
     fn class_coding_rate(
         &self,
@@ -167,7 +169,8 @@ impl RateStats {
         each!(&self.inner, s => py.detach(|| s.class_coding_rate(p)).py().map(|v| v.as_f64()))
     }
 
-    /// R, Rc, ΔR and the class terms of every sample pushed.
+    /// R, Rc, ΔR and the class terms of every sample pushed. Precision: exactly one of `eps=` (ε) or `eps_sq=` (ε²;
+    /// the reference code's `eps` is ε²).
     #[pyo3(signature = (*, eps = None, eps_sq = None))]
     fn rate_reduction(
         &self,
