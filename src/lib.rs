@@ -137,6 +137,7 @@
 #![warn(missing_docs)]
 
 pub mod coding;
+pub mod crate_alpha;
 pub mod crate_layer;
 pub mod data;
 mod error;

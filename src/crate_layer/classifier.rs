@@ -1,7 +1,5 @@
 //! The whole CRATE image classifier, as the reference `CRATE` module runs it.
 
-use std::collections::BTreeSet;
-
 use ndarray::{Array1, Array2, Array3, Array4, ArrayRef4, ArrayView2, Axis};
 use rand::Rng;
 use rand_distr::StandardNormal;
@@ -10,7 +8,6 @@ use super::CrateBlockConfig;
 use super::encoder::{CrateEncoder, CrateEncoderConfig, LayerDiagnostics, measure};
 use crate::nn::{
     Checkpoint, LayerNorm, LayerNormConfig, Linear, LinearConfig, ScopedWriter, TensorReader,
-    invalid,
 };
 use crate::{Error, Float, Result};
 
@@ -332,20 +329,7 @@ impl<T: Float> CrateClassifier<T> {
         b: usize,
         patches: usize,
     ) -> (Array2<T>, usize) {
-        let n = patches + 1;
-        let mut tokens = Array2::<T>::zeros((b * n, self.config.dim()));
-        for img in 0..b {
-            for t in 0..n {
-                let mut row = tokens.row_mut(img * n + t);
-                if t == 0 {
-                    row.assign(&self.cls_token);
-                } else {
-                    row.assign(&emb.row(img * patches + t - 1));
-                }
-                row += &self.pos_embedding.row(t);
-            }
-        }
-        (tokens, n)
+        crate::nn::with_class_token(emb, &self.cls_token, &self.pos_embedding, b, patches)
     }
 
     /// Checks a batch of images and cuts it into patch rows (b·patches × patch_dim,
@@ -354,65 +338,13 @@ impl<T: Float> CrateClassifier<T> {
         &self,
         images: &ArrayRef4<T>,
     ) -> Result<(crate::workspace::Scratch<T>, usize)> {
-        let (b, c, h, w) = images.dim();
-        let ps = self.config.patch_size;
-        if b == 0 || h == 0 || w == 0 {
-            return Err(Error::Empty {
-                what: "images",
-                rows: b,
-                cols: c * h * w,
-            });
-        }
-        if c != self.config.channels {
-            return Err(Error::ShapeMismatch {
-                what: "images",
-                expected: format!("{} channels", self.config.channels),
-                got: format!("{c} channels"),
-            });
-        }
-        if h % ps != 0 || w % ps != 0 {
-            return Err(Error::ShapeMismatch {
-                what: "images",
-                expected: format!("height and width multiples of the patch size {ps}"),
-                got: format!("{h} × {w}"),
-            });
-        }
-        let patches = (h / ps) * (w / ps);
-        if patches > self.config.num_patches() {
-            return Err(Error::ShapeMismatch {
-                what: "images",
-                expected: format!(
-                    "at most {} patches (the position embedding's size, {0} × {0} images)",
-                    self.config.num_patches(),
-                ),
-                got: format!("{patches} patches ({h} × {w})"),
-            });
-        }
-        if let Some(pos) = images.iter().position(|v| !v.is_finite()) {
-            return Err(Error::NonFinite {
-                what: "images",
-                row: pos / (c * h * w),
-                col: pos % (c * h * w),
-            });
-        }
-        // b c (h p1) (w p2) → b (h w) (p1 p2 c): the channel runs fastest
-        let pd = self.config.patch_dim();
-        let gw = w / ps;
-        let mut x = crate::workspace::take::<T>(b * patches, pd);
-        for (r, mut row) in x.rows_mut().into_iter().enumerate() {
-            let (img, pi) = (r / patches, r % patches);
-            let (hi, wi) = (pi / gw, pi % gw);
-            let row = row.as_slice_mut().expect("standard layout");
-            for p1 in 0..ps {
-                for p2 in 0..ps {
-                    for ch in 0..c {
-                        row[(p1 * ps + p2) * c + ch] =
-                            images[(img, ch, hi * ps + p1, wi * ps + p2)];
-                    }
-                }
-            }
-        }
-        Ok((x, patches))
+        crate::nn::image_patches(
+            images,
+            self.config.channels,
+            self.config.patch_size,
+            self.config.num_patches(),
+            crate::nn::PatchOrder::PixelsThenChannel,
+        )
     }
 
     /// Pooling and head on the encoder's output (b·n × dim).
@@ -493,40 +425,7 @@ impl<T: Float> Checkpoint<T> for CrateClassifier<T> {
     /// non-finite or wrongly typed tensor is [`Error::InvalidWeights`] naming it.
     fn load(reader: &TensorReader<'_>, config: &CrateConfig) -> Result<Self> {
         config.check()?;
-        let expected: BTreeSet<String> = Self::tensor_names(config)
-            .into_iter()
-            .map(|n| reader.full_name(&n))
-            .collect();
-        let missing = expected.iter().filter(|n| !reader.contains_full(n)).count();
-        if missing == expected.len() {
-            // nothing under this prefix: say where the tensors are, if anywhere
-            let relative = Self::tensor_names(config);
-            if let Some((prefix, found)) = reader.guess_prefix(&relative) {
-                return Err(invalid(
-                    &format!("(prefix {:?})", reader.full_name("")),
-                    format!(
-                        "no tensor of this configuration under this prefix; {found} of the {} are under the prefix {prefix:?}",
-                        expected.len()
-                    ),
-                ));
-            }
-        }
-        if let Some(extra) = reader.names().iter().find(|n| !expected.contains(*n)) {
-            return Err(invalid(extra, "unexpected tensor for this configuration"));
-        }
-        if missing > 0 {
-            let first = expected
-                .iter()
-                .find(|n| !reader.contains_full(n))
-                .expect("counted");
-            return Err(invalid(
-                first,
-                format!(
-                    "missing ({missing} of the {} expected tensors are missing)",
-                    expected.len()
-                ),
-            ));
-        }
+        reader.expect_exactly(&Self::tensor_names(config))?;
         let (d, p, c) = (config.dim(), config.patch_dim(), config.num_classes);
         let eps = config.encoder.block.layer_norm().eps;
         let norm = |names: [&str; 2], dim: usize| {

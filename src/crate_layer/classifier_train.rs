@@ -180,27 +180,15 @@ impl<T: Float> CrateClassifier<T> {
             .encoder
             .backward(&cache.encoder, dz.view(), g_encoder)?;
         // tokens = [cls; emb] + pos: cls and pos collect over the images
-        let patches = n - 1;
-        let mut demb = Array2::<T>::zeros((b * patches, d));
-        {
+        let demb = {
             let (g_cls, g_pos) = g_tokens.split_at_mut(1);
-            let mut g_cls = g_cls[0].view_mut().into_shape_with_order(d).expect("1×1×d");
-            let mut g_pos = g_pos[0]
+            let g_cls = g_cls[0].view_mut().into_shape_with_order(d).expect("1×1×d");
+            let g_pos = g_pos[0]
                 .view_mut()
                 .into_shape_with_order((n, d))
                 .expect("1×n×d");
-            for img in 0..b {
-                g_cls += &dt.row(img * n);
-                for t in 0..n {
-                    let mut row = g_pos.row_mut(t);
-                    row += &dt.row(img * n + t);
-                    if t > 0 {
-                        demb.row_mut(img * patches + t - 1)
-                            .assign(&dt.row(img * n + t));
-                    }
-                }
-            }
-        }
+            crate::nn::with_class_token_backward(dt.view(), b, n, g_cls, g_pos)
+        };
         let (g1, rest) = g_embed.split_at_mut(2);
         let (g2, g3) = rest.split_at_mut(2);
         let de = self

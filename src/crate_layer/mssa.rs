@@ -42,8 +42,11 @@ impl MssaConfig {
 pub(crate) enum Output<T> {
     /// `O` itself (the reference code when heads = 1 and dim_head = dim).
     Identity,
-    /// `O Wᵀ + b`, W: dim × inner (the reference `to_out`).
-    Linear { weight: Array2<T>, bias: Array1<T> },
+    /// `O Wᵀ + b`, W: dim × inner (the reference `to_out`; CRATE-α has no bias).
+    Linear {
+        weight: Array2<T>,
+        bias: Option<Array1<T>>,
+    },
     /// The paper's compression step, as an update added to Z:
     /// `κβ(β·O·[U_1 … U_K]ᵀ − Z)`, β = p/(nε²) with n the number of tokens.
     Compression { kappa: f64, eps_sq: f64 },
@@ -102,6 +105,24 @@ impl<T: Float> Mssa<T> {
         heads: usize,
         to_out: Option<(Array2<T>, Array1<T>)>,
     ) -> Result<Self> {
+        Self::with_output(qkv, heads, to_out.map(|(w, b)| (w, Some(b))))
+    }
+
+    /// CRATE-α's parameterisation: `qkv` and an output projection without bias (`None`
+    /// exactly when heads = 1 and dim_head = dim).
+    pub fn from_parts_unbiased(
+        qkv: Array2<T>,
+        heads: usize,
+        to_out: Option<Array2<T>>,
+    ) -> Result<Self> {
+        Self::with_output(qkv, heads, to_out.map(|w| (w, None)))
+    }
+
+    fn with_output(
+        qkv: Array2<T>,
+        heads: usize,
+        to_out: Option<(Array2<T>, Option<Array1<T>>)>,
+    ) -> Result<Self> {
         let (inner, dim) = qkv.dim();
         if heads == 0 || inner == 0 || dim == 0 || inner % heads != 0 {
             return Err(Error::InvalidParameter {
@@ -116,15 +137,21 @@ impl<T: Float> Mssa<T> {
         let output = match (to_out, project) {
             (None, false) => Output::Identity,
             (Some((w, b)), true) => {
-                if w.dim() != (dim, inner) || b.len() != dim {
+                let bias_len = b.as_ref().map_or(dim, |b| b.len());
+                if w.dim() != (dim, inner) || bias_len != dim {
                     return Err(Error::ShapeMismatch {
                         what: "output projection",
                         expected: format!("weight {dim}×{inner} and bias {dim}"),
-                        got: format!("weight {}×{} and bias {}", w.nrows(), w.ncols(), b.len()),
+                        got: format!("weight {}×{} and bias {bias_len}", w.nrows(), w.ncols()),
                     });
                 }
                 crate::validate::matrix("output projection weight", &w)?;
-                crate::validate::finite("output projection bias", &b.view().insert_axis(Axis(0)))?;
+                if let Some(b) = &b {
+                    crate::validate::finite(
+                        "output projection bias",
+                        &b.view().insert_axis(Axis(0)),
+                    )?;
+                }
                 Output::Linear { weight: w, bias: b }
             }
             (None, true) => {
@@ -154,6 +181,22 @@ impl<T: Float> Mssa<T> {
     /// Random weights with the reference initialization (PyTorch `Linear` defaults:
     /// U(±1/√fan_in) for weights and biases).
     pub fn new<R: Rng + ?Sized>(config: &MssaConfig, rng: &mut R) -> Result<Self> {
+        let (qkv, to_out) = Self::random_weights(config, rng)?;
+        Self::from_parts(qkv, config.heads, to_out)
+    }
+
+    /// CRATE-α's attention with random weights (PyTorch `Linear` defaults, no biases).
+    pub fn new_unbiased<R: Rng + ?Sized>(config: &MssaConfig, rng: &mut R) -> Result<Self> {
+        let (qkv, to_out) = Self::random_weights(config, rng)?;
+        Self::from_parts_unbiased(qkv, config.heads, to_out.map(|(w, _)| w))
+    }
+
+    /// `qkv`, and `(weight, bias)` of the output projection where the reference has one.
+    #[allow(clippy::type_complexity)]
+    fn random_weights<R: Rng + ?Sized>(
+        config: &MssaConfig,
+        rng: &mut R,
+    ) -> Result<(Array2<T>, Option<(Array2<T>, Array1<T>)>)> {
         config.check()?;
         let MssaConfig {
             dim,
@@ -173,7 +216,7 @@ impl<T: Float> Mssa<T> {
             let b = uniform(1, dim, inner).row(0).to_owned();
             Some((w, b))
         };
-        Self::from_parts(qkv, heads, to_out)
+        Ok((qkv, to_out))
     }
 
     /// The white-box compression step of the paper from orthonormal subspace bases
@@ -243,10 +286,11 @@ impl<T: Float> Mssa<T> {
         &self.qkv
     }
 
-    /// The output projection `(weight, bias)` of the reference parameterisation, if any.
-    pub fn to_out(&self) -> Option<(&Array2<T>, &Array1<T>)> {
+    /// The output projection `(weight, bias)` of the reference parameterisation, if any
+    /// (the bias is `None` in CRATE-α's).
+    pub fn to_out(&self) -> Option<(&Array2<T>, Option<&Array1<T>>)> {
         match &self.output {
-            Output::Linear { weight, bias } => Some((weight, bias)),
+            Output::Linear { weight, bias } => Some((weight, bias.as_ref())),
             _ => None,
         }
     }
@@ -422,8 +466,8 @@ impl<T: Float> Mssa<T> {
                 None => y.assign(&o),
             },
             Output::Linear { weight, bias } => {
-                match base {
-                    Some(x) => {
+                match (base, bias) {
+                    (Some(x), Some(bias)) => {
                         ndarray::Zip::from(y.rows_mut())
                             .and(x.rows())
                             .for_each(|mut yr, xr| {
@@ -433,11 +477,13 @@ impl<T: Float> Mssa<T> {
                                     .for_each(|y, &x, &b| *y = x + b)
                             })
                     }
-                    None => {
+                    (Some(x), None) => y.assign(&x),
+                    (None, Some(bias)) => {
                         for mut yr in y.rows_mut() {
                             yr.assign(bias);
                         }
                     }
+                    (None, None) => y.fill(T::zero()),
                 }
                 crate::linalg::gemm(T::one(), o, weight.t(), true, y.view_mut(), true);
             }
@@ -479,7 +525,9 @@ impl<T: Float> Layer<T> for Mssa<T> {
         let mut p = vec![("qkv.weight".to_string(), self.qkv.view().into_dyn())];
         if let Some((w, b)) = self.to_out() {
             p.push(("to_out.0.weight".to_string(), w.view().into_dyn()));
-            p.push(("to_out.0.bias".to_string(), b.view().into_dyn()));
+            if let Some(b) = b {
+                p.push(("to_out.0.bias".to_string(), b.view().into_dyn()));
+            }
         }
         p
     }

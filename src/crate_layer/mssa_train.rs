@@ -154,8 +154,10 @@ impl<T: Float> Trainable<T> for Mssa<T> {
                 crate::linalg::gemm(T::one(), dy, weight.view(), false, d_o.view_mut(), true);
                 let gw = grad_matrix(&mut gout[0]);
                 crate::linalg::gemm(T::one(), dy.t(), cache.o.view(), true, gw, true);
-                let mut gb = grad_vector(&mut gout[1]);
-                gb += &column_sums(dy);
+                if let Some(gb) = gout.get_mut(1) {
+                    let mut gb = grad_vector(gb);
+                    gb += &column_sums(dy);
+                }
             }
             Output::Compression { kappa, eps_sq } => {
                 let beta = self.dim_head as f64 / (n as f64 * eps_sq);
@@ -185,7 +187,9 @@ impl<T: Float> Trainable<T> for Mssa<T> {
         update_array(update, "qkv.weight", &mut self.qkv)?;
         if let Output::Linear { weight, bias } = &mut self.output {
             update_array(update, "to_out.0.weight", weight)?;
-            update_array(update, "to_out.0.bias", bias)?;
+            if let Some(bias) = bias {
+                update_array(update, "to_out.0.bias", bias)?;
+            }
         }
         Ok(())
     }

@@ -132,6 +132,41 @@ impl<'a> TensorReader<'a> {
             .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
     }
 
+    /// Errors unless the tensors under this reader's prefix are exactly `relative` (names
+    /// relative to the prefix): an unexpected tensor or the first missing one is named
+    /// ([`Error::InvalidWeights`]); when none is under the prefix, the error says under which
+    /// prefix the file holds them, if it does.
+    pub(crate) fn expect_exactly(&self, relative: &[String]) -> Result<()> {
+        let expected: std::collections::BTreeSet<String> =
+            relative.iter().map(|n| self.full_name(n)).collect();
+        let missing = expected.iter().filter(|n| !self.contains_full(n)).count();
+        if missing == expected.len() {
+            // nothing under this prefix: say where the tensors are, if anywhere
+            if let Some((prefix, found)) = self.guess_prefix(relative) {
+                return Err(invalid(
+                    &format!("(prefix {:?})", self.full_name("")),
+                    format!(
+                        "no tensor of this configuration under this prefix; {found} of the {} are under the prefix {prefix:?}",
+                        expected.len()
+                    ),
+                ));
+            }
+        }
+        if let Some(extra) = self.names().iter().find(|n| !expected.contains(*n)) {
+            return Err(invalid(extra, "unexpected tensor for this configuration"));
+        }
+        if let Some(first) = expected.iter().find(|n| !self.contains_full(n)) {
+            return Err(invalid(
+                first,
+                format!(
+                    "missing ({missing} of the {} expected tensors are missing)",
+                    expected.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The names in the file that start with this reader's prefix, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self

@@ -33,17 +33,18 @@ mod io;
 mod layer_norm;
 mod linear;
 mod mlp;
+mod patches;
 mod train;
 
 use ndarray::{Array3, ArrayD, ArrayRef2, ArrayRef3, ArrayViewD, Axis, CowArray, Ix2};
 
 pub use crate::kernels::gelu;
 pub(crate) use init::normal;
-pub(crate) use io::invalid;
 pub use io::{ScopedWriter, TensorReader, TensorWriter};
 pub use layer_norm::{LayerNorm, LayerNormCache, LayerNormConfig};
 pub use linear::{Linear, LinearConfig};
 pub use mlp::{Mlp, MlpCache, MlpConfig};
+pub(crate) use patches::{PatchOrder, image_patches, with_class_token, with_class_token_backward};
 pub use train::Trainable;
 pub(crate) use train::{
     check_gradient_shapes, check_gradients, check_sequences, check_upstream, column_sums,

@@ -2,6 +2,7 @@
 
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Zip};
 
+use crate::crate_alpha::{CrateAlphaBlock, CrateAlphaClassifier, Odl};
 use crate::crate_layer::{CrateBlock, CrateClassifier, CrateEncoder, Ista, Mssa};
 use crate::nn::{LayerNorm, Linear, Mlp, ScopedWriter, TensorReader, Trainable};
 use crate::tost::{CausalTssa, ToStBlock, Tssa};
@@ -42,7 +43,10 @@ learnable!(
     Mssa,
     CrateBlock,
     CrateEncoder,
-    CrateClassifier
+    CrateClassifier,
+    Odl,
+    CrateAlphaBlock,
+    CrateAlphaClassifier
 );
 
 /// AdamW's hyper-parameters (PyTorch's `torch.optim.AdamW`).
