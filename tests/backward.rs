@@ -73,3 +73,6 @@ fn block_gradients_match_autograd() {
 
 #[path = "backward/finite_differences.rs"]
 mod finite_differences;
+
+#[path = "backward/crate_alpha.rs"]
+mod crate_alpha;

@@ -1,7 +1,9 @@
 //! One CRATE-α layer: attention without biases and the overcomplete sparse coding step,
 //! each with a residual.
 
-use ndarray::{Array2, Array3, ArrayD, ArrayRef2, ArrayRef3, ArrayView2, ArrayViewD, ArrayViewMutD};
+use ndarray::{
+    Array2, Array3, ArrayD, ArrayRef2, ArrayRef3, ArrayView2, ArrayViewD, ArrayViewMutD,
+};
 use rand::Rng;
 
 use super::odl::{Odl, OdlCache, OdlConfig};
@@ -140,7 +142,12 @@ impl<T: Float> CrateAlphaBlock<T> {
     }
 
     /// A layer from its parts (dimensions must agree; the attention must have no biases).
-    pub fn from_parts(ln1: LayerNorm<T>, mssa: Mssa<T>, ln2: LayerNorm<T>, odl: Odl<T>) -> Result<Self> {
+    pub fn from_parts(
+        ln1: LayerNorm<T>,
+        mssa: Mssa<T>,
+        ln2: LayerNorm<T>,
+        odl: Odl<T>,
+    ) -> Result<Self> {
         let dim = mssa.dim();
         for (what, d) in [("LN₁", ln1.dim()), ("LN₂", ln2.dim()), ("ODL", odl.dim())] {
             if d != dim {
@@ -328,7 +335,15 @@ impl<T: Float> Trainable<T> for CrateAlphaBlock<T> {
         let (update, odl) = self.odl.forward_train(h2.view(), n)?;
         y += &update;
         crate::validate::finite_output("CRATE-α layer output", &y)?;
-        Ok((y, CrateAlphaBlockCache { ln1, mssa, ln2, odl }))
+        Ok((
+            y,
+            CrateAlphaBlockCache {
+                ln1,
+                mssa,
+                ln2,
+                odl,
+            },
+        ))
     }
 
     /// `dz½ = dz⁺ + LN₂ᵀ(ODLᵀ(dz⁺))`, then `dz = dz½ + LN₁ᵀ(MSSAᵀ(dz½))`.

@@ -90,7 +90,7 @@ impl CrateAlphaConfig {
         Self::new(224, 16, 1000, 768, 12, 12, 64)
     }
 
-    /// CRATE-α-L/14 (dim 1024, depth 24, 16 heads; 253,652,968 parameters), the reference
+    /// CRATE-α-L/14 (dim 1024, depth 24, 16 heads; 253,650,920 parameters), the reference
     /// `CRATE_large`.
     pub fn large() -> Self {
         Self::new(224, 14, 1000, 1024, 24, 16, 64)
@@ -275,7 +275,15 @@ impl<T: Float> CrateAlphaClassifier<T> {
                 }
             }
         }
-        names.extend(["mlp_head.0.weight", "mlp_head.0.bias", "mlp_head.1.weight", "mlp_head.1.bias"].map(String::from));
+        names.extend(
+            [
+                "mlp_head.0.weight",
+                "mlp_head.0.bias",
+                "mlp_head.1.weight",
+                "mlp_head.1.bias",
+            ]
+            .map(String::from),
+        );
         names
     }
 

@@ -43,9 +43,16 @@ impl<T: Float> CrateAlphaClassifier<T> {
     pub fn parameters(&self) -> Vec<(String, ArrayViewD<'_, T>)> {
         let c = &self.config;
         let (d, ps, n) = (c.dim(), c.patch_size, self.pos_embedding.nrows());
-        let conv = self.patch.weight().view().into_shape_with_order((d, c.channels, ps, ps));
+        let conv = self
+            .patch
+            .weight()
+            .view()
+            .into_shape_with_order((d, c.channels, ps, ps));
         let mut p = vec![
-            ("conv1.weight".to_string(), conv.expect("dim × patch_dim").into_dyn()),
+            (
+                "conv1.weight".to_string(),
+                conv.expect("dim × patch_dim").into_dyn(),
+            ),
             (
                 "conv1.bias".to_string(),
                 self.patch.bias().expect("with bias").view().into_dyn(),
@@ -61,7 +68,10 @@ impl<T: Float> CrateAlphaClassifier<T> {
                 block.parameters(),
             ));
         }
-        p.extend(crate::nn::prefixed("mlp_head.0.", self.head_norm.parameters()));
+        p.extend(crate::nn::prefixed(
+            "mlp_head.0.",
+            self.head_norm.parameters(),
+        ));
         p.extend(crate::nn::prefixed("mlp_head.1.", self.head.parameters()));
         p
     }
@@ -83,13 +93,8 @@ impl<T: Float> CrateAlphaClassifier<T> {
         let b = x.nrows() / patches;
         let (e, patch) = self.patch.forward_train(x.view(), 1)?;
         drop(x);
-        let (mut z, n) = crate::nn::with_class_token(
-            e.view(),
-            &self.cls_token,
-            &self.pos_embedding,
-            b,
-            patches,
-        );
+        let (mut z, n) =
+            crate::nn::with_class_token(e.view(), &self.cls_token, &self.pos_embedding, b, patches);
         let mut blocks = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
             let (out, cache) = block.forward_train(z.view(), n)?;
@@ -211,7 +216,9 @@ impl<T: Float> CrateAlphaClassifier<T> {
         self.patch.update_parameters(&mut |name, p| {
             let full = format!("conv1.{name}");
             if name == "weight" {
-                let p = p.into_shape_with_order(conv_shape).expect("dim × patch_dim");
+                let p = p
+                    .into_shape_with_order(conv_shape)
+                    .expect("dim × patch_dim");
                 update(&full, p.into_dyn());
             } else {
                 update(&full, p);
@@ -219,7 +226,10 @@ impl<T: Float> CrateAlphaClassifier<T> {
         })?;
         let cls = self.cls_token.view_mut().into_shape_with_order((1, 1, d));
         update("cls_token", cls.expect("d entries").into_dyn());
-        let pos = self.pos_embedding.view_mut().into_shape_with_order((1, n, d));
+        let pos = self
+            .pos_embedding
+            .view_mut()
+            .into_shape_with_order((1, n, d));
         update("pos_embedding", pos.expect("n·d entries").into_dyn());
         for (name, ok) in [
             ("cls_token", self.cls_token.iter().all(|v| v.is_finite())),
@@ -240,6 +250,7 @@ impl<T: Float> CrateAlphaClassifier<T> {
         }
         self.head_norm
             .update_parameters(&mut scoped("mlp_head.0.", update))?;
-        self.head.update_parameters(&mut scoped("mlp_head.1.", update))
+        self.head
+            .update_parameters(&mut scoped("mlp_head.1.", update))
     }
 }

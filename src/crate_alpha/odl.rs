@@ -320,8 +320,22 @@ impl<T: Float> Trainable<T> for Odl<T> {
         crate::linalg::gemm(-eta, g2.view(), self.d.t(), false, dr.view_mut(), true);
         crate::linalg::gemm(-eta, cache.r.t(), g2.view(), true, g_d.view_mut(), true);
         let mut g1 = g2;
-        crate::linalg::gemm(T::one(), dr.view(), self.d.view(), true, g1.view_mut(), true);
-        crate::linalg::gemm(T::one(), dr.t(), cache.a1.view(), true, g_d.view_mut(), true);
+        crate::linalg::gemm(
+            T::one(),
+            dr.view(),
+            self.d.view(),
+            true,
+            g1.view_mut(),
+            true,
+        );
+        crate::linalg::gemm(
+            T::one(),
+            dr.t(),
+            cache.a1.view(),
+            true,
+            g_d.view_mut(),
+            true,
+        );
         let mut dx = dr.mapv(|v| -v);
         relu_mask(&mut g1, &cache.a1);
         crate::linalg::gemm(eta, g1.view(), self.d.t(), true, dx.view_mut(), true);

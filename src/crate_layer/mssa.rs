@@ -467,16 +467,14 @@ impl<T: Float> Mssa<T> {
             },
             Output::Linear { weight, bias } => {
                 match (base, bias) {
-                    (Some(x), Some(bias)) => {
-                        ndarray::Zip::from(y.rows_mut())
-                            .and(x.rows())
-                            .for_each(|mut yr, xr| {
-                                ndarray::Zip::from(&mut yr)
-                                    .and(&xr)
-                                    .and(bias)
-                                    .for_each(|y, &x, &b| *y = x + b)
-                            })
-                    }
+                    (Some(x), Some(bias)) => ndarray::Zip::from(y.rows_mut())
+                        .and(x.rows())
+                        .for_each(|mut yr, xr| {
+                            ndarray::Zip::from(&mut yr)
+                                .and(&xr)
+                                .and(bias)
+                                .for_each(|y, &x, &b| *y = x + b)
+                        }),
                     (Some(x), None) => y.assign(&x),
                     (None, Some(bias)) => {
                         for mut yr in y.rows_mut() {

@@ -12,22 +12,27 @@ use proptest::prelude::*;
 
 const H: f64 = 1e-5;
 
-fn random(rng: &mut StdRng, rows: usize, cols: usize, scale: f64) -> Array2<f64> {
+pub(super) fn random(rng: &mut StdRng, rows: usize, cols: usize, scale: f64) -> Array2<f64> {
     Array2::from_shape_simple_fn((rows, cols), || scale * (2.0 * rng.random::<f64>() - 1.0))
 }
 
-fn vector(rng: &mut StdRng, len: usize, center: f64, scale: f64) -> Array1<f64> {
+pub(super) fn vector(rng: &mut StdRng, len: usize, center: f64, scale: f64) -> Array1<f64> {
     Array1::from_shape_simple_fn(len, || center + scale * (2.0 * rng.random::<f64>() - 1.0))
 }
 
 /// `L = Σ y ⊙ dy`.
-fn loss<L: Trainable<f64>>(layer: &L, x: &Array2<f64>, n: usize, dy: &Array2<f64>) -> f64 {
+pub(super) fn loss<L: Trainable<f64>>(
+    layer: &L,
+    x: &Array2<f64>,
+    n: usize,
+    dy: &Array2<f64>,
+) -> f64 {
     let (y, _) = layer.forward_train(x.view(), n).unwrap();
     (&y * dy).sum()
 }
 
 /// `layer` with `h` added to entry `j` of parameter `p`.
-fn nudged<L: Trainable<f64> + Clone>(layer: &L, p: usize, j: usize, h: f64) -> L {
+pub(super) fn nudged<L: Trainable<f64> + Clone>(layer: &L, p: usize, j: usize, h: f64) -> L {
     let mut out = layer.clone();
     let mut i = 0;
     out.update_parameters(&mut |_, mut v| {
@@ -42,7 +47,7 @@ fn nudged<L: Trainable<f64> + Clone>(layer: &L, p: usize, j: usize, h: f64) -> L
 
 /// The five-point central difference of `f` at 0 (truncation error O(H⁴)), or `None` at a
 /// kink (the one-sided differences disagree: the ReLU of ISTA switches within the step).
-fn central(f: impl Fn(f64) -> f64) -> Option<f64> {
+pub(super) fn central(f: impl Fn(f64) -> f64) -> Option<f64> {
     let (plus, zero, minus) = (f(H), f(0.0), f(-H));
     let (plus2, minus2) = (f(2.0 * H), f(-2.0 * H));
     let agree = |right: f64, left: f64| (right - left).abs() <= 1e-3 * (1.0 + right.abs());
@@ -53,7 +58,12 @@ fn central(f: impl Fn(f64) -> f64) -> Option<f64> {
 
 /// The largest relative error (`|fd − analytic| / max |analytic|`, per tensor) over the input
 /// and every parameter.
-fn worst_error<L: Trainable<f64> + Clone>(layer: &L, x: &Array2<f64>, n: usize, seed: u64) -> f64 {
+pub(super) fn worst_error<L: Trainable<f64> + Clone>(
+    layer: &L,
+    x: &Array2<f64>,
+    n: usize,
+    seed: u64,
+) -> f64 {
     let mut rng = StdRng::seed_from_u64(seed);
     let (y, cache) = layer.forward_train(x.view(), n).unwrap();
     let dy = random(&mut rng, y.nrows(), y.ncols(), 1.0);
@@ -101,7 +111,7 @@ fn worst_error<L: Trainable<f64> + Clone>(layer: &L, x: &Array2<f64>, n: usize, 
     worst
 }
 
-fn layer_norm(rng: &mut StdRng, dim: usize) -> LayerNorm<f64> {
+pub(super) fn layer_norm(rng: &mut StdRng, dim: usize) -> LayerNorm<f64> {
     LayerNorm::from_parts(vector(rng, dim, 1.0, 0.3), vector(rng, dim, 0.0, 0.3), 1e-5).unwrap()
 }
 
