@@ -219,6 +219,18 @@ impl<T: Float> CrateAlphaBlock<T> {
         y
     }
 
+    /// The layer's output on checked rows and the sparse codes `A²` of its ODL step.
+    pub(crate) fn half_and_codes(&self, x: ArrayView2<T>, n: usize) -> (Array2<T>, Array2<T>) {
+        let h = self.ln1.apply(x);
+        let (_, o) = self.mssa.attend(h.view(), n);
+        let mut y = h;
+        self.mssa.finish(o.view(), n, Some(x), &mut y);
+        let h2 = self.ln2.apply(y.view());
+        let (codes, update) = self.odl.codes_and_output(h2.view());
+        y += &update;
+        (y, codes)
+    }
+
     fn check_input(&self, dim: usize, n: usize) -> Result<()> {
         if dim != self.dim() {
             return Err(Error::ShapeMismatch {

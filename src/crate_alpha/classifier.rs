@@ -338,6 +338,21 @@ impl<T: Float> CrateAlphaClassifier<T> {
         Ok(logits)
     }
 
+    /// The fraction of zeros in each layer's sparse codes `A²` (the ODL step's codes, over
+    /// every token of the batch), layer by layer: the sparsity that CRATE-α's coding step
+    /// produces.
+    pub fn code_sparsity(&self, images: &ArrayRef4<T>) -> Result<Vec<f64>> {
+        let (mut z, n) = self.embed(images)?;
+        let mut out = Vec::with_capacity(self.blocks.len());
+        for block in &self.blocks {
+            let (y, codes) = block.half_and_codes(z.view(), n);
+            let zeros = codes.iter().filter(|v| **v == T::zero()).count();
+            out.push(zeros as f64 / codes.len().max(1) as f64);
+            z = y;
+        }
+        Ok(out)
+    }
+
     /// The `k` most likely classes of each image, as (class, logit), best first.
     pub fn top_k(&self, images: &ArrayRef4<T>, k: usize) -> Result<Vec<Vec<(usize, T)>>> {
         crate::metrics::top_k(&self.forward(images)?, k)

@@ -209,6 +209,13 @@ impl<T: Float> Odl<T> {
         self.decode(&a2)
     }
 
+    /// The codes `A²` and the decoded tokens of the rows of `x`.
+    pub(crate) fn codes_and_output(&self, x: ArrayView2<T>) -> (Array2<T>, Array2<T>) {
+        let (_, _, a2) = self.codes(x);
+        let y = self.decode(&a2);
+        (a2, y)
+    }
+
     fn decode(&self, a2: &Array2<T>) -> Array2<T> {
         let mut y = Array2::<T>::zeros((a2.nrows(), self.d.nrows()));
         crate::linalg::gemm(T::one(), a2.view(), self.d1.t(), false, y.view_mut(), true);
