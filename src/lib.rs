@@ -52,8 +52,10 @@
 //!               views (EMP-SSL, multi-view MCR²), simdino, closed_loop (CTRL), convention
 //!               (presets), numerics (f64 accumulation, eigenvalue fallback), measure (CRATE's
 //!               per-head coding rate)
-//! nn/           Linear, LayerNorm, Mlp, GELU, the Layer and Checkpoint traits, tensor files
+//! nn/           Linear, LayerNorm, Mlp, GELU, the Layer and Checkpoint traits, tensor files,
+//!               patches (images to patch rows, class token and position embedding)
 //! crate_layer/  mssa, ista, block, encoder, classifier (the whole CRATE model)
+//! crate_alpha/  odl (overcomplete ISTA), block, classifier (CRATE-α)
 //! tost/         tssa, causal, variational (the book form), block (block and encoder)
 //! redunet       ReduNet, layers in closed form
 //! coding/       coding lengths (mod), alc, micl
@@ -80,6 +82,8 @@
 //!   compression, then an ISTA sparsification step — built from reference weights or, white
 //!   box, from subspace bases and a dictionary; and the whole CRATE image classifier
 //!   ([`crate_layer::CrateClassifier`]) with reference checkpoints.
+//! * [`crate_alpha`]: CRATE-α — the overcomplete dictionary step ([`crate_alpha::Odl`]), its
+//!   layer and classifier with the reference checkpoints, trainable.
 //! * [`tost`]: token-statistics self-attention (ToST), linear in the number of tokens; its
 //!   causal variant, its variational book form, and ToST blocks.
 //! * [`redunet`]: ReduNet, layers computed in closed form from the training data.
