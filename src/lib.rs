@@ -56,6 +56,7 @@
 //!               patches (images to patch rows, class token and position embedding)
 //! crate_layer/  mssa, ista, block, encoder, classifier (the whole CRATE model)
 //! crate_alpha/  odl (overcomplete ISTA), block, classifier (CRATE-α)
+//! crate_mae/    masking (patchify, masks, sine-cosine table), decoder, model (CRATE-MAE)
 //! tost/         tssa, causal, variational (the book form), block (block and encoder)
 //! redunet       ReduNet, layers in closed form
 //! coding/       coding lengths (mod), alc, micl
@@ -84,6 +85,8 @@
 //!   ([`crate_layer::CrateClassifier`]) with reference checkpoints.
 //! * [`crate_alpha`]: CRATE-α — the overcomplete dictionary step ([`crate_alpha::Odl`]), its
 //!   layer and classifier with the reference checkpoints, trainable.
+//! * [`crate_mae`]: CRATE-MAE — the white-box masked autoencoder: masking, the CRATE encoder
+//!   and decoder layers, the reconstruction loss, trainable.
 //! * [`tost`]: token-statistics self-attention (ToST), linear in the number of tokens; its
 //!   causal variant, its variational book form, and ToST blocks.
 //! * [`redunet`]: ReduNet, layers computed in closed form from the training data.
@@ -143,6 +146,7 @@
 pub mod coding;
 pub mod crate_alpha;
 pub mod crate_layer;
+pub mod crate_mae;
 pub mod data;
 mod error;
 pub mod fit;

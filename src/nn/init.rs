@@ -20,3 +20,16 @@ pub(crate) fn normal<T: Float, R: Rng + ?Sized>(
         T::from_f64(std * rng.sample::<f64, _>(StandardNormal))
     })
 }
+
+/// A rows × cols matrix (a `Linear` weight, out × in) with PyTorch's `xavier_uniform_`:
+/// U(±√(6/(rows + cols))).
+pub(crate) fn xavier_uniform<T: Float, R: Rng + ?Sized>(
+    rows: usize,
+    cols: usize,
+    rng: &mut R,
+) -> Array2<T> {
+    let bound = (6.0 / (rows + cols) as f64).sqrt();
+    Array2::from_shape_simple_fn((rows, cols), || {
+        T::from_f64(rng.random_range(-bound..bound))
+    })
+}

@@ -39,7 +39,7 @@ mod train;
 use ndarray::{Array3, ArrayD, ArrayRef2, ArrayRef3, ArrayViewD, Axis, CowArray, Ix2};
 
 pub use crate::kernels::gelu;
-pub(crate) use init::normal;
+pub(crate) use init::{normal, xavier_uniform};
 pub use io::{ScopedWriter, TensorReader, TensorWriter};
 pub use layer_norm::{LayerNorm, LayerNormCache, LayerNormConfig};
 pub use linear::{Linear, LinearConfig};

@@ -4,6 +4,7 @@ use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Zip};
 
 use crate::crate_alpha::{CrateAlphaBlock, CrateAlphaClassifier, Odl};
 use crate::crate_layer::{CrateBlock, CrateClassifier, CrateEncoder, Ista, Mssa};
+use crate::crate_mae::{CrateDecoderBlock, CrateMae};
 use crate::nn::{LayerNorm, Linear, Mlp, ScopedWriter, TensorReader, Trainable};
 use crate::tost::{CausalTssa, ToStBlock, Tssa};
 use crate::{Error, Float, Result};
@@ -46,7 +47,9 @@ learnable!(
     CrateClassifier,
     Odl,
     CrateAlphaBlock,
-    CrateAlphaClassifier
+    CrateAlphaClassifier,
+    CrateDecoderBlock,
+    CrateMae
 );
 
 /// AdamW's hyper-parameters (PyTorch's `torch.optim.AdamW`).
