@@ -76,3 +76,6 @@ mod finite_differences;
 
 #[path = "backward/crate_alpha.rs"]
 mod crate_alpha;
+
+#[path = "backward/crate_mae.rs"]
+mod crate_mae;

@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+mod common;
+
 use mcr2::Error;
 use mcr2::crate_alpha::{
     CRATE_ALPHA_VARIANTS, CrateAlphaBlock, CrateAlphaBlockConfig, CrateAlphaClassifier,
@@ -53,65 +55,7 @@ fn odl_by_hand() {
 /// The reference forward, written from its equations in its own layout.
 mod reference {
     use super::*;
-
-    pub fn layer_norm(x: &Array3<f64>, w: &ArrayD<f64>, b: &ArrayD<f64>, eps: f64) -> Array3<f64> {
-        let (bs, n, d) = x.dim();
-        let mut y = Array3::zeros((bs, n, d));
-        for i in 0..bs {
-            for t in 0..n {
-                let mean = (0..d).map(|k| x[[i, t, k]]).sum::<f64>() / d as f64;
-                let var = (0..d).map(|k| (x[[i, t, k]] - mean).powi(2)).sum::<f64>() / d as f64;
-                for k in 0..d {
-                    y[[i, t, k]] = (x[[i, t, k]] - mean) / (var + eps).sqrt() * w[[k]] + b[[k]];
-                }
-            }
-        }
-        y
-    }
-
-    /// `x W ᵀ` over the last axis (W: out × in).
-    pub fn linear(x: &Array3<f64>, w: &ArrayD<f64>) -> Array3<f64> {
-        let (bs, n, d) = x.dim();
-        let o = w.shape()[0];
-        Array3::from_shape_fn((bs, n, o), |(i, t, r)| {
-            (0..d).map(|k| x[[i, t, k]] * w[[r, k]]).sum()
-        })
-    }
-
-    pub fn attention(
-        x: &Array3<f64>,
-        qkv: &ArrayD<f64>,
-        out: &ArrayD<f64>,
-        heads: usize,
-    ) -> Array3<f64> {
-        let w = linear(x, qkv);
-        let (bs, n, inner) = w.dim();
-        let p = inner / heads;
-        let scale = (p as f64).powf(-0.5);
-        let mut o = Array3::zeros((bs, n, inner));
-        for i in 0..bs {
-            for h in 0..heads {
-                for q in 0..n {
-                    let dots: Vec<f64> = (0..n)
-                        .map(|k| {
-                            (0..p)
-                                .map(|c| w[[i, q, h * p + c]] * w[[i, k, h * p + c]])
-                                .sum::<f64>()
-                                * scale
-                        })
-                        .collect();
-                    let top = dots.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                    let e: Vec<f64> = dots.iter().map(|v| (v - top).exp()).collect();
-                    let s: f64 = e.iter().sum();
-                    for c in 0..p {
-                        o[[i, q, h * p + c]] =
-                            (0..n).map(|k| e[k] / s * w[[i, k, h * p + c]]).sum();
-                    }
-                }
-            }
-        }
-        linear(&o, out)
-    }
+    pub use crate::common::reference::{attention, layer_norm, linear};
 
     /// `einsum("pd,nlp->nld", D, x)` and the rest of the reference ODL block.
     pub fn odl(x: &Array3<f64>, dd: &ArrayD<f64>, d1: &ArrayD<f64>) -> Array3<f64> {
@@ -153,7 +97,13 @@ mod reference {
     ) -> Array3<f64> {
         let g = |n: &str| &p[&format!("{prefix}{n}")];
         let h = layer_norm(x, g("0.norm.weight"), g("0.norm.bias"), 1e-6);
-        let y = attention(&h, g("0.fn.qkv.weight"), g("0.fn.to_out.0.weight"), heads) + x;
+        let y = attention(
+            &h,
+            g("0.fn.qkv.weight"),
+            g("0.fn.to_out.0.weight"),
+            None,
+            heads,
+        ) + x;
         let h2 = layer_norm(&y, g("1.norm.weight"), g("1.norm.bias"), 1e-6);
         odl(&h2, g("1.fn.D"), g("1.fn.D1")) + &y
     }
@@ -195,7 +145,7 @@ mod reference {
         }
         let cls = Array3::from_shape_fn((bs, 1, d), |(i, _, k)| x[[i, 0, k]]);
         let h = layer_norm(&cls, &p["mlp_head.0.weight"], &p["mlp_head.0.bias"], 1e-5);
-        let logits = linear(&h, &p["mlp_head.1.weight"]);
+        let logits = linear(&h, &p["mlp_head.1.weight"], None);
         Array2::from_shape_fn((bs, c.num_classes), |(i, k)| {
             logits[[i, 0, k]] + p["mlp_head.1.bias"][[k]]
         })

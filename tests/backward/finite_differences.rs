@@ -264,3 +264,62 @@ fn randomized<L: Trainable<f64>>(mut layer: L, rng: &mut StdRng) -> L {
         .unwrap();
     layer
 }
+
+/// Five-point differences of `loss` for every parameter of `model` (buffers shaped like
+/// `buffers`); NaN at a ReLU kink, where the differences are meaningless.
+pub(super) fn model_differences<M: mcr2::train::Learnable<f64> + Clone>(
+    model: &M,
+    buffers: Vec<ndarray::ArrayD<f64>>,
+    loss: impl Fn(&M) -> f64,
+) -> Vec<ndarray::ArrayD<f64>> {
+    let mut grads = buffers;
+    for (p, g) in grads.iter_mut().enumerate() {
+        for j in 0..g.len() {
+            let at = |step: f64| {
+                let mut m = model.clone();
+                let mut i = 0;
+                m.visit_parameters(&mut |_, mut v| {
+                    if i == p {
+                        *v.iter_mut().nth(j).unwrap() += step;
+                    }
+                    i += 1;
+                })
+                .unwrap();
+                loss(&m)
+            };
+            *g.iter_mut().nth(j).unwrap() = central(at).unwrap_or(f64::NAN);
+        }
+    }
+    grads
+}
+
+/// The largest relative error of `analytic` against `fd` (entries where `fd` is NaN skipped).
+pub(super) fn relative_to_differences(
+    analytic: &ndarray::ArrayD<f64>,
+    fd: &ndarray::ArrayD<f64>,
+) -> f64 {
+    let scale = fd
+        .iter()
+        .filter(|v| !v.is_nan())
+        .fold(1e-12f64, |m, v| m.max(v.abs()));
+    analytic
+        .iter()
+        .zip(fd)
+        .filter(|(_, b)| !b.is_nan())
+        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()))
+        / scale
+}
+
+/// `fd` with its NaN entries (kinks) replaced by the analytic values.
+pub(super) fn or_analytic(
+    fd: &ndarray::ArrayD<f64>,
+    analytic: &ndarray::ArrayD<f64>,
+) -> ndarray::ArrayD<f64> {
+    let mut out = fd.clone();
+    out.zip_mut_with(analytic, |o, &g| {
+        if o.is_nan() {
+            *o = g;
+        }
+    });
+    out
+}

@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: reading the reference vectors.
 #![allow(dead_code)]
 
+pub mod reference;
+
 use std::path::PathBuf;
 
 use ndarray::{Array2, ArrayD, IxDyn};
