@@ -447,3 +447,37 @@ proptest! {
         let _ = CrateAlphaClassifier::<f64>::from_checkpoint(&good);
     }
 }
+
+#[test]
+fn half_precision_checkpoints_load() {
+    let (config, _) = small();
+    let m32 = CrateAlphaClassifier::<f32>::new(&config, &mut StdRng::seed_from_u64(9)).unwrap();
+    // every tensor as BF16 (the upper half of each f32), and the class token as F16 with
+    // values F16 holds exactly (0.5, −1.25, 2, 0)
+    let f16_values: [(u16, f32); 4] =
+        [(0x3800, 0.5), (0xBD00, -1.25), (0x4000, 2.0), (0x0000, 0.0)];
+    let bytes = rewrite(&m32.to_safetensors("").unwrap(), |m| {
+        for (name, (dt, _, data)) in m.iter_mut() {
+            if name == "cls_token" {
+                *data = (0..12)
+                    .flat_map(|i| f16_values[i % 4].0.to_le_bytes())
+                    .collect();
+                *dt = Dtype::F16;
+            } else {
+                *data = data.chunks_exact(4).flat_map(|b| [b[2], b[3]]).collect();
+                *dt = Dtype::BF16;
+            }
+        }
+    });
+    let loaded = CrateAlphaClassifier::<f32>::from_safetensors(&bytes, &config, "").unwrap();
+    for ((name, got), (_, want)) in loaded.parameters().into_iter().zip(m32.parameters()) {
+        for (k, (g, w)) in got.iter().zip(want.iter()).enumerate() {
+            let expected = if name == "cls_token" {
+                f16_values[k % 4].1
+            } else {
+                f32::from_bits(w.to_bits() & 0xFFFF_0000)
+            };
+            assert_eq!(*g, expected, "{name}[{k}]");
+        }
+    }
+}
