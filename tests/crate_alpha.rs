@@ -7,6 +7,8 @@ use std::collections::HashMap;
 
 mod common;
 
+use common::rewrite;
+
 use mcr2::Error;
 use mcr2::crate_alpha::{
     CRATE_ALPHA_VARIANTS, CrateAlphaBlock, CrateAlphaBlockConfig, CrateAlphaClassifier,
@@ -16,7 +18,7 @@ use mcr2::ndarray::{Array2, Array3, Array4, ArrayD, array};
 use mcr2::nn::{Checkpoint, Layer};
 use mcr2::rand::{Rng, SeedableRng, rngs::StdRng};
 use proptest::prelude::*;
-use safetensors::{Dtype, tensor::TensorView};
+use safetensors::Dtype;
 
 #[test]
 fn odl_by_hand() {
@@ -316,24 +318,6 @@ fn checkpoints_round_trip() {
         &CrateAlphaBlock::<f64>::from_safetensors(&bytes, &config.block, "").unwrap(),
         block
     );
-}
-
-fn rewrite(
-    bytes: &[u8],
-    f: impl FnOnce(&mut HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>),
-) -> Vec<u8> {
-    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
-    let mut map: HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(k, v)| (k, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
-        .collect();
-    f(&mut map);
-    let views: Vec<(String, TensorView<'_>)> = map
-        .iter()
-        .map(|(k, (dt, sh, data))| (k.clone(), TensorView::new(*dt, sh.clone(), data).unwrap()))
-        .collect();
-    safetensors::serialize(views, None).unwrap()
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::reference::{attention, layer_norm, linear};
+use common::rewrite;
 use mcr2::Error;
 use mcr2::crate_mae::{
     CrateMae, CrateMaeConfig, Masking, patchify, sincos_position_embedding, unpatchify,
@@ -371,70 +372,45 @@ fn checkpoints_and_loader_errors() {
     );
     let load = |b: &[u8]| CrateMae::<f64>::from_safetensors(b, &config, "");
     assert!(matches!(load(b"nope"), Err(Error::MalformedFile(_))));
-    let st = safetensors::SafeTensors::deserialize(&good).unwrap();
-    let mut map: HashMap<String, (safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(k, v)| (k, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
-        .collect();
-    let write = |map: &HashMap<String, (safetensors::Dtype, Vec<usize>, Vec<u8>)>| {
-        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = map
-            .iter()
-            .map(|(k, (dt, sh, d))| {
-                (
-                    k.clone(),
-                    safetensors::tensor::TensorView::new(*dt, sh.clone(), d).unwrap(),
-                )
-            })
-            .collect();
-        safetensors::serialize(views, None).unwrap()
+    let name = "decoder_blocks.1.layers.0.0.fn.weight";
+    let named_error = |bytes: Vec<u8>, want: &str| match load(&bytes) {
+        Err(Error::InvalidWeights { name, .. }) => assert_eq!(name, want),
+        other => panic!("{want}: {other:?}"),
     };
-    let entry = map.remove("decoder_blocks.1.layers.0.0.fn.weight").unwrap();
-    match load(&write(&map)) {
-        Err(Error::InvalidWeights { name, .. }) => {
-            assert_eq!(name, "decoder_blocks.1.layers.0.0.fn.weight")
-        }
-        other => panic!("{other:?}"),
-    }
-    map.insert(
-        "decoder_blocks.1.layers.0.0.fn.weight".into(),
-        (entry.0, vec![4, 16], entry.2.clone()),
+    named_error(
+        rewrite(&good, |m| {
+            m.remove(name);
+        }),
+        name,
     );
-    match load(&write(&map)) {
-        Err(Error::InvalidWeights { name, .. }) => {
-            assert_eq!(name, "decoder_blocks.1.layers.0.0.fn.weight")
-        }
-        other => panic!("{other:?}"),
-    }
-    map.insert(
-        "decoder_blocks.1.layers.0.0.fn.weight".into(),
-        (safetensors::Dtype::I64, entry.1.clone(), entry.2.clone()),
+    named_error(
+        rewrite(&good, |m| {
+            m.get_mut(name).unwrap().1 = vec![4, 16];
+        }),
+        name,
     );
-    assert!(matches!(
-        load(&write(&map)),
-        Err(Error::InvalidWeights { .. })
-    ));
-    let mut nan = entry.2.clone();
-    nan[..8].copy_from_slice(&f64::NAN.to_le_bytes());
-    map.insert(
-        "decoder_blocks.1.layers.0.0.fn.weight".into(),
-        (entry.0, entry.1.clone(), nan),
+    named_error(
+        rewrite(&good, |m| {
+            m.get_mut(name).unwrap().0 = safetensors::Dtype::I64;
+        }),
+        name,
     );
-    assert!(matches!(
-        load(&write(&map)),
-        Err(Error::InvalidWeights { .. })
-    ));
-    map.insert("decoder_blocks.1.layers.0.0.fn.weight".into(), entry);
-    map.insert(
-        "decoder_blocks.1.layers.0.0.fn.bias".into(),
-        (safetensors::Dtype::F64, vec![8], vec![0; 64]),
+    named_error(
+        rewrite(&good, |m| {
+            m.get_mut(name).unwrap().2[..8].copy_from_slice(&f64::NAN.to_le_bytes());
+        }),
+        name,
     );
-    match load(&write(&map)) {
-        Err(Error::InvalidWeights { name, .. }) => {
-            assert_eq!(name, "decoder_blocks.1.layers.0.0.fn.bias")
-        }
-        other => panic!("{other:?}"),
-    }
+    let extra = "decoder_blocks.1.layers.0.0.fn.bias";
+    named_error(
+        rewrite(&good, |m| {
+            m.insert(
+                extra.into(),
+                (safetensors::Dtype::F64, vec![8], vec![0; 64]),
+            );
+        }),
+        extra,
+    );
     // bad inputs
     let mut rng = StdRng::seed_from_u64(6);
     let images = Array4::from_elem((2, 2, 8, 8), 0.5);

@@ -1,15 +1,17 @@
 //! Weight files: save → load is bit-identical; malformed files and bad inputs are errors,
 //! never panics (with a property-based fuzz of the loader).
 
+mod common;
+
+use common::rewrite;
 use mcr2::nn::Checkpoint;
-use std::collections::HashMap;
 
 use mcr2::Error;
 use mcr2::crate_layer::{CrateBlock, CrateBlockConfig, CrateEncoder, CrateEncoderConfig};
 use ndarray::{Array2, Array3};
 use proptest::prelude::*;
 use rand::{SeedableRng, rngs::StdRng};
-use safetensors::{Dtype, tensor::TensorView};
+use safetensors::Dtype;
 
 fn config() -> CrateBlockConfig {
     CrateBlockConfig::new(12, 3, 4)
@@ -73,24 +75,6 @@ fn no_projection_when_one_full_head() {
         CrateBlock::<f64>::from_safetensors(&bytes, &c, "").unwrap(),
         block
     );
-}
-
-fn rewrite(
-    bytes: &[u8],
-    f: impl FnOnce(&mut HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>),
-) -> Vec<u8> {
-    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
-    let mut map: HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(k, v)| (k, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
-        .collect();
-    f(&mut map);
-    let views: Vec<(String, TensorView<'_>)> = map
-        .iter()
-        .map(|(k, (dt, sh, data))| (k.clone(), TensorView::new(*dt, sh.clone(), data).unwrap()))
-        .collect();
-    safetensors::serialize(views, None).unwrap()
 }
 
 #[test]

@@ -232,21 +232,7 @@ impl<T: Float> CrateAlphaBlock<T> {
     }
 
     fn check_input(&self, dim: usize, n: usize) -> Result<()> {
-        if dim != self.dim() {
-            return Err(Error::ShapeMismatch {
-                what: "tokens",
-                expected: format!("{} features", self.dim()),
-                got: format!("{dim} features"),
-            });
-        }
-        if n == 0 {
-            return Err(Error::Empty {
-                what: "tokens",
-                rows: 0,
-                cols: dim,
-            });
-        }
-        Ok(())
+        crate::crate_layer::check_tokens(self.dim(), dim, n)
     }
 
     /// One sequence: `x` is n × dim (tokens are rows).

@@ -43,21 +43,7 @@ impl<T: Float> CrateAlphaClassifier<T> {
     pub fn parameters(&self) -> Vec<(String, ArrayViewD<'_, T>)> {
         let c = &self.config;
         let (d, ps, n) = (c.dim(), c.patch_size, self.pos_embedding.nrows());
-        let conv = self
-            .patch
-            .weight()
-            .view()
-            .into_shape_with_order((d, c.channels, ps, ps));
-        let mut p = vec![
-            (
-                "conv1.weight".to_string(),
-                conv.expect("dim × patch_dim").into_dyn(),
-            ),
-            (
-                "conv1.bias".to_string(),
-                self.patch.bias().expect("with bias").view().into_dyn(),
-            ),
-        ];
+        let mut p = crate::nn::conv_parameters(&self.patch, "conv1.", (d, c.channels, ps, ps));
         let cls = self.cls_token.view().into_shape_with_order((1, 1, d));
         let pos = self.pos_embedding.view().into_shape_with_order((1, n, d));
         p.push(("cls_token".into(), cls.expect("d entries").into_dyn()));
@@ -181,24 +167,7 @@ impl<T: Float> CrateAlphaClassifier<T> {
                 .expect("1×n×d");
             crate::nn::with_class_token_backward(dz.view(), b, n, g_cls, g_pos)
         };
-        // the convolution's kernel gradient arrives as dim × patch_dim, as its rows are stored
-        let mut g_lin: Vec<ArrayD<T>> = vec![
-            g_conv[0]
-                .view()
-                .into_shape_with_order(self.patch.weight().raw_dim())
-                .expect("dim × patch_dim")
-                .to_owned()
-                .into_dyn(),
-            g_conv[1].clone(),
-        ];
-        self.patch.backward(&cache.patch, demb.view(), &mut g_lin)?;
-        let shape = g_conv[0].raw_dim();
-        g_conv[0] = g_lin[0]
-            .view()
-            .into_shape_with_order(shape)
-            .expect("same size")
-            .to_owned();
-        g_conv[1] = g_lin.pop().expect("bias");
+        crate::nn::conv_backward(&self.patch, &cache.patch, demb.view(), g_conv)?;
         Ok(grads)
     }
 
@@ -211,40 +180,9 @@ impl<T: Float> CrateAlphaClassifier<T> {
     ) -> Result<()> {
         let c = self.config;
         let (d, ps, n) = (c.dim(), c.patch_size, self.pos_embedding.nrows());
-        let conv_shape = (d, c.channels, ps, ps);
-        // the convolution: its kernel with the reference 4-D shape, then its bias
-        self.patch.update_parameters(&mut |name, p| {
-            let full = format!("conv1.{name}");
-            if name == "weight" {
-                let p = p
-                    .into_shape_with_order(conv_shape)
-                    .expect("dim × patch_dim");
-                update(&full, p.into_dyn());
-            } else {
-                update(&full, p);
-            }
-        })?;
-        let cls = self.cls_token.view_mut().into_shape_with_order((1, 1, d));
-        update("cls_token", cls.expect("d entries").into_dyn());
-        let pos = self
-            .pos_embedding
-            .view_mut()
-            .into_shape_with_order((1, n, d));
-        update("pos_embedding", pos.expect("n·d entries").into_dyn());
-        for (name, ok) in [
-            ("cls_token", self.cls_token.iter().all(|v| v.is_finite())),
-            (
-                "pos_embedding",
-                self.pos_embedding.iter().all(|v| v.is_finite()),
-            ),
-        ] {
-            if !ok {
-                return Err(Error::InvalidWeights {
-                    name: name.into(),
-                    reason: "not finite after the update".into(),
-                });
-            }
-        }
+        crate::nn::conv_update(&mut self.patch, "conv1.", (d, c.channels, ps, ps), update)?;
+        crate::nn::update_embedding(update, "cls_token", &mut self.cls_token, &[1, 1, d])?;
+        crate::nn::update_embedding(update, "pos_embedding", &mut self.pos_embedding, &[1, n, d])?;
         for (l, block) in self.blocks.iter_mut().enumerate() {
             block.update_parameters(&mut scoped(&format!("transformer.layers.{l}."), update))?;
         }

@@ -141,6 +141,26 @@ pub struct BlockTrace<T> {
     pub out: Array3<T>,
 }
 
+/// Errors unless tokens of `dim` features fit a layer of `expected` features and there is
+/// at least one token per sequence (`n`).
+pub(crate) fn check_tokens(expected: usize, dim: usize, n: usize) -> Result<()> {
+    if dim != expected {
+        return Err(Error::ShapeMismatch {
+            what: "tokens",
+            expected: format!("{expected} features"),
+            got: format!("{dim} features"),
+        });
+    }
+    if n == 0 {
+        return Err(Error::Empty {
+            what: "tokens",
+            rows: 0,
+            cols: dim,
+        });
+    }
+    Ok(())
+}
+
 fn unflat<T: Float>(x: Array2<T>, b: usize, n: usize) -> Array3<T> {
     let d = x.ncols();
     x.into_shape_with_order((b, n, d)).expect("rows are b·n")
@@ -226,21 +246,7 @@ impl<T: Float> CrateBlock<T> {
     }
 
     pub(crate) fn check_input(&self, dim: usize, n: usize) -> Result<()> {
-        if dim != self.dim() {
-            return Err(Error::ShapeMismatch {
-                what: "tokens",
-                expected: format!("{} features", self.dim()),
-                got: format!("{dim} features"),
-            });
-        }
-        if n == 0 {
-            return Err(Error::Empty {
-                what: "tokens",
-                rows: 0,
-                cols: dim,
-            });
-        }
-        Ok(())
+        check_tokens(self.dim(), dim, n)
     }
 
     fn norm(ln: &Option<LayerNorm<T>>, x: ArrayView2<T>) -> Array2<T> {

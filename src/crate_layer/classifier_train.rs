@@ -234,27 +234,8 @@ impl<T: Float> CrateClassifier<T> {
             .update_parameters(&mut scoped("to_patch_embedding.2.", update))?;
         self.embed_norm
             .update_parameters(&mut scoped("to_patch_embedding.3.", update))?;
-        let cls = self.cls_token.view_mut().into_shape_with_order((1, 1, d));
-        update("cls_token", cls.expect("d entries").into_dyn());
-        let pos = self
-            .pos_embedding
-            .view_mut()
-            .into_shape_with_order((1, n, d));
-        update("pos_embedding", pos.expect("n·d entries").into_dyn());
-        for (name, ok) in [
-            ("cls_token", self.cls_token.iter().all(|v| v.is_finite())),
-            (
-                "pos_embedding",
-                self.pos_embedding.iter().all(|v| v.is_finite()),
-            ),
-        ] {
-            if !ok {
-                return Err(Error::InvalidWeights {
-                    name: name.into(),
-                    reason: "not finite after the update".into(),
-                });
-            }
-        }
+        crate::nn::update_embedding(update, "cls_token", &mut self.cls_token, &[1, 1, d])?;
+        crate::nn::update_embedding(update, "pos_embedding", &mut self.pos_embedding, &[1, n, d])?;
         self.head_norm
             .update_parameters(&mut scoped("mlp_head.0.", update))?;
         self.head_linear

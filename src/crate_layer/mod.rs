@@ -45,6 +45,7 @@ mod ista;
 mod mssa;
 mod mssa_train;
 
+pub(crate) use block::check_tokens;
 pub use block::{BlockTrace, CrateBlock, CrateBlockCache, CrateBlockConfig};
 pub use classifier::{CrateClassifier, CrateConfig, Inspection, LayerInspection, Pooling};
 pub use classifier_train::CrateClassifierCache;

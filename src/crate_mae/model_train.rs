@@ -1,9 +1,7 @@
 //! CRATE-MAE's forward with its loss, and the backward beside it (`model.rs` holds the
 //! weights).
 
-use ndarray::{
-    Array2, Array3, Array4, ArrayD, ArrayRef4, ArrayView2, ArrayViewD, ArrayViewMutD, Axis,
-};
+use ndarray::{Array2, Array3, Array4, ArrayD, ArrayRef4, ArrayViewD, ArrayViewMutD, Axis};
 
 use super::masking::{Masking, unpatchify};
 use super::model::CrateMae;
@@ -398,7 +396,7 @@ impl<T: Float> CrateMae<T> {
                 }
             }
         }
-        patch_backward(&self.patch, &cache.patch, de.view(), g_patch)?;
+        crate::nn::conv_backward(&self.patch, &cache.patch, de.view(), g_patch)?;
         Ok(grads)
     }
 
@@ -410,42 +408,15 @@ impl<T: Float> CrateMae<T> {
     ) -> Result<()> {
         let c = self.config;
         let (d, dd) = (c.encoder.dim, c.decoder.dim);
-        let shape = conv_shape(&c);
-        self.patch.update_parameters(&mut |name, p| {
-            let full = format!("patch_embed.proj.{name}");
-            if name == "weight" {
-                update(
-                    &full,
-                    p.into_shape_with_order(shape)
-                        .expect("dim × patch_dim")
-                        .into_dyn(),
-                );
-            } else {
-                update(&full, p);
-            }
-        })?;
-        update(
-            "cls_token",
-            self.cls_token
-                .view_mut()
-                .into_shape_with_order((1, 1, d))
-                .expect("d")
-                .into_dyn(),
-        );
+        crate::nn::conv_update(&mut self.patch, "patch_embed.proj.", conv_shape(&c), update)?;
+        crate::nn::update_embedding(update, "cls_token", &mut self.cls_token, &[1, 1, d])?;
         for (l, block) in self.blocks.iter_mut().enumerate() {
             block.update_parameters(&mut scoped(&format!("blocks.{l}.layers.0."), update))?;
         }
         self.norm.update_parameters(&mut scoped("norm.", update))?;
         self.decoder_embed
             .update_parameters(&mut scoped("decoder_embed.", update))?;
-        update(
-            "mask_token",
-            self.mask_token
-                .view_mut()
-                .into_shape_with_order((1, 1, dd))
-                .expect("dd")
-                .into_dyn(),
-        );
+        crate::nn::update_embedding(update, "mask_token", &mut self.mask_token, &[1, 1, dd])?;
         for (l, block) in self.decoder_blocks.iter_mut().enumerate() {
             block.update_parameters(&mut scoped(
                 &format!("decoder_blocks.{l}.layers.0."),
@@ -455,19 +426,7 @@ impl<T: Float> CrateMae<T> {
         self.decoder_norm
             .update_parameters(&mut scoped("decoder_norm.", update))?;
         self.decoder_pred
-            .update_parameters(&mut scoped("decoder_pred.", update))?;
-        for (name, ok) in [
-            ("cls_token", self.cls_token.iter().all(|v| v.is_finite())),
-            ("mask_token", self.mask_token.iter().all(|v| v.is_finite())),
-        ] {
-            if !ok {
-                return Err(Error::InvalidWeights {
-                    name: name.into(),
-                    reason: "not finite after the update".into(),
-                });
-            }
-        }
-        Ok(())
+            .update_parameters(&mut scoped("decoder_pred.", update))
     }
 }
 
@@ -488,30 +447,4 @@ fn masked_loss<T: Float>(pred: &Array2<T>, target: &Array2<T>, m: &Masking) -> T
         }
     }
     T::from_f64(total / (m.batch() * (l - m.keep())) as f64)
-}
-
-/// The patch embedding's backward, with the kernel gradient in its 4-D reference shape.
-fn patch_backward<T: Float>(
-    patch: &crate::nn::Linear<T>,
-    cache: &Array2<T>,
-    de: ArrayView2<T>,
-    g: &mut [ArrayD<T>],
-) -> Result<()> {
-    let shape = g[0].raw_dim();
-    let mut flat = vec![
-        g[0].view()
-            .into_shape_with_order(patch.weight().raw_dim())
-            .expect("dim × patch_dim")
-            .to_owned()
-            .into_dyn(),
-        g[1].clone(),
-    ];
-    patch.backward(cache, de, &mut flat)?;
-    g[1] = flat.pop().expect("bias");
-    g[0] = flat
-        .pop()
-        .expect("weight")
-        .into_shape_with_order(shape)
-        .expect("same size");
-    Ok(())
 }

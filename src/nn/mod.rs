@@ -44,7 +44,10 @@ pub use io::{ScopedWriter, TensorReader, TensorWriter};
 pub use layer_norm::{LayerNorm, LayerNormCache, LayerNormConfig};
 pub use linear::{Linear, LinearConfig};
 pub use mlp::{Mlp, MlpCache, MlpConfig};
-pub(crate) use patches::{PatchOrder, image_patches, with_class_token, with_class_token_backward};
+pub(crate) use patches::{
+    PatchOrder, conv_backward, conv_parameters, conv_update, image_patches, update_embedding,
+    with_class_token, with_class_token_backward,
+};
 pub use train::Trainable;
 pub(crate) use train::{
     check_gradient_shapes, check_gradients, check_sequences, check_upstream, column_sums,

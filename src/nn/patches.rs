@@ -138,3 +138,98 @@ pub(crate) fn with_class_token_backward<T: Float>(
     }
     demb
 }
+
+/// The parameters of a convolutional patch embedding kept as a `Linear` layer (its weight
+/// dim × channels·p², in `(c p1 p2)` order): the kernel under `{prefix}weight` with its
+/// reference shape `shape` (dim × channels × p × p), the bias under `{prefix}bias`.
+pub(crate) fn conv_parameters<'a, T: Float>(
+    linear: &'a super::Linear<T>,
+    prefix: &str,
+    shape: (usize, usize, usize, usize),
+) -> Vec<(String, ndarray::ArrayViewD<'a, T>)> {
+    let kernel = linear.weight().view().into_shape_with_order(shape);
+    vec![
+        (
+            format!("{prefix}weight"),
+            kernel.expect("dim × patch_dim").into_dyn(),
+        ),
+        (
+            format!("{prefix}bias"),
+            linear.bias().expect("with bias").view().into_dyn(),
+        ),
+    ]
+}
+
+/// The backward of a convolutional patch embedding (see [`conv_parameters`]): adds the
+/// kernel's gradient (in its 4-D shape) and the bias's into `grads` from the embedded
+/// patches' gradient `de`.
+pub(crate) fn conv_backward<T: Float>(
+    linear: &super::Linear<T>,
+    cache: &Array2<T>,
+    de: ArrayView2<T>,
+    grads: &mut [ndarray::ArrayD<T>],
+) -> Result<()> {
+    use super::Trainable;
+    let shape = grads[0].raw_dim();
+    let mut flat = vec![
+        grads[0]
+            .view()
+            .into_shape_with_order(linear.weight().raw_dim())
+            .expect("dim × patch_dim")
+            .to_owned()
+            .into_dyn(),
+        grads[1].clone(),
+    ];
+    linear.backward(cache, de, &mut flat)?;
+    grads[1] = flat.pop().expect("bias");
+    grads[0] = flat
+        .pop()
+        .expect("kernel")
+        .into_shape_with_order(shape)
+        .expect("same size");
+    Ok(())
+}
+
+/// Passes a convolutional patch embedding's kernel (in its 4-D reference shape) and bias to
+/// `update` under `{prefix}weight` and `{prefix}bias`.
+pub(crate) fn conv_update<T: Float>(
+    linear: &mut super::Linear<T>,
+    prefix: &str,
+    shape: (usize, usize, usize, usize),
+    update: &mut dyn FnMut(&str, ndarray::ArrayViewMutD<'_, T>),
+) -> Result<()> {
+    use super::Trainable;
+    linear.update_parameters(&mut |name, p| {
+        let full = format!("{prefix}{name}");
+        if name == "weight" {
+            let kernel = p.into_shape_with_order(shape).expect("dim × patch_dim");
+            update(&full, kernel.into_dyn());
+        } else {
+            update(&full, p);
+        }
+    })
+}
+
+/// Passes a token or embedding table (the class or mask token, a position embedding) to
+/// `update` under `name` with its reference shape `shape` (e.g. 1 × 1 × dim), then errors if
+/// it is no longer finite.
+pub(crate) fn update_embedding<T: Float, D: ndarray::Dimension>(
+    update: &mut dyn FnMut(&str, ndarray::ArrayViewMutD<'_, T>),
+    name: &str,
+    a: &mut ndarray::Array<T, D>,
+    shape: &[usize],
+) -> Result<()> {
+    let view = a
+        .view_mut()
+        .into_shape_with_order(ndarray::IxDyn(shape))
+        .expect("the table's reference shape");
+    update(name, view);
+    if a.iter().all(|v| v.is_finite()) {
+        Ok(())
+    } else {
+        Err(Error::InvalidWeights {
+            name: name.into(),
+            reason: "not finite after the update".into(),
+        })
+    }
+}

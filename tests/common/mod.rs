@@ -79,3 +79,27 @@ pub fn rel_err(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
 pub fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs().max(f64::MIN_POSITIVE)
 }
+
+/// The tensors of a safetensors file by name: (dtype, shape, bytes).
+pub type TensorMap = std::collections::HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
+
+/// A safetensors file rewritten by `f` (to remove, replace or corrupt tensors).
+pub fn rewrite(bytes: &[u8], f: impl FnOnce(&mut TensorMap)) -> Vec<u8> {
+    let st = SafeTensors::deserialize(bytes).unwrap();
+    let mut map: TensorMap = st
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| (k, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
+        .collect();
+    f(&mut map);
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = map
+        .iter()
+        .map(|(k, (dt, sh, data))| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(*dt, sh.clone(), data).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, None).unwrap()
+}
