@@ -79,14 +79,9 @@ impl<T: Float> CrateAlphaClassifier<T> {
         let b = x.nrows() / patches;
         let (e, patch) = self.patch.forward_train(x.view(), 1)?;
         drop(x);
-        let (mut z, n) =
+        let (z, n) =
             crate::nn::with_class_token(e.view(), &self.cls_token, &self.pos_embedding, b, patches);
-        let mut blocks = Vec::with_capacity(self.blocks.len());
-        for block in &self.blocks {
-            let (out, cache) = block.forward_train(z.view(), n)?;
-            blocks.push(cache);
-            z = out;
-        }
+        let (z, blocks) = crate::nn::stack_forward_train(&self.blocks, z, n)?;
         let rows: Vec<usize> = (0..b).map(|i| i * n).collect();
         let pooled = z.select(ndarray::Axis(0), &rows);
         let (pn, head_norm) = self.head_norm.forward_train(pooled.view(), 1)?;
@@ -149,15 +144,7 @@ impl<T: Float> CrateAlphaClassifier<T> {
             }
             None => {}
         }
-        for ((block, c), g) in self
-            .blocks
-            .iter()
-            .zip(&cache.blocks)
-            .zip(g_blocks.chunks_mut(per_block.max(1)))
-            .rev()
-        {
-            dz = block.backward(c, dz.view(), g)?;
-        }
+        let dz = crate::nn::stack_backward(&self.blocks, &cache.blocks, g_blocks, dz)?;
         let demb = {
             let (g_cls, g_pos) = g_tokens.split_at_mut(1);
             let g_cls = g_cls[0].view_mut().into_shape_with_order(d).expect("1×1×d");

@@ -201,12 +201,7 @@ impl<T: Float> CrateMae<T> {
                 row += &self.pos_embed.row(1 + j);
             }
         }
-        let mut blocks = Vec::with_capacity(self.blocks.len());
-        for block in &self.blocks {
-            let (out, cache) = block.forward_train(z.view(), ne)?;
-            blocks.push(cache);
-            z = out;
-        }
+        let (z, blocks) = crate::nn::stack_forward_train(&self.blocks, z, ne)?;
         let (zn, norm) = self.norm.forward_train(z.view(), 1)?;
         let (y, decoder_embed) = self.decoder_embed.forward_train(zn.view(), 1)?;
         let (dd, nd) = (c.decoder.dim, l + 1);
@@ -226,12 +221,7 @@ impl<T: Float> CrateMae<T> {
                 row += &self.decoder_pos_embed.row(t);
             }
         }
-        let mut decoder_blocks = Vec::with_capacity(self.decoder_blocks.len());
-        for block in &self.decoder_blocks {
-            let (out, cache) = block.forward_train(f.view(), nd)?;
-            decoder_blocks.push(cache);
-            f = out;
-        }
+        let (f, decoder_blocks) = crate::nn::stack_forward_train(&self.decoder_blocks, f, nd)?;
         let (fnorm, decoder_norm) = self.decoder_norm.forward_train(f.view(), 1)?;
         let (p, decoder_pred) = self.decoder_pred.forward_train(fnorm.view(), 1)?;
         let rows: Vec<usize> = (0..b)
@@ -343,18 +333,10 @@ impl<T: Float> CrateMae<T> {
         let dn = self
             .decoder_pred
             .backward(&cache.decoder_pred, dp.view(), g_pred)?;
-        let mut df = self
+        let df = self
             .decoder_norm
             .backward(&cache.decoder_norm, dn.view(), g_dnorm)?;
-        for ((block, bc), g) in self
-            .decoder_blocks
-            .iter()
-            .zip(&cache.decoder_blocks)
-            .zip(g_dec.chunks_mut(per_dec.max(1)))
-            .rev()
-        {
-            df = block.backward(bc, df.view(), g)?;
-        }
+        let df = crate::nn::stack_backward(&self.decoder_blocks, &cache.decoder_blocks, g_dec, df)?;
         let dd = c.decoder.dim;
         let mut dy = Array2::<T>::zeros((b * ne, dd));
         {
@@ -375,16 +357,8 @@ impl<T: Float> CrateMae<T> {
         let dzn = self
             .decoder_embed
             .backward(&cache.decoder_embed, dy.view(), g_embed)?;
-        let mut dz = self.norm.backward(&cache.norm, dzn.view(), g_norm)?;
-        for ((block, bc), g) in self
-            .blocks
-            .iter()
-            .zip(&cache.blocks)
-            .zip(g_blocks.chunks_mut(per_enc.max(1)))
-            .rev()
-        {
-            dz = block.backward(bc, dz.view(), g)?;
-        }
+        let dz = self.norm.backward(&cache.norm, dzn.view(), g_norm)?;
+        let dz = crate::nn::stack_backward(&self.blocks, &cache.blocks, g_blocks, dz)?;
         let d = c.encoder.dim;
         let mut de = Array2::<T>::zeros((b * l, d));
         {

@@ -51,7 +51,7 @@ pub(crate) use patches::{
 pub use train::Trainable;
 pub(crate) use train::{
     check_gradient_shapes, check_gradients, check_sequences, check_upstream, column_sums,
-    grad_matrix, grad_vector, scoped, update_array,
+    grad_matrix, grad_vector, scoped, stack_backward, stack_forward_train, update_array,
 };
 
 use crate::{Float, Result};

@@ -152,3 +152,41 @@ pub(crate) fn scoped<'a, T: Float>(
 ) -> impl FnMut(&str, ArrayViewMutD<'_, T>) + 'a {
     move |name: &str, p: ArrayViewMutD<'_, T>| update(&format!("{prefix}{name}"), p)
 }
+
+/// The training forward through a stack of layers on `x` (sequences of `n` tokens): the
+/// output and every layer's cache, in order.
+pub(crate) fn stack_forward_train<T: Float, L: Trainable<T>>(
+    layers: &[L],
+    x: Array2<T>,
+    n: usize,
+) -> Result<(Array2<T>, Vec<L::Cache>)> {
+    let mut caches = Vec::with_capacity(layers.len());
+    let mut z = x;
+    for layer in layers {
+        let (out, cache) = layer.forward_train(z.view(), n)?;
+        caches.push(cache);
+        z = out;
+    }
+    Ok((z, caches))
+}
+
+/// The backward through a stack of layers (last layer first): `grads` holds every layer's
+/// gradient buffers one layer after another; returns `∂L/∂x`.
+pub(crate) fn stack_backward<T: Float, L: Trainable<T>>(
+    layers: &[L],
+    caches: &[L::Cache],
+    grads: &mut [ArrayD<T>],
+    dy: Array2<T>,
+) -> Result<Array2<T>> {
+    let per = layers.first().map_or(0, |l| l.parameters().len());
+    let mut d = dy;
+    for ((layer, cache), g) in layers
+        .iter()
+        .zip(caches)
+        .zip(grads.chunks_mut(per.max(1)))
+        .rev()
+    {
+        d = layer.backward(cache, d.view(), g)?;
+    }
+    Ok(d)
+}
