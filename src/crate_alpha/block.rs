@@ -86,14 +86,19 @@ impl CrateAlphaBlockConfig {
 
     /// Number of parameters: LayerNorms 4d, attention (heads·dim_head)·d plus d·heads·dim_head
     /// for the output projection (none when heads = 1 and dim_head = d), dictionaries 2·d·m.
+    /// (Saturates at `usize::MAX` for sizes that cannot exist.)
     pub fn parameter_count(&self) -> usize {
-        let inner = self.heads * self.dim_head;
+        let (d, inner) = (
+            self.dim as u128,
+            (self.heads as u128) * (self.dim_head as u128),
+        );
         let out = if self.mssa().project_out() {
-            self.dim * inner
+            d * inner
         } else {
             0
         };
-        4 * self.dim + inner * self.dim + out + 2 * self.dim * self.odl().atoms()
+        let count = 4 * d + inner * d + out + 2 * d * (self.ratio as u128) * d;
+        usize::try_from(count).unwrap_or(usize::MAX)
     }
 }
 

@@ -104,23 +104,28 @@ impl CrateAlphaConfig {
     /// Patches per image, (image_size / patch_size)².
     pub fn num_patches(&self) -> usize {
         let side = self.image_size / self.patch_size.max(1);
-        side * side
+        side.saturating_mul(side)
     }
 
     /// Values per patch, channels·patch².
     pub fn patch_dim(&self) -> usize {
-        self.channels * self.patch_size * self.patch_size
+        self.channels
+            .saturating_mul(self.patch_size)
+            .saturating_mul(self.patch_size)
     }
 
     /// Number of parameters: the convolution `dim·(patch_dim + 1)`, the class token and the
     /// position embedding `dim·(patches + 2)`, the layers, the head `2·dim + classes·(dim + 1)`.
+    /// (Saturates at `usize::MAX` for sizes that cannot exist.)
     pub fn parameter_count(&self) -> usize {
-        let d = self.dim();
-        d * (self.patch_dim() + 1)
-            + d * (self.num_patches() + 2)
-            + self.depth * self.block.parameter_count()
+        let w = |v: usize| v as u128;
+        let d = w(self.dim());
+        let count = d * (w(self.patch_dim()) + 1)
+            + d * (w(self.num_patches()) + 2)
+            + w(self.depth) * w(self.block.parameter_count())
             + 2 * d
-            + self.num_classes * (d + 1)
+            + w(self.num_classes) * (d + 1);
+        usize::try_from(count).unwrap_or(usize::MAX)
     }
 
     /// Errors unless every size is ≥ 1, the image is a whole number of patches and the

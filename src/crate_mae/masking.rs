@@ -60,7 +60,7 @@ pub fn unpatchify<T: Float>(
         });
     }
     let cols = l / rows;
-    crate::validate::elements_of::<T>("images", &[b, channels, rows * patch, cols * patch])?;
+    crate::validate::elements_of::<T>("images", &[b, channels, rows, patch, cols, patch])?;
     Ok(Array4::from_shape_fn(
         (b, channels, rows * patch, cols * patch),
         |(i, ch, y, x)| {
@@ -127,6 +127,7 @@ impl Masking {
     /// sees them): every sample the same number, each patch index below `len` and distinct.
     pub fn from_kept(len: usize, kept: Vec<Vec<usize>>) -> Result<Self> {
         let keep = kept.first().map_or(0, Vec::len);
+        crate::validate::elements_of::<usize>("masking", &[kept.len(), len])?;
         if kept.is_empty() || len == 0 {
             return Err(Error::Empty {
                 what: "masking",
@@ -234,7 +235,7 @@ pub fn sincos_position_embedding(dim: usize, grid: usize) -> Result<Array2<f64>>
             reason: "must be a positive multiple of 4",
         });
     }
-    crate::validate::elements_of::<f64>("position embedding", &[grid * grid + 1, dim])?;
+    crate::validate::elements_of::<f64>("position embedding", &[grid, grid, dim])?;
     let q = dim / 4;
     let omega: Vec<f64> = (0..q)
         .map(|k| 1.0 / 10000f64.powf(k as f64 / q as f64))

@@ -101,35 +101,44 @@ impl CrateMaeConfig {
 
     /// Patches per image L.
     pub fn num_patches(&self) -> usize {
-        self.grid() * self.grid()
+        self.grid().saturating_mul(self.grid())
     }
 
     /// Values per patch, patch²·channels.
     pub fn patch_dim(&self) -> usize {
-        self.patch_size * self.patch_size * self.channels
+        self.patch_size
+            .saturating_mul(self.patch_size)
+            .saturating_mul(self.channels)
     }
 
     /// Number of trainable parameters (the two fixed position embeddings excluded).
+    /// (Saturates at `usize::MAX` for sizes that cannot exist.)
     pub fn parameter_count(&self) -> usize {
-        let (d, dd, pd) = (self.encoder.dim, self.decoder.dim, self.patch_dim());
+        let w = |v: usize| v as u128;
+        let (d, dd, pd) = (
+            w(self.encoder.dim),
+            w(self.decoder.dim),
+            w(self.patch_dim()),
+        );
         let block = |c: &MssaConfig| {
-            let inner = c.heads * c.dim_head;
+            let (dim, inner) = (w(c.dim), w(c.heads) * w(c.dim_head));
             let out = if c.project_out() {
-                inner * c.dim + c.dim
+                inner * dim + dim
             } else {
                 0
             };
-            4 * c.dim + inner * c.dim + out + c.dim * c.dim
+            4 * dim + inner * dim + out + dim * dim
         };
-        d * (pd + 1)
+        let count = d * (pd + 1)
             + d
-            + self.depth * block(&self.encoder.mssa())
+            + w(self.depth) * block(&self.encoder.mssa())
             + 2 * d
             + dd * (d + 1)
             + dd
-            + self.decoder_depth * block(&self.decoder)
+            + w(self.decoder_depth) * block(&self.decoder)
             + 2 * dd
-            + pd * (dd + 1)
+            + pd * (dd + 1);
+        usize::try_from(count).unwrap_or(usize::MAX)
     }
 
     /// Errors unless the sizes are ≥ 1, the image is a whole number of patches, both widths
@@ -163,6 +172,8 @@ impl CrateMaeConfig {
             self.encoder.dim.max(self.decoder.dim),
         ])?;
         crate::validate::elements(&[self.patch_dim(), self.encoder.dim.max(self.decoder.dim)])?;
+        // all the layers' weights together
+        crate::validate::elements(&[self.parameter_count()])?;
         Ok(())
     }
 }

@@ -229,7 +229,8 @@ impl<T: Float> CrateMae<T> {
             .collect();
         let pred = p.select(Axis(0), &rows);
         crate::validate::finite_output("CRATE-MAE prediction", &pred)?;
-        let loss = masked_loss(&pred, &target, masking);
+        let loss =
+            crate::validate::finite_value("CRATE-MAE loss", masked_loss(&pred, &target, masking))?;
         let out = MaeOutput {
             pred: pred
                 .clone()

@@ -2,6 +2,11 @@
 
 use super::*;
 
+/// Six samples in two classes.
+pub(super) fn labels6() -> Labels {
+    Labels::new(&[0, 1, 0, 1, 0, 1], 2).unwrap()
+}
+
 /// Constructors and configurations with extreme sizes and parameters.
 pub(super) fn constructors(s: &mut Sweep) {
     let mut rng = StdRng::seed_from_u64(3);
