@@ -324,8 +324,7 @@ impl<T: Float> CrateAlphaClassifier<T> {
     /// The class tokens (b × dim) of the layers' output, through the head's LayerNorm and
     /// linear map.
     fn head_of(&self, z: ArrayView2<T>, n: usize) -> Array2<T> {
-        let rows: Vec<usize> = (0..z.nrows() / n).map(|i| i * n).collect();
-        let mut pooled = z.select(ndarray::Axis(0), &rows);
+        let mut pooled = crate::nn::class_tokens(z, n);
         self.head_norm.apply_in_place(&mut pooled);
         self.head.apply(pooled.view())
     }

@@ -82,8 +82,7 @@ impl<T: Float> CrateAlphaClassifier<T> {
         let (z, n) =
             crate::nn::with_class_token(e.view(), &self.cls_token, &self.pos_embedding, b, patches);
         let (z, blocks) = crate::nn::stack_forward_train(&self.blocks, z, n)?;
-        let rows: Vec<usize> = (0..b).map(|i| i * n).collect();
-        let pooled = z.select(ndarray::Axis(0), &rows);
+        let pooled = crate::nn::class_tokens(z.view(), n);
         let (pn, head_norm) = self.head_norm.forward_train(pooled.view(), 1)?;
         let (logits, head) = self.head.forward_train(pn.view(), 1)?;
         crate::validate::finite_output("logits", &logits)?;

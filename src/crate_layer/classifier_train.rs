@@ -35,8 +35,7 @@ impl<T: Float> CrateClassifierCache<T> {
 
     /// The class tokens after the encoder, b × dim (the features of the MCR² loss).
     pub fn class_tokens(&self) -> Array2<T> {
-        let rows: Vec<usize> = (0..self.b).map(|i| i * self.n).collect();
-        self.features.select(ndarray::Axis(0), &rows)
+        crate::nn::class_tokens(self.features.view(), self.n)
     }
 
     /// Tokens per image (patches + 1).

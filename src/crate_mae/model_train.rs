@@ -131,10 +131,7 @@ impl<T: Float> CrateMae<T> {
                 });
             }
             for mut row in t.rows_mut() {
-                let mean = row.sum() / T::from_usize(k);
-                let var =
-                    row.iter().map(|&v| (v - mean) * (v - mean)).sum::<T>() / T::from_usize(k - 1);
-                let s = (var + T::from_f64(1e-6)).sqrt();
+                let (mean, s) = patch_scale(row.view());
                 row.mapv_inplace(|v| (v - mean) / s);
             }
         }
@@ -278,10 +275,7 @@ impl<T: Float> CrateMae<T> {
                 let pred = out.pred.index_axis(Axis(0), i);
                 let pred = pred.row(j);
                 if c.norm_pix_loss {
-                    let mean = row.sum() / T::from_usize(k);
-                    let var = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<T>()
-                        / T::from_usize(k - 1);
-                    let s = (var + T::from_f64(1e-6)).sqrt();
+                    let (mean, s) = patch_scale(row.view());
                     ndarray::Zip::from(&mut row)
                         .and(&pred)
                         .for_each(|r, &p| *r = p * s + mean);
@@ -403,6 +397,15 @@ impl<T: Float> CrateMae<T> {
         self.decoder_pred
             .update_parameters(&mut scoped("decoder_pred.", update))
     }
+}
+
+/// A patch's mean and the scale of `norm_pix_loss`, `√(var + 1e-6)` with the unbiased
+/// variance (at least 2 values).
+fn patch_scale<T: Float>(row: ndarray::ArrayView1<T>) -> (T, T) {
+    let k = row.len();
+    let mean = row.sum() / T::from_usize(k);
+    let var = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<T>() / T::from_usize(k - 1);
+    (mean, (var + T::from_f64(1e-6)).sqrt())
 }
 
 /// The mean over the removed patches of each patch's mean squared error.

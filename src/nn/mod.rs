@@ -45,8 +45,8 @@ pub use layer_norm::{LayerNorm, LayerNormCache, LayerNormConfig};
 pub use linear::{Linear, LinearConfig};
 pub use mlp::{Mlp, MlpCache, MlpConfig};
 pub(crate) use patches::{
-    PatchOrder, conv_backward, conv_parameters, conv_update, image_patches, update_embedding,
-    with_class_token, with_class_token_backward,
+    PatchOrder, class_tokens, conv_backward, conv_parameters, conv_update, image_patches,
+    update_embedding, with_class_token, with_class_token_backward,
 };
 pub use train::Trainable;
 pub(crate) use train::{

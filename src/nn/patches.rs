@@ -113,6 +113,13 @@ pub(crate) fn with_class_token<T: Float>(
     (tokens, n)
 }
 
+/// The class tokens (b × dim) of tokens laid out as [`with_class_token`] makes them:
+/// row 0 of every sequence of `n`.
+pub(crate) fn class_tokens<T: Float>(z: ArrayView2<T>, n: usize) -> Array2<T> {
+    let rows: Vec<usize> = (0..z.nrows() / n).map(|i| i * n).collect();
+    z.select(ndarray::Axis(0), &rows)
+}
+
 /// The backward of [`with_class_token`]: adds the tokens' gradient `dt` (b·n × dim) into
 /// the class token's (`g_cls`) and the position embedding's (`g_pos`, its first n rows)
 /// gradients, and returns the embedded patches' gradient (b·(n − 1) × dim).
