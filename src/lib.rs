@@ -160,6 +160,7 @@ pub mod observe;
 mod precision;
 pub mod rate;
 pub mod redunet;
+mod rows;
 pub mod subspace;
 pub mod tost;
 pub mod train;

@@ -18,7 +18,7 @@ pub(crate) fn matrix<T: Float>(what: &'static str, a: &ArrayRef2<T>) -> Result<(
 /// Errors on the first non-finite entry.
 pub(crate) fn finite<T: Float>(what: &'static str, a: &ArrayRef2<T>) -> Result<()> {
     let ok = match a.as_slice_memory_order() {
-        Some(s) => all_finite(s),
+        Some(s) => crate::rows::all_blocks(s, all_finite),
         None => a.iter().all(|x| x.is_finite()),
     };
     if ok {
@@ -39,7 +39,7 @@ pub(crate) fn finite_output<T: Float, D: ndarray::Dimension>(
     a: &ndarray::ArrayRef<T, D>,
 ) -> Result<()> {
     if let Some(s) = a.as_slice_memory_order() {
-        if all_finite(s) {
+        if crate::rows::all_blocks(s, all_finite) {
             return Ok(());
         }
     }

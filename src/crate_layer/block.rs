@@ -278,9 +278,9 @@ impl<T: Float> CrateBlock<T> {
     /// scores) come from the thread's scratch cache (see `pool`).
     pub(crate) fn apply(&self, x: ArrayView2<T>, n: usize) -> Array2<T> {
         let mut y = crate::workspace::take::<T>(x.nrows(), x.ncols());
-        y.assign(&x);
-        if let Some(ln) = &self.ln1 {
-            ln.apply_in_place(&mut y);
+        match &self.ln1 {
+            Some(ln) => ln.apply_into(x, &mut y),
+            None => crate::rows::zip_rows(y.view_mut(), x, |mut y, x| y.assign(&x)),
         }
         let (w, o) = self.mssa.attend(y.view(), n);
         drop(w);

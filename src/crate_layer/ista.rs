@@ -150,11 +150,18 @@ impl<T: Float> Ista<T> {
     /// CRATE's step written into `out` (same shape as `x`; its contents are overwritten).
     pub(crate) fn apply_into(&self, x: ArrayView2<T>, mut out: ArrayViewMut2<T>) {
         crate::linalg::gemm(T::one(), x, self.m.view(), false, out.view_mut(), true);
+        self.threshold(out.view_mut());
+    }
+
+    /// `v ← ReLU(v − ηλ)` on every entry, a ReLU that keeps NaN (`max` would map it to 0
+    /// and hide an overflow upstream).
+    fn threshold(&self, out: ArrayViewMut2<T>) {
         let shift = T::from_f64(self.step * self.lambda);
-        // ReLU that keeps NaN (`max` would map it to 0 and hide an overflow upstream)
-        out.mapv_inplace(|v| {
-            let t = v - shift;
-            if t <= T::zero() { T::zero() } else { t }
+        crate::rows::for_rows(out, |_, mut block| {
+            block.map_inplace(|v| {
+                let t = *v - shift;
+                *v = if t <= T::zero() { T::zero() } else { t }
+            })
         });
     }
 
@@ -189,12 +196,7 @@ impl<T: Float> Ista<T> {
             out.view_mut(),
             true,
         );
-        let shift = T::from_f64(self.step * self.lambda);
-        // ReLU that keeps NaN (`max` would map it to 0 and hide an overflow upstream)
-        out.mapv_inplace(|v| {
-            let t = v - shift;
-            if t <= T::zero() { T::zero() } else { t }
-        });
+        self.threshold(out.view_mut());
         Ok(out)
     }
 

@@ -459,14 +459,17 @@ impl<T: Float> Mssa<T> {
     ) {
         match &self.output {
             Output::Identity => match base {
-                Some(x) => ndarray::Zip::from(&mut *y)
-                    .and(&x)
-                    .and(&o)
-                    .for_each(|y, &x, &o| *y = x + o),
-                None => y.assign(&o),
+                Some(x) => crate::rows::for_rows(y.view_mut(), |r0, mut y| {
+                    let rows = r0..r0 + y.nrows();
+                    ndarray::Zip::from(&mut y)
+                        .and(x.slice(ndarray::s![rows.clone(), ..]))
+                        .and(o.slice(ndarray::s![rows, ..]))
+                        .for_each(|y, &x, &o| *y = x + o)
+                }),
+                None => crate::rows::zip_rows(y.view_mut(), o, |mut y, o| y.assign(&o)),
             },
             Output::Linear { weight, bias } => {
-                match (base, bias) {
+                let rows = |mut y: ArrayViewMut2<T>, x: Option<ArrayView2<T>>| match (x, bias) {
                     (Some(x), Some(bias)) => ndarray::Zip::from(y.rows_mut())
                         .and(x.rows())
                         .for_each(|mut yr, xr| {
@@ -482,6 +485,10 @@ impl<T: Float> Mssa<T> {
                         }
                     }
                     (None, None) => y.fill(T::zero()),
+                };
+                match base {
+                    Some(x) => crate::rows::zip_rows(y.view_mut(), x, |y, x| rows(y, Some(x))),
+                    None => crate::rows::for_rows(y.view_mut(), |_, y| rows(y, None)),
                 }
                 crate::linalg::gemm(T::one(), o, weight.t(), true, y.view_mut(), true);
             }
@@ -490,10 +497,14 @@ impl<T: Float> Mssa<T> {
                 let c = T::from_f64(kappa * beta);
                 // κβ(β·O·[U_1..U_K]ᵀ − h), O·[U_1..U_K]ᵀ being O·qkv; y holds h
                 match base {
-                    Some(x) => ndarray::Zip::from(&mut *y)
-                        .and(&x)
-                        .for_each(|y, &x| *y = x - c * *y),
-                    None => y.mapv_inplace(|h| -c * h),
+                    Some(x) => crate::rows::zip_rows(y.view_mut(), x, |mut y, x| {
+                        ndarray::Zip::from(&mut y)
+                            .and(&x)
+                            .for_each(|y, &x| *y = x - c * *y)
+                    }),
+                    None => crate::rows::for_rows(y.view_mut(), |_, mut y| {
+                        y.map_inplace(|h| *h = -c * *h)
+                    }),
                 }
                 crate::linalg::gemm(
                     T::from_f64(kappa * beta * beta),

@@ -125,20 +125,35 @@ impl<T: Float> LayerNorm<T> {
 
     /// Normalizes every row of `x` (m × dim); `x` is assumed checked by the caller.
     pub(crate) fn apply(&self, x: ArrayView2<T>) -> Array2<T> {
-        let mut out = x.as_standard_layout().into_owned();
-        self.apply_in_place(&mut out);
+        let mut out = Array2::zeros(x.raw_dim());
+        self.apply_into(x, &mut out);
         out
     }
 
     /// Normalizes every row of a standard-layout `a` in place.
     pub(crate) fn apply_in_place(&self, a: &mut Array2<T>) {
-        let dim = a.ncols();
+        crate::rows::for_rows(a.view_mut(), |_, mut block| {
+            self.normalize_block(block.as_slice_mut().expect("standard layout"))
+        });
+    }
+
+    /// Writes the normalized rows of `x` into `out` (same shape, standard layout): the copy
+    /// and the normalization in one pass over each block of rows.
+    pub(crate) fn apply_into(&self, x: ArrayView2<T>, out: &mut Array2<T>) {
+        crate::rows::zip_rows(out.view_mut(), x, |mut block, xs| {
+            block.assign(&xs);
+            self.normalize_block(block.as_slice_mut().expect("standard layout"))
+        });
+    }
+
+    /// Normalizes the rows of a contiguous block of whole rows.
+    fn normalize_block(&self, flat: &mut [T]) {
         let rows = NormRows {
-            flat: a.as_slice_mut().expect("standard layout"),
+            flat,
             weight: self.weight.as_slice().expect("contiguous weight"),
             bias: self.bias.as_slice().expect("contiguous bias"),
             eps: T::from_f64(self.eps),
-            dim,
+            dim: self.weight.len(),
         };
         // compiled for the widest vector instructions the processor has (the portable
         // build assumes SSE2 only); the arithmetic, and so every bit of the result, is the

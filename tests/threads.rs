@@ -1,0 +1,70 @@
+//! Results do not depend on the thread count: every parallel pass splits work along rows,
+//! heads or sequences and computes each by the same code, so outputs and gradients are bit
+//! for bit those of one thread.
+#![cfg(feature = "parallel")]
+
+use mcr2::crate_layer::{CrateBlock, CrateBlockConfig, CrateClassifier, CrateConfig};
+use mcr2::nn::{Layer, Trainable};
+use ndarray::{Array2, Array3, Array4, ArrayD};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand_distr::StandardNormal;
+
+fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+/// Output, ∂L/∂x and every parameter gradient of a block for the upstream gradient `dy`.
+fn block_pass(
+    block: &CrateBlock<f64>,
+    x: &Array3<f64>,
+    dy: &Array2<f64>,
+) -> (Array3<f64>, Array2<f64>, Vec<ArrayD<f64>>) {
+    let (b, n, d) = x.dim();
+    let y = block.forward_batch(x).unwrap();
+    let rows = x.to_shape((b * n, d)).unwrap().to_owned();
+    let (_, cache) = block.forward_train(rows.view(), n).unwrap();
+    let mut grads: Vec<ArrayD<f64>> = block
+        .gradient_buffers()
+        .into_iter()
+        .map(|(_, g)| g)
+        .collect();
+    let dx = block.backward(&cache, dy.view(), &mut grads).unwrap();
+    (y, dx, grads)
+}
+
+#[test]
+fn a_crate_block_is_bit_for_bit_the_same_on_any_thread_count() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let config = CrateBlockConfig::new(96, 3, 32);
+    let block = CrateBlock::<f64>::new(&config, &mut rng).unwrap();
+    // 24 sequences of 50 tokens: large enough that every row-parallel pass splits
+    let x = Array3::from_shape_simple_fn((24, 50, 96), || rng.sample(StandardNormal));
+    let dy = Array2::from_shape_simple_fn((24 * 50, 96), || rng.sample(StandardNormal));
+    let one = on_threads(1, || block_pass(&block, &x, &dy));
+    for threads in [2, 3, 4] {
+        let many = on_threads(threads, || block_pass(&block, &x, &dy));
+        assert_eq!(one.0, many.0, "output, {threads} threads");
+        assert_eq!(one.1, many.1, "∂L/∂x, {threads} threads");
+        assert_eq!(one.2, many.2, "parameter gradients, {threads} threads");
+    }
+    // and a single sequence (heads in parallel)
+    let x1 = x.slice(ndarray::s![..1, .., ..]).to_owned();
+    let y1 = on_threads(1, || block.forward_batch(&x1).unwrap());
+    assert_eq!(y1, on_threads(3, || block.forward_batch(&x1).unwrap()));
+}
+
+#[test]
+fn a_crate_classifier_is_bit_for_bit_the_same_on_any_thread_count() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let config = CrateConfig::new(32, 4, 10, 64, 2, 2, 32);
+    let model = CrateClassifier::<f32>::new(&config, &mut rng).unwrap();
+    let images = Array4::from_shape_simple_fn((16, 3, 32, 32), || rng.sample(StandardNormal));
+    let one = on_threads(1, || model.forward(&images).unwrap());
+    for threads in [2, 4] {
+        assert_eq!(one, on_threads(threads, || model.forward(&images).unwrap()));
+    }
+}
