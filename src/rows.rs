@@ -68,6 +68,30 @@ where
     })
 }
 
+/// Runs `f(r0, a_block, b_block)` on matching blocks of whole rows of two matrices with the
+/// same number of rows, both written, `r0` being the blocks' first row (in parallel when
+/// large).
+pub(crate) fn for_row_pairs<T, U, F>(mut a: ArrayViewMut2<'_, T>, mut b: ArrayViewMut2<'_, U>, f: F)
+where
+    T: Send + Sync,
+    U: Send + Sync,
+    F: Fn(usize, ArrayViewMut2<'_, T>, ArrayViewMut2<'_, U>) + Send + Sync,
+{
+    debug_assert_eq!(a.nrows(), b.nrows());
+    match rows_per_task(a.nrows(), a.ncols().max(b.ncols())) {
+        #[cfg(feature = "parallel")]
+        Some(per) => {
+            use rayon::prelude::*;
+            a.axis_chunks_iter_mut(Axis(0), per)
+                .into_par_iter()
+                .zip(b.axis_chunks_iter_mut(Axis(0), per).into_par_iter())
+                .enumerate()
+                .for_each(|(i, (a, b))| f(i * per, a, b))
+        }
+        _ => f(0, a.view_mut(), b.view_mut()),
+    }
+}
+
 /// Whether `test` holds for every block of a slice (blocks of 2¹⁵ entries, tested in
 /// parallel when the slice is large).
 pub(crate) fn all_blocks<T, F>(s: &[T], test: F) -> bool

@@ -449,7 +449,7 @@ impl<T: Float> Trainable<T> for CrateBlock<T> {
         crate::nn::check_sequences(x.nrows(), n)?;
         let (h, ln1) = norm_train(&self.ln1, x)?;
         let (mut y, mssa) = self.mssa.forward_train(h.view(), n)?;
-        y += &x;
+        crate::rows::zip_rows(y.view_mut(), x, |mut y, x| y += &x);
         let (h2, ln2) = norm_train(&self.ln2, y.view())?;
         let (out, ista) = self.ista.forward_train(h2.view(), n)?;
         Ok((
@@ -479,7 +479,7 @@ impl<T: Float> Trainable<T> for CrateBlock<T> {
         let dmid = norm_backward(&self.ln2, &cache.ln2, dh2, g_ln2)?;
         let dh = self.mssa.backward(&cache.mssa, dmid.view(), g_mssa)?;
         let mut dx = norm_backward(&self.ln1, &cache.ln1, dh, g_ln1)?;
-        dx += &dmid;
+        crate::rows::zip_rows(dx.view_mut(), dmid.view(), |mut dx, d| dx += &d);
         Ok(dx)
     }
 

@@ -298,11 +298,13 @@ impl<T: Float> Trainable<T> for Ista<T> {
     ) -> Result<Array2<T>> {
         check_gradients(&self.parameters(), grads)?;
         check_upstream(&dy, cache.y.dim())?;
-        let mut g = dy.to_owned();
-        ndarray::Zip::from(&mut g).and(&cache.y).for_each(|g, &y| {
-            if y <= T::zero() {
-                *g = T::zero();
-            }
+        let mut g = Array2::<T>::zeros(dy.raw_dim());
+        crate::rows::for_rows(g.view_mut(), |r0, mut g| {
+            let rows = r0..r0 + g.nrows();
+            ndarray::Zip::from(&mut g)
+                .and(dy.slice(ndarray::s![rows.clone(), ..]))
+                .and(cache.y.slice(ndarray::s![rows, ..]))
+                .for_each(|g, &d, &y| *g = if y <= T::zero() { T::zero() } else { d });
         });
         let mut dx = Array2::<T>::zeros(g.dim());
         crate::linalg::gemm(T::one(), g.view(), self.m.t(), false, dx.view_mut(), true);

@@ -24,7 +24,7 @@ use crate::{Float, Result};
 /// What [`Mssa`]'s backward needs, for m = b·n tokens: the input X (m × dim), the projected
 /// tokens W and the head outputs O (m × heads·dim_head each) and the attention maps
 /// (b·heads × n × n): `m·(dim + 2·heads·dim_head) + b·heads·n²` values. The backward
-/// allocates as much again for the maps' gradients while it runs.
+/// needs one n × n scratch per thread for the maps' gradients.
 #[derive(Debug, Clone)]
 pub struct MssaCache<T> {
     x: Array2<T>,
@@ -78,6 +78,51 @@ fn for_each_head<T: Float>(
         for k in 0..heads {
             let cols = rows.slice_mut(s![sq * n..(sq + 1) * n, k * p..(k + 1) * p]);
             task(sq, k, maps.index_axis_mut(Axis(0), sq * heads + k), cols);
+        }
+    }
+}
+
+/// Runs `task(sequence, head, rows of that sequence)` for every (sequence, head) pair, as
+/// [`for_each_head`] does but without per-pair maps (each task takes its own scratch).
+fn for_each_head_rows<T: Float>(
+    heads: usize,
+    p: usize,
+    n: usize,
+    rows: &mut Array2<T>,
+    task: impl Fn(usize, usize, ndarray::ArrayViewMut2<T>) + Sync + Send,
+) {
+    let b = rows.nrows() / n;
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        if b > 1 {
+            rows.axis_chunks_iter_mut(Axis(0), n)
+                .into_par_iter()
+                .enumerate()
+                .for_each(|(sq, mut rs)| {
+                    crate::linalg::clear_upper_simd_state();
+                    for k in 0..heads {
+                        task(sq, k, rs.slice_mut(s![.., k * p..(k + 1) * p]));
+                    }
+                });
+        } else {
+            rows.axis_chunks_iter_mut(Axis(1), p)
+                .into_par_iter()
+                .enumerate()
+                .for_each(|(k, cols)| {
+                    crate::linalg::clear_upper_simd_state();
+                    task(0, k, cols)
+                });
+        }
+    }
+    #[cfg(not(feature = "parallel"))]
+    for sq in 0..b {
+        for k in 0..heads {
+            task(
+                sq,
+                k,
+                rows.slice_mut(s![sq * n..(sq + 1) * n, k * p..(k + 1) * p]),
+            );
         }
     }
 }
@@ -204,33 +249,26 @@ impl<T: Float> Mssa<T> {
         let p = self.dim_head;
         let scale = T::from_f64(self.scale);
         let mut dw = Array2::<T>::zeros((m, inner));
-        // dS_k, one n × n map per (sequence, head), written by that pair's task
-        let mut ds_all = Array3::<T>::zeros(cache.attention.raw_dim());
-        for_each_head(
-            self.heads,
-            p,
-            n,
-            &mut ds_all,
-            &mut dw,
-            |sq, k, mut ds, mut dwk| {
-                let rows = sq * n..(sq + 1) * n;
-                let cols = k * p..(k + 1) * p;
-                let wk = cache.w.slice(s![rows.clone(), cols.clone()]);
-                let dok = d_o.slice(s![rows, cols]);
-                let a = cache.attention.index_axis(Axis(0), sq * self.heads + k);
-                // dA = dO_k W_kᵀ, then the softmax's backward in place
-                crate::linalg::gemm(T::one(), dok, wk.t(), false, ds.view_mut(), false);
-                for (mut dr, ar) in ds.rows_mut().into_iter().zip(a.rows()) {
-                    let dot = dr.iter().zip(ar).map(|(&d, &a)| d * a).sum::<T>();
-                    ndarray::Zip::from(&mut dr)
-                        .and(&ar)
-                        .for_each(|d, &a| *d = a * (*d - dot));
-                }
-                crate::linalg::gemm(T::one(), a.t(), dok, true, dwk.view_mut(), false);
-                crate::linalg::gemm(scale, ds.view(), wk, true, dwk.view_mut(), false);
-                crate::linalg::gemm(scale, ds.t(), wk, true, dwk, false);
-            },
-        );
+        for_each_head_rows(self.heads, p, n, &mut dw, |sq, k, mut dwk| {
+            let rows = sq * n..(sq + 1) * n;
+            let cols = k * p..(k + 1) * p;
+            let wk = cache.w.slice(s![rows.clone(), cols.clone()]);
+            let dok = d_o.slice(s![rows, cols]);
+            let a = cache.attention.index_axis(Axis(0), sq * self.heads + k);
+            // dS_k in an n × n scratch of this thread: dA = dO_k W_kᵀ, then the softmax's
+            // backward in place
+            let mut ds = crate::workspace::take::<T>(n, n);
+            crate::linalg::gemm(T::one(), dok, wk.t(), false, ds.view_mut(), false);
+            for (mut dr, ar) in ds.rows_mut().into_iter().zip(a.rows()) {
+                let dot = dr.iter().zip(ar).map(|(&d, &a)| d * a).sum::<T>();
+                ndarray::Zip::from(&mut dr)
+                    .and(&ar)
+                    .for_each(|d, &a| *d = a * (*d - dot));
+            }
+            crate::linalg::gemm(T::one(), a.t(), dok, true, dwk.view_mut(), false);
+            crate::linalg::gemm(scale, ds.view(), wk, true, dwk.view_mut(), false);
+            crate::linalg::gemm(scale, ds.t(), wk, true, dwk, false);
+        });
         dw
     }
 }

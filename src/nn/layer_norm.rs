@@ -1,7 +1,7 @@
 //! Layer normalization over the feature axis of each token.
 
 use ndarray::{
-    Array1, Array2, ArrayD, ArrayRef2, ArrayView2, ArrayViewD, ArrayViewMutD, Axis, Zip,
+    Array1, Array2, ArrayD, ArrayRef2, ArrayView2, ArrayViewD, ArrayViewMutD, Axis, Zip, s,
 };
 
 use super::{
@@ -258,23 +258,33 @@ impl<T: Float> Trainable<T> for LayerNorm<T> {
         crate::validate::matrix_with_cols("tokens", &x, self.dim())?;
         let d = T::from_usize(self.dim());
         let eps = T::from_f64(self.eps);
-        let mut xhat = x.as_standard_layout().into_owned();
-        let mut inv_std = Array1::<T>::zeros(x.nrows());
-        for (mut row, s) in xhat.rows_mut().into_iter().zip(inv_std.iter_mut()) {
-            let mean = row.sum() / d;
-            row.mapv_inplace(|v| v - mean);
-            let var = row.iter().map(|&v| v * v).sum::<T>() / d;
-            *s = T::one() / (var + eps).sqrt();
-            let inv = *s;
-            row.mapv_inplace(|v| v * inv);
-        }
-        let mut y = xhat.clone();
-        for mut row in y.rows_mut() {
-            Zip::from(&mut row)
-                .and(&self.weight)
-                .and(&self.bias)
-                .for_each(|v, &w, &b| *v = *v * w + b);
-        }
+        let mut xhat = Array2::<T>::zeros(x.raw_dim());
+        let mut inv_std = Array2::<T>::zeros((x.nrows(), 1));
+        let mut y = Array2::<T>::zeros(x.raw_dim());
+        crate::rows::for_row_pairs(xhat.view_mut(), inv_std.view_mut(), |r0, mut xh, mut s| {
+            let rows = r0..r0 + xh.nrows();
+            xh.assign(&x.slice(s![rows, ..]));
+            for (mut row, s) in xh.rows_mut().into_iter().zip(s.iter_mut()) {
+                let mean = row.sum() / d;
+                row.mapv_inplace(|v| v - mean);
+                let var = row.iter().map(|&v| v * v).sum::<T>() / d;
+                *s = T::one() / (var + eps).sqrt();
+                let inv = *s;
+                row.mapv_inplace(|v| v * inv);
+            }
+        });
+        crate::rows::zip_rows(y.view_mut(), xhat.view(), |mut y, xh| {
+            for (mut row, xr) in y.rows_mut().into_iter().zip(xh.rows()) {
+                Zip::from(&mut row)
+                    .and(&xr)
+                    .and(&self.weight)
+                    .and(&self.bias)
+                    .for_each(|v, &x, &w, &b| *v = x * w + b);
+            }
+        });
+        let inv_std = inv_std
+            .into_shape_with_order(x.nrows())
+            .expect("one column");
         crate::validate::finite_output("LayerNorm output", &y)?;
         Ok((y, LayerNormCache { xhat, inv_std }))
     }
@@ -293,29 +303,35 @@ impl<T: Float> Trainable<T> for LayerNorm<T> {
         let (gw, gb) = grads.split_at_mut(1);
         let mut gw = grad_vector(&mut gw[0]);
         let mut gb = grad_vector(&mut gb[0]);
-        let mut dx = Array2::<T>::zeros(dy.dim());
-        for (((dyr, xr), &inv), mut dxr) in dy
-            .rows()
-            .into_iter()
-            .zip(cache.xhat.rows())
-            .zip(&cache.inv_std)
-            .zip(dx.rows_mut())
-        {
+        for (dyr, xr) in dy.rows().into_iter().zip(cache.xhat.rows()) {
             Zip::from(&mut gw)
                 .and(&dyr)
                 .and(&xr)
                 .for_each(|g, &a, &b| *g += a * b);
             gb += &dyr;
-            Zip::from(&mut dxr)
-                .and(&dyr)
-                .and(&self.weight)
-                .for_each(|o, &a, &w| *o = a * w);
-            let mean_g = dxr.sum() / d;
-            let mean_gx = dxr.iter().zip(xr).map(|(&g, &x)| g * x).sum::<T>() / d;
-            Zip::from(&mut dxr)
-                .and(&xr)
-                .for_each(|o, &x| *o = (*o - mean_g - x * mean_gx) * inv);
         }
+        let mut dx = Array2::<T>::zeros(dy.dim());
+        crate::rows::for_rows(dx.view_mut(), |r0, mut dx| {
+            let rows = r0..r0 + dx.nrows();
+            for (((dyr, xr), &inv), mut dxr) in dy
+                .slice(s![rows.clone(), ..])
+                .rows()
+                .into_iter()
+                .zip(cache.xhat.slice(s![rows.clone(), ..]).rows())
+                .zip(cache.inv_std.slice(s![rows]))
+                .zip(dx.rows_mut())
+            {
+                Zip::from(&mut dxr)
+                    .and(&dyr)
+                    .and(&self.weight)
+                    .for_each(|o, &a, &w| *o = a * w);
+                let mean_g = dxr.sum() / d;
+                let mean_gx = dxr.iter().zip(xr).map(|(&g, &x)| g * x).sum::<T>() / d;
+                Zip::from(&mut dxr)
+                    .and(&xr)
+                    .for_each(|o, &x| *o = (*o - mean_g - x * mean_gx) * inv);
+            }
+        });
         Ok(dx)
     }
 
