@@ -349,7 +349,7 @@ impl<T: Float> Mssa<T> {
         let parallel_tasks = b * heads > 1;
         // one head of one sequence: O_k = softmax(s·W_k W_kᵀ) W_k, written in place into O,
         // a block of `rows` query rows at a time (softmax is row by row, so this is exact):
-        // `a` is a rows × n scratch, reused across the heads a task computes
+        // `a` is a rows × n scratch
         let rows = attention_rows(n);
         let head = |a: &mut Array2<T>, wk: ArrayView2<T>, mut ok: ArrayViewMut2<T>| {
             crate::linalg::clear_upper_simd_state();
@@ -371,55 +371,33 @@ impl<T: Float> Mssa<T> {
             }
         };
         let scratch = || crate::workspace::take::<T>(rows, n);
-        let seq = |a: &mut Array2<T>, s: usize, mut os: ArrayViewMut2<T>| {
-            for k in 0..heads {
-                let wk = crate::linalg::block(w.view(), s * n..(s + 1) * n, k * p..(k + 1) * p);
-                head(
-                    a,
-                    wk,
-                    crate::linalg::block_mut(os.view_mut(), 0..n, k * p..(k + 1) * p),
-                );
-            }
+        let wk = |s: usize, k: usize| {
+            crate::linalg::block(w.view(), s * n..(s + 1) * n, k * p..(k + 1) * p)
         };
         let mut o = crate::workspace::take::<T>(m, inner);
         #[cfg(feature = "parallel")]
         {
             use rayon::prelude::*;
-            // one contiguous group of heads (b = 1) or sequences (b > 1) per thread, so each
-            // thread allocates its n × n scratch once
-            let tasks = if b == 1 { heads } else { b };
-            let per = tasks.div_ceil(rayon::current_num_threads().max(1));
-            if b == 1 {
-                // heads in parallel: disjoint column blocks of O
-                o.axis_chunks_iter_mut(Axis(1), per * p)
-                    .into_par_iter()
-                    .enumerate()
-                    .for_each(|(g, mut og)| {
-                        let mut a = scratch();
-                        for (j, ok) in og.axis_chunks_iter_mut(Axis(1), p).enumerate() {
-                            let k = g * per + j;
-                            let wk = crate::linalg::block(w.view(), 0..n, k * p..(k + 1) * p);
-                            head(&mut a, wk, ok);
-                        }
-                    });
-            } else {
-                // sequences in parallel: disjoint row blocks of O
-                o.axis_chunks_iter_mut(Axis(0), per * n)
-                    .into_par_iter()
-                    .enumerate()
-                    .for_each(|(g, mut og)| {
-                        let mut a = scratch();
-                        for (j, os) in og.axis_chunks_iter_mut(Axis(0), n).enumerate() {
-                            seq(&mut a, g * per + j, os);
-                        }
-                    });
-            }
+            // one task per (sequence, head): b·heads tasks keep every core busy at any batch
+            // size (8 sequences of 6 heads on 16 cores, say); each task borrows its scratch
+            // from its thread's workspace
+            o.axis_chunks_iter_mut(Axis(0), n)
+                .into_par_iter()
+                .enumerate()
+                .for_each(|(s, mut os)| {
+                    os.axis_chunks_iter_mut(Axis(1), p)
+                        .into_par_iter()
+                        .enumerate()
+                        .for_each(|(k, ok)| head(&mut scratch(), wk(s, k), ok))
+                });
         }
         #[cfg(not(feature = "parallel"))]
         {
             let mut a = scratch();
-            for (s, os) in o.axis_chunks_iter_mut(Axis(0), n).enumerate() {
-                seq(&mut a, s, os);
+            for (s, mut os) in o.axis_chunks_iter_mut(Axis(0), n).enumerate() {
+                for (k, ok) in os.axis_chunks_iter_mut(Axis(1), p).enumerate() {
+                    head(&mut a, wk(s, k), ok);
+                }
             }
         }
         (w, o)

@@ -36,8 +36,9 @@ pub struct MssaCache<T> {
 
 /// Runs `task(sequence, head, attention map of that pair, rows of that sequence)` for every
 /// (sequence, head) pair: `maps` is b·heads × n × n, `rows` b·n × width (each task writes its
-/// own maps and its own rows' head columns). With the `parallel` feature, one task per thread
-/// over the sequences (or, for one sequence, over the heads), each product on its thread.
+/// own maps and its own rows' head columns). With the `parallel` feature, one task per
+/// (sequence, head) pair, each product on its thread: b·heads tasks keep every core busy at
+/// any batch size.
 fn for_each_head<T: Float>(
     heads: usize,
     p: usize,
@@ -46,35 +47,26 @@ fn for_each_head<T: Float>(
     rows: &mut Array2<T>,
     task: impl Fn(usize, usize, ndarray::ArrayViewMut2<T>, ndarray::ArrayViewMut2<T>) + Sync + Send,
 ) {
-    let b = rows.nrows() / n;
     #[cfg(feature = "parallel")]
     {
         use rayon::prelude::*;
-        if b > 1 {
-            maps.axis_chunks_iter_mut(Axis(0), heads)
-                .into_par_iter()
-                .zip(rows.axis_chunks_iter_mut(Axis(0), n).into_par_iter())
-                .enumerate()
-                .for_each(|(sq, (mut ms, mut rs))| {
-                    crate::linalg::clear_upper_simd_state();
-                    for k in 0..heads {
-                        let cols = rs.slice_mut(s![.., k * p..(k + 1) * p]);
-                        task(sq, k, ms.index_axis_mut(Axis(0), k), cols);
-                    }
-                });
-        } else {
-            maps.axis_iter_mut(Axis(0))
-                .into_par_iter()
-                .zip(rows.axis_chunks_iter_mut(Axis(1), p).into_par_iter())
-                .enumerate()
-                .for_each(|(k, (m, cols))| {
-                    crate::linalg::clear_upper_simd_state();
-                    task(0, k, m, cols)
-                });
-        }
+        maps.axis_chunks_iter_mut(Axis(0), heads)
+            .into_par_iter()
+            .zip(rows.axis_chunks_iter_mut(Axis(0), n).into_par_iter())
+            .enumerate()
+            .for_each(|(sq, (mut ms, mut rs))| {
+                ms.axis_iter_mut(Axis(0))
+                    .into_par_iter()
+                    .zip(rs.axis_chunks_iter_mut(Axis(1), p).into_par_iter())
+                    .enumerate()
+                    .for_each(|(k, (m, cols))| {
+                        crate::linalg::clear_upper_simd_state();
+                        task(sq, k, m, cols)
+                    })
+            });
     }
     #[cfg(not(feature = "parallel"))]
-    for sq in 0..b {
+    for sq in 0..rows.nrows() / n {
         for k in 0..heads {
             let cols = rows.slice_mut(s![sq * n..(sq + 1) * n, k * p..(k + 1) * p]);
             task(sq, k, maps.index_axis_mut(Axis(0), sq * heads + k), cols);
@@ -85,44 +77,31 @@ fn for_each_head<T: Float>(
 /// Runs `task(sequence, head, rows of that sequence)` for every (sequence, head) pair, as
 /// [`for_each_head`] does but without per-pair maps (each task takes its own scratch).
 fn for_each_head_rows<T: Float>(
-    heads: usize,
     p: usize,
     n: usize,
     rows: &mut Array2<T>,
     task: impl Fn(usize, usize, ndarray::ArrayViewMut2<T>) + Sync + Send,
 ) {
-    let b = rows.nrows() / n;
     #[cfg(feature = "parallel")]
     {
         use rayon::prelude::*;
-        if b > 1 {
-            rows.axis_chunks_iter_mut(Axis(0), n)
-                .into_par_iter()
-                .enumerate()
-                .for_each(|(sq, mut rs)| {
-                    crate::linalg::clear_upper_simd_state();
-                    for k in 0..heads {
-                        task(sq, k, rs.slice_mut(s![.., k * p..(k + 1) * p]));
-                    }
-                });
-        } else {
-            rows.axis_chunks_iter_mut(Axis(1), p)
-                .into_par_iter()
-                .enumerate()
-                .for_each(|(k, cols)| {
-                    crate::linalg::clear_upper_simd_state();
-                    task(0, k, cols)
-                });
-        }
+        rows.axis_chunks_iter_mut(Axis(0), n)
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(sq, mut rs)| {
+                rs.axis_chunks_iter_mut(Axis(1), p)
+                    .into_par_iter()
+                    .enumerate()
+                    .for_each(|(k, cols)| {
+                        crate::linalg::clear_upper_simd_state();
+                        task(sq, k, cols)
+                    })
+            });
     }
     #[cfg(not(feature = "parallel"))]
-    for sq in 0..b {
-        for k in 0..heads {
-            task(
-                sq,
-                k,
-                rows.slice_mut(s![sq * n..(sq + 1) * n, k * p..(k + 1) * p]),
-            );
+    for (sq, mut rs) in rows.axis_chunks_iter_mut(Axis(0), n).enumerate() {
+        for (k, cols) in rs.axis_chunks_iter_mut(Axis(1), p).enumerate() {
+            task(sq, k, cols);
         }
     }
 }
@@ -249,7 +228,7 @@ impl<T: Float> Mssa<T> {
         let p = self.dim_head;
         let scale = T::from_f64(self.scale);
         let mut dw = Array2::<T>::zeros((m, inner));
-        for_each_head_rows(self.heads, p, n, &mut dw, |sq, k, mut dwk| {
+        for_each_head_rows(p, n, &mut dw, |sq, k, mut dwk| {
             let rows = sq * n..(sq + 1) * n;
             let cols = k * p..(k + 1) * p;
             let wk = cache.w.slice(s![rows.clone(), cols.clone()]);
