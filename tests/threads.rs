@@ -68,3 +68,34 @@ fn a_crate_classifier_is_bit_for_bit_the_same_on_any_thread_count() {
         assert_eq!(one, on_threads(threads, || model.forward(&images).unwrap()));
     }
 }
+
+#[test]
+fn a_tost_block_is_bit_for_bit_the_same_on_any_thread_count() {
+    use mcr2::tost::{ToStBlock, ToStBlockConfig};
+    let mut rng = StdRng::seed_from_u64(9);
+    let block = ToStBlock::<f64>::new(&ToStBlockConfig::new(64, 4), &mut rng).unwrap();
+    // one long sequence (the row passes and GELU split inside it) and a small batch
+    for shape in [(1, 1200, 64), (3, 400, 64)] {
+        let x = Array3::from_shape_simple_fn(shape, || rng.sample(StandardNormal));
+        let one = on_threads(1, || block.forward_batch(&x).unwrap());
+        for threads in [2, 3] {
+            assert_eq!(
+                one,
+                on_threads(threads, || block.forward_batch(&x).unwrap())
+            );
+        }
+        let rows = x.to_shape((shape.0 * shape.1, 64)).unwrap().to_owned();
+        let dy = Array2::from_shape_simple_fn(rows.raw_dim(), || rng.sample(StandardNormal));
+        let pass = || {
+            let (_, cache) = block.forward_train(rows.view(), shape.1).unwrap();
+            let mut grads: Vec<ArrayD<f64>> = block
+                .gradient_buffers()
+                .into_iter()
+                .map(|(_, g)| g)
+                .collect();
+            let dx = block.backward(&cache, dy.view(), &mut grads).unwrap();
+            (dx, grads)
+        };
+        assert_eq!(on_threads(1, pass), on_threads(3, pass));
+    }
+}
