@@ -96,6 +96,41 @@ fn attention_rows(n: usize) -> usize {
     (ATTENTION_SCRATCH / n.max(1)).clamp(1, n.max(1))
 }
 
+/// Runs `task(sequence, head, that pair's block of rows)` for every (sequence, head) pair of
+/// `rows` (b·n × heads·`p`, sequences of `n` tokens): each task owns its n × p block. With
+/// the `parallel` feature, one rayon task per pair: b·heads tasks keep every core busy at any
+/// batch size (8 sequences of 6 heads on 16 cores, say).
+pub(super) fn for_each_head_rows<T: Float>(
+    p: usize,
+    n: usize,
+    rows: &mut Array2<T>,
+    task: impl Fn(usize, usize, ArrayViewMut2<T>) + Sync + Send,
+) {
+    let run = |sq: usize, k: usize, block: ArrayViewMut2<T>| {
+        crate::linalg::clear_upper_simd_state();
+        task(sq, k, block)
+    };
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        rows.axis_chunks_iter_mut(Axis(0), n)
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(sq, mut rs)| {
+                rs.axis_chunks_iter_mut(Axis(1), p)
+                    .into_par_iter()
+                    .enumerate()
+                    .for_each(|(k, block)| run(sq, k, block))
+            });
+    }
+    #[cfg(not(feature = "parallel"))]
+    for (sq, mut rs) in rows.axis_chunks_iter_mut(Axis(0), n).enumerate() {
+        for (k, block) in rs.axis_chunks_iter_mut(Axis(1), p).enumerate() {
+            run(sq, k, block);
+        }
+    }
+}
+
 impl<T: Float> Mssa<T> {
     /// The reference parameterisation: `qkv` (heads·dim_head × dim), and the output
     /// projection `(weight: dim × heads·dim_head, bias: dim)`, which must be `None` exactly when
@@ -347,12 +382,13 @@ impl<T: Float> Mssa<T> {
         let scale = T::from_f64(self.scale);
         let heads = self.heads;
         let parallel_tasks = b * heads > 1;
-        // one head of one sequence: O_k = softmax(s·W_k W_kᵀ) W_k, written in place into O,
-        // a block of `rows` query rows at a time (softmax is row by row, so this is exact):
-        // `a` is a rows × n scratch
+        // head k of sequence s: O_k = softmax(s·W_k W_kᵀ) W_k, written in place into O, a
+        // block of `rows` query rows at a time (softmax is row by row, so this is exact), the
+        // scores in a rows × n scratch from the thread's workspace
         let rows = attention_rows(n);
-        let head = |a: &mut Array2<T>, wk: ArrayView2<T>, mut ok: ArrayViewMut2<T>| {
-            crate::linalg::clear_upper_simd_state();
+        let head = |s: usize, k: usize, mut ok: ArrayViewMut2<T>| {
+            let wk = crate::linalg::block(w.view(), s * n..(s + 1) * n, k * p..(k + 1) * p);
+            let mut a = crate::workspace::take::<T>(rows, n);
             for r0 in (0..n).step_by(rows) {
                 let r1 = (r0 + rows).min(n);
                 let mut ab = a.slice_mut(ndarray::s![..r1 - r0, ..]);
@@ -370,36 +406,8 @@ impl<T: Float> Mssa<T> {
                 );
             }
         };
-        let scratch = || crate::workspace::take::<T>(rows, n);
-        let wk = |s: usize, k: usize| {
-            crate::linalg::block(w.view(), s * n..(s + 1) * n, k * p..(k + 1) * p)
-        };
         let mut o = crate::workspace::take::<T>(m, inner);
-        #[cfg(feature = "parallel")]
-        {
-            use rayon::prelude::*;
-            // one task per (sequence, head): b·heads tasks keep every core busy at any batch
-            // size (8 sequences of 6 heads on 16 cores, say); each task borrows its scratch
-            // from its thread's workspace
-            o.axis_chunks_iter_mut(Axis(0), n)
-                .into_par_iter()
-                .enumerate()
-                .for_each(|(s, mut os)| {
-                    os.axis_chunks_iter_mut(Axis(1), p)
-                        .into_par_iter()
-                        .enumerate()
-                        .for_each(|(k, ok)| head(&mut scratch(), wk(s, k), ok))
-                });
-        }
-        #[cfg(not(feature = "parallel"))]
-        {
-            let mut a = scratch();
-            for (s, mut os) in o.axis_chunks_iter_mut(Axis(0), n).enumerate() {
-                for (k, ok) in os.axis_chunks_iter_mut(Axis(1), p).enumerate() {
-                    head(&mut a, wk(s, k), ok);
-                }
-            }
-        }
+        for_each_head_rows(p, n, &mut o, head);
         (w, o)
     }
 

@@ -13,7 +13,7 @@
 
 use ndarray::{Array2, Array3, ArrayD, ArrayView2, ArrayViewMutD, Axis, s};
 
-use super::mssa::{Mssa, Output};
+use super::mssa::{Mssa, Output, for_each_head_rows};
 use crate::kernels::softmax_rows_in_place;
 use crate::nn::{
     Layer, Trainable, check_gradients, check_upstream, column_sums, grad_matrix, grad_vector,
@@ -70,38 +70,6 @@ fn for_each_head<T: Float>(
         for k in 0..heads {
             let cols = rows.slice_mut(s![sq * n..(sq + 1) * n, k * p..(k + 1) * p]);
             task(sq, k, maps.index_axis_mut(Axis(0), sq * heads + k), cols);
-        }
-    }
-}
-
-/// Runs `task(sequence, head, rows of that sequence)` for every (sequence, head) pair, as
-/// [`for_each_head`] does but without per-pair maps (each task takes its own scratch).
-fn for_each_head_rows<T: Float>(
-    p: usize,
-    n: usize,
-    rows: &mut Array2<T>,
-    task: impl Fn(usize, usize, ndarray::ArrayViewMut2<T>) + Sync + Send,
-) {
-    #[cfg(feature = "parallel")]
-    {
-        use rayon::prelude::*;
-        rows.axis_chunks_iter_mut(Axis(0), n)
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(sq, mut rs)| {
-                rs.axis_chunks_iter_mut(Axis(1), p)
-                    .into_par_iter()
-                    .enumerate()
-                    .for_each(|(k, cols)| {
-                        crate::linalg::clear_upper_simd_state();
-                        task(sq, k, cols)
-                    })
-            });
-    }
-    #[cfg(not(feature = "parallel"))]
-    for (sq, mut rs) in rows.axis_chunks_iter_mut(Axis(0), n).enumerate() {
-        for (k, cols) in rs.axis_chunks_iter_mut(Axis(1), p).enumerate() {
-            task(sq, k, cols);
         }
     }
 }
