@@ -3,8 +3,10 @@
 //! for bit those of one thread.
 #![cfg(feature = "parallel")]
 
+mod common;
+
 use mcr2::crate_layer::{CrateBlock, CrateBlockConfig, CrateClassifier, CrateConfig};
-use mcr2::nn::{Layer, Trainable};
+use mcr2::nn::Trainable;
 use ndarray::{Array2, Array3, Array4, ArrayD};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
@@ -17,6 +19,20 @@ fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
         .install(f)
 }
 
+/// ∂L/∂x and every parameter gradient of a layer's training pass on `rows` (sequences of
+/// `n` tokens) for the upstream gradient `dy`.
+fn train_pass<L: Trainable<f64>>(
+    layer: &L,
+    rows: &Array2<f64>,
+    n: usize,
+    dy: &Array2<f64>,
+) -> (Array2<f64>, Vec<ArrayD<f64>>) {
+    let (_, cache) = layer.forward_train(rows.view(), n).unwrap();
+    let mut grads = common::zero_gradients(layer);
+    let dx = layer.backward(&cache, dy.view(), &mut grads).unwrap();
+    (dx, grads)
+}
+
 /// Output, ∂L/∂x and every parameter gradient of a block for the upstream gradient `dy`.
 fn block_pass(
     block: &CrateBlock<f64>,
@@ -26,13 +42,7 @@ fn block_pass(
     let (b, n, d) = x.dim();
     let y = block.forward_batch(x).unwrap();
     let rows = x.to_shape((b * n, d)).unwrap().to_owned();
-    let (_, cache) = block.forward_train(rows.view(), n).unwrap();
-    let mut grads: Vec<ArrayD<f64>> = block
-        .gradient_buffers()
-        .into_iter()
-        .map(|(_, g)| g)
-        .collect();
-    let dx = block.backward(&cache, dy.view(), &mut grads).unwrap();
+    let (dx, grads) = train_pass(block, &rows, n, dy);
     (y, dx, grads)
 }
 
@@ -86,16 +96,7 @@ fn a_tost_block_is_bit_for_bit_the_same_on_any_thread_count() {
         }
         let rows = x.to_shape((shape.0 * shape.1, 64)).unwrap().to_owned();
         let dy = Array2::from_shape_simple_fn(rows.raw_dim(), || rng.sample(StandardNormal));
-        let pass = || {
-            let (_, cache) = block.forward_train(rows.view(), shape.1).unwrap();
-            let mut grads: Vec<ArrayD<f64>> = block
-                .gradient_buffers()
-                .into_iter()
-                .map(|(_, g)| g)
-                .collect();
-            let dx = block.backward(&cache, dy.view(), &mut grads).unwrap();
-            (dx, grads)
-        };
+        let pass = || train_pass(&block, &rows, shape.1, &dy);
         assert_eq!(on_threads(1, pass), on_threads(3, pass));
     }
 }

@@ -434,11 +434,7 @@ fn training_inputs_are_checked() {
     let (y, cache) = layer.forward_train(array![[1.0, 1.0]].view(), 1).unwrap();
     let mut one = vec![ArrayD::zeros(IxDyn(&[1, 2]))];
     assert!(layer.backward(&cache, y.view(), &mut one).is_err());
-    let mut grads: Vec<_> = layer
-        .gradient_buffers()
-        .into_iter()
-        .map(|(_, g)| g)
-        .collect();
+    let mut grads = common::zero_gradients(&layer);
     assert!(
         layer
             .backward(&cache, array![[1.0, 2.0]].view(), &mut grads)
@@ -488,11 +484,7 @@ fn training_inputs_are_checked() {
         let x = mcr2::ndarray::Array2::from_elem((3, 4), 0.5)
             + mcr2::ndarray::array![[0.1, 0.2, 0.3, 0.4]];
         let (y, cache) = deep.forward_train(x.view(), 3).unwrap();
-        let mut g: Vec<_> = shallow
-            .gradient_buffers()
-            .into_iter()
-            .map(|(_, g)| g)
-            .collect();
+        let mut g = common::zero_gradients(&shallow);
         assert!(shallow.backward(&cache, y.view(), &mut g).is_err());
     }
     // a checkpoint that is not one

@@ -67,11 +67,7 @@ pub(super) fn worst_error<L: Trainable<f64> + Clone>(
     let mut rng = StdRng::seed_from_u64(seed);
     let (y, cache) = layer.forward_train(x.view(), n).unwrap();
     let dy = random(&mut rng, y.nrows(), y.ncols(), 1.0);
-    let mut grads: Vec<_> = layer
-        .gradient_buffers()
-        .into_iter()
-        .map(|(_, g)| g)
-        .collect();
+    let mut grads = crate::common::zero_gradients(layer);
     let dx = layer.backward(&cache, dy.view(), &mut grads).unwrap();
     // a central difference of L carries a rounding error of about u·|L|/H ≈ 10⁻¹¹·|L|:
     // differences below 10⁻⁹·(1 + |L|) are that noise (it matters only where a gradient is

@@ -63,6 +63,16 @@ impl Tensors {
     }
 }
 
+/// A layer's zeroed gradient arrays in parameter order: the buffers `Trainable::backward`
+/// adds into.
+pub fn zero_gradients<L: mcr2::nn::Layer<f64> + ?Sized>(layer: &L) -> Vec<ArrayD<f64>> {
+    layer
+        .gradient_buffers()
+        .into_iter()
+        .map(|(_, g)| g)
+        .collect()
+}
+
 /// max |a − b| / max |b|.
 pub fn rel_err(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
     assert_eq!(a.dim(), b.dim());
