@@ -1,6 +1,8 @@
 //! CRATE block forward, and forward+backward, at the sizes of the PyTorch baseline: CRATE-T (dim 384, 6 heads × 64)
 //! and CRATE-S (dim 576, 12 heads × 48), 197 tokens, batch 1 and 32, f32 and f64; and the
-//! whole CRATE-T classifier on 8 images of 224 × 224.
+//! whole CRATE-T classifier on 8 images of 224 × 224; and the rate of the block's own matrix
+//! product (tokens × dim by dim × dim, the backend faer on the rayon pool), the hardware's
+//! ceiling for the block (`benches/compare_torch.py --what roofline`).
 //!
 //! `cargo bench --features parallel --bench crate_layer` (2 threads on a 2-core machine; set
 //! `RAYON_NUM_THREADS` to choose).
@@ -86,7 +88,58 @@ fn bench_model<T: Float>(c: &mut Criterion, dtype: &str) {
     group.finish();
 }
 
+/// The block's projection product, B·197 tokens × dim by dim × dim, as the blocks run it:
+/// `C = X·Wᵀ` with tokens as rows (row-major, as ndarray stores them), which is
+/// `Cᵀ = W·Xᵀ` in faer's column-major terms; faer on the rayon pool when it has more than
+/// one thread, as the crate's products above a few hundred thousand multiply-adds.
+fn bench_gemm<T: faer::traits::RealField + Copy>(c: &mut Criterion, dtype: &str, of: fn(f64) -> T) {
+    let mut group = c.benchmark_group(format!("crate_gemm_{dtype}"));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    let par = product_threads();
+    let mut rng = StdRng::seed_from_u64(4);
+    for dim in [384usize, 576] {
+        for b in [1usize, 32] {
+            let m = b * 197;
+            let mut sample = || of(rng.sample(StandardNormal));
+            // column j of the column-major Xᵀ is token j's row of X
+            let xt = faer::Mat::<T>::from_fn(dim, m, |_, _| sample());
+            let w = faer::Mat::<T>::from_fn(dim, dim, |_, _| sample());
+            let mut out_t = faer::Mat::<T>::zeros(dim, m);
+            let id = format!("{m}x{dim} @ {dim}x{dim}");
+            group.bench_function(BenchmarkId::new("matmul", &id), |bench| {
+                bench.iter(|| {
+                    faer::linalg::matmul::matmul(
+                        out_t.as_mut(),
+                        faer::Accum::Replace,
+                        w.as_ref(),
+                        xt.as_ref(),
+                        of(1.0),
+                        par,
+                    );
+                    black_box(out_t[(0, 0)])
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// faer on the rayon pool when the `parallel` feature is on and the pool has more than one
+/// thread; otherwise on the calling thread.
+fn product_threads() -> faer::Par {
+    #[cfg(feature = "parallel")]
+    if rayon::current_num_threads() > 1 {
+        return faer::Par::rayon(0);
+    }
+    faer::Par::Seq
+}
+
 fn benches(c: &mut Criterion) {
+    bench_gemm(c, "f32", |v| v as f32);
+    bench_gemm(c, "f64", |v| v);
     bench_dtype::<f32>(c, "f32");
     bench_dtype::<f64>(c, "f64");
     bench_model::<f32>(c, "f32");
