@@ -7,11 +7,11 @@
 //!
 //! * output: `dO = dY W_out`, `∂W_out += dYᵀ O`, `∂b += Σ_rows dY` (reference); `dO = dY`
 //!   (identity); `dO = κβ²·dY Uᵀ`, `∂U += κβ²·Oᵀ dY`, `dX += −κβ·dY` (white box);
-//! * each head: `dA_k = dO_k W_kᵀ`, `dS_k = A_k ⊙ (dA_k − rowsum(dA_k ⊙ A_k))` (softmax),
+//! * each head (`A_k` computed again from `W_k`, not kept): `dA_k = dO_k W_kᵀ`, `dS_k = A_k ⊙ (dA_k − rowsum(dA_k ⊙ A_k))` (softmax),
 //!   `dW_k = A_kᵀ dO_k + s·(dS_k + dS_kᵀ) W_k`;
 //! * projection: `∂U += dWᵀ X`, `dX += dW U`.
 
-use ndarray::{Array2, Array3, ArrayD, ArrayView2, ArrayViewMutD, Axis, s};
+use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMut2, ArrayViewMutD, s};
 
 use super::mssa::{Mssa, Output, for_each_head_rows};
 use crate::kernels::softmax_rows_in_place;
@@ -22,80 +22,48 @@ use crate::nn::{
 use crate::{Float, Result};
 
 /// What [`Mssa`]'s backward needs, for m = b·n tokens: the input X (m × dim), the projected
-/// tokens W and the head outputs O (m × heads·dim_head each) and the attention maps
-/// (b·heads × n × n): `m·(dim + 2·heads·dim_head) + b·heads·n²` values. The backward
-/// needs one n × n scratch per thread for the maps' gradients.
+/// tokens W and the head outputs O (m × heads·dim_head each): `m·(dim + 2·heads·dim_head)`
+/// values. The attention maps are not kept: the backward computes each head's map again
+/// from W (one n × n product and a softmax per head, bit for bit the forward's), in n × n
+/// scratch of the thread that runs the head (two per task), so the cache does not grow with
+/// b·heads·n².
 #[derive(Debug, Clone)]
 pub struct MssaCache<T> {
     x: Array2<T>,
     w: Array2<T>,
     o: Array2<T>,
-    attention: Array3<T>,
     n: usize,
-}
-
-/// Runs `task(sequence, head, attention map of that pair, rows of that sequence)` for every
-/// (sequence, head) pair: `maps` is b·heads × n × n, `rows` b·n × width (each task writes its
-/// own maps and its own rows' head columns). With the `parallel` feature, one task per
-/// (sequence, head) pair, each product on its thread: b·heads tasks keep every core busy at
-/// any batch size.
-fn for_each_head<T: Float>(
-    heads: usize,
-    p: usize,
-    n: usize,
-    maps: &mut ndarray::Array3<T>,
-    rows: &mut Array2<T>,
-    task: impl Fn(usize, usize, ndarray::ArrayViewMut2<T>, ndarray::ArrayViewMut2<T>) + Sync + Send,
-) {
-    #[cfg(feature = "parallel")]
-    {
-        use rayon::prelude::*;
-        maps.axis_chunks_iter_mut(Axis(0), heads)
-            .into_par_iter()
-            .zip(rows.axis_chunks_iter_mut(Axis(0), n).into_par_iter())
-            .enumerate()
-            .for_each(|(sq, (mut ms, mut rs))| {
-                ms.axis_iter_mut(Axis(0))
-                    .into_par_iter()
-                    .zip(rs.axis_chunks_iter_mut(Axis(1), p).into_par_iter())
-                    .enumerate()
-                    .for_each(|(k, (m, cols))| {
-                        crate::linalg::clear_upper_simd_state();
-                        task(sq, k, m, cols)
-                    })
-            });
-    }
-    #[cfg(not(feature = "parallel"))]
-    for sq in 0..rows.nrows() / n {
-        for k in 0..heads {
-            let cols = rows.slice_mut(s![sq * n..(sq + 1) * n, k * p..(k + 1) * p]);
-            task(sq, k, maps.index_axis_mut(Axis(0), sq * heads + k), cols);
-        }
-    }
 }
 
 impl<T: Float> Mssa<T> {
-    /// `(A_{s,k})` for every sequence s and head k, and `O`, from the projected tokens.
-    fn attend_keeping(&self, w: &Array2<T>, n: usize) -> (Array3<T>, Array2<T>) {
-        let (m, inner) = w.dim();
-        let (b, p) = (m / n, self.dim_head);
-        let scale = T::from_f64(self.scale);
-        let mut attention = Array3::<T>::zeros((b * self.heads, n, n));
-        let mut o = Array2::<T>::zeros((m, inner));
-        for_each_head(
-            self.heads,
-            p,
-            n,
-            &mut attention,
-            &mut o,
-            |sq, k, mut a, ok| {
-                let wk = w.slice(s![sq * n..(sq + 1) * n, k * p..(k + 1) * p]);
-                crate::linalg::gemm(scale, wk, wk.t(), false, a.view_mut(), false);
-                softmax_rows_in_place(a.view_mut());
-                crate::linalg::gemm(T::one(), a.view(), wk, false, ok, false);
-            },
+    /// `A_k = softmax_rows(s·W_k W_kᵀ)` into `a` (n × n), for the n × dim_head block `wk` of
+    /// one sequence and head: the training forward and the backward both compute it here, so
+    /// the backward's map is the forward's, bit for bit.
+    fn head_map(&self, wk: ArrayView2<T>, mut a: ArrayViewMut2<T>) {
+        crate::linalg::gemm(
+            T::from_f64(self.scale),
+            wk,
+            wk.t(),
+            false,
+            a.view_mut(),
+            false,
         );
-        (attention, o)
+        softmax_rows_in_place(a);
+    }
+
+    /// `O_k = A_k W_k` for every sequence s and head k, from the projected tokens (one task
+    /// per (sequence, head) pair, see [`for_each_head_rows`]).
+    fn attend_training(&self, w: &Array2<T>, n: usize) -> Array2<T> {
+        let (m, inner) = w.dim();
+        let p = self.dim_head;
+        let mut o = Array2::<T>::zeros((m, inner));
+        for_each_head_rows(p, n, &mut o, |sq, k, ok| {
+            let wk = w.slice(s![sq * n..(sq + 1) * n, k * p..(k + 1) * p]);
+            let mut a = crate::workspace::take::<T>(n, n);
+            self.head_map(wk, a.view_mut());
+            crate::linalg::gemm(T::one(), a.view(), wk, false, ok, false);
+        });
+        o
     }
 }
 
@@ -105,24 +73,15 @@ impl<T: Float> Trainable<T> for Mssa<T> {
     fn forward_train(&self, x: ArrayView2<T>, n: usize) -> Result<(Array2<T>, Self::Cache)> {
         crate::validate::matrix_with_cols("tokens", &x, self.dim())?;
         crate::nn::check_sequences(x.nrows(), n)?;
-        crate::validate::elements_of::<T>(
-            "attention maps of the training forward",
-            &[x.nrows() / n * self.heads, n, n],
-        )?;
+        crate::validate::elements_of::<T>("attention map of one head", &[n, n])?;
         let x = x.as_standard_layout().into_owned();
         let mut w = Array2::<T>::zeros((x.nrows(), self.qkv.nrows()));
         crate::linalg::gemm(T::one(), x.view(), self.qkv.t(), false, w.view_mut(), true);
-        let (attention, o) = self.attend_keeping(&w, n);
+        let o = self.attend_training(&w, n);
         let mut y = x.clone();
         self.finish(o.view(), n, None, &mut y);
         crate::validate::finite_output("MSSA output", &y)?;
-        let cache = MssaCache {
-            x,
-            w,
-            o,
-            attention,
-            n,
-        };
+        let cache = MssaCache { x, w, o, n };
         Ok((y, cache))
     }
 
@@ -201,9 +160,11 @@ impl<T: Float> Mssa<T> {
             let cols = k * p..(k + 1) * p;
             let wk = cache.w.slice(s![rows.clone(), cols.clone()]);
             let dok = d_o.slice(s![rows, cols]);
-            let a = cache.attention.index_axis(Axis(0), sq * self.heads + k);
-            // dS_k in an n × n scratch of this thread: dA = dO_k W_kᵀ, then the softmax's
-            // backward in place
+            // A_k again, and dS_k, in two n × n scratches of this thread: dA = dO_k W_kᵀ,
+            // then the softmax's backward in place
+            let mut a = crate::workspace::take::<T>(n, n);
+            self.head_map(wk, a.view_mut());
+            let a = a.view();
             let mut ds = crate::workspace::take::<T>(n, n);
             crate::linalg::gemm(T::one(), dok, wk.t(), false, ds.view_mut(), false);
             for (mut dr, ar) in ds.rows_mut().into_iter().zip(a.rows()) {
