@@ -301,6 +301,20 @@ fn allocations_beyond_the_budget_are_refused() {
     use mcr2::nn::Checkpoint;
     assert!(CrateClassifier::<f32>::from_safetensors(&[0u8; 16], &small, "").is_err());
     assert!(start.elapsed().as_secs_f64() < 1.0);
+    // the training forward of an attention 2²⁰ heads wide on 2²⁰ one-token sequences would
+    // project them into 2⁴⁰ values
+    use mcr2::crate_layer::Mssa;
+    use mcr2::nn::Trainable;
+    let wide = 1usize << 20;
+    let mssa = Mssa::<f32>::from_parts(
+        Array2::zeros((wide, 1)),
+        wide,
+        Some((Array2::zeros((1, wide)), ndarray::Array1::zeros(1))),
+    )
+    .unwrap();
+    let tokens = Array2::<f32>::zeros((wide, 1));
+    let r = mssa.forward_train(tokens.view(), 1);
+    assert!(matches!(r, Err(Error::TooLarge { .. })), "{:?}", r.err());
 }
 
 /// Finding 8: errors name the real cause.

@@ -7,7 +7,8 @@
 //!
 //! * output: `dO = dY W_out`, `∂W_out += dYᵀ O`, `∂b += Σ_rows dY` (reference); `dO = dY`
 //!   (identity); `dO = κβ²·dY Uᵀ`, `∂U += κβ²·Oᵀ dY`, `dX += −κβ·dY` (white box);
-//! * each head (`A_k` computed again from `W_k`, not kept): `dA_k = dO_k W_kᵀ`, `dS_k = A_k ⊙ (dA_k − rowsum(dA_k ⊙ A_k))` (softmax),
+//! * each head (`A_k` computed again from `W_k`, not kept): `dA_k = dO_k W_kᵀ`,
+//!   `dS_k = A_k ⊙ (dA_k − rowsum(dA_k ⊙ A_k))` (softmax),
 //!   `dW_k = A_kᵀ dO_k + s·(dS_k + dS_kᵀ) W_k`;
 //! * projection: `∂U += dWᵀ X`, `dX += dW U`.
 
@@ -74,6 +75,7 @@ impl<T: Float> Trainable<T> for Mssa<T> {
         crate::validate::matrix_with_cols("tokens", &x, self.dim())?;
         crate::nn::check_sequences(x.nrows(), n)?;
         crate::validate::elements_of::<T>("attention map of one head", &[n, n])?;
+        crate::validate::elements_of::<T>("projected tokens", &[x.nrows(), self.qkv.nrows()])?;
         let x = x.as_standard_layout().into_owned();
         let mut w = Array2::<T>::zeros((x.nrows(), self.qkv.nrows()));
         crate::linalg::gemm(T::one(), x.view(), self.qkv.t(), false, w.view_mut(), true);
