@@ -14,10 +14,10 @@ dtype the table shows the best (lowest median) PyTorch variant, our median and t
 `--what model`: the whole CRATE-T classifier on 8 images of 224 × 224, the baseline's
 full-model rows against the `crate_model_*` groups of the criterion bench `crate_layer`.
 
-`--what roofline`: how fast the block forward could be at all. Times the block's projection
-product (B·197 tokens × dim by dim × dim) on both sides (`F.linear` with MKL; faer, the
-criterion group `crate_gemm_*`), and PyTorch's block forward rows; then, for every block
-row, the time its products alone take at the better of the two product rates, and PyTorch's
+`--what roofline`: how fast the blocks could be at all. Times the block's projection product
+(B·197 tokens × dim by dim × dim) on both sides (`F.linear` with MKL; faer, the criterion
+group `crate_gemm_*`), and PyTorch's block rows (forward, forward+backward); then, for every
+block row, the time its products alone take at the better of the two product rates, and PyTorch's
 time over it: the largest ratio that any implementation running the same products could
 reach on this machine. The products of a forward are B·(6·N·dim² + 4·N²·dim) flops (qkv,
 output projection and the ISTA matrix, then QKᵀ and AV; heads·dim_head = dim in CRATE-T and
