@@ -161,3 +161,72 @@ fn backends_agree() {
         "singular values",
     );
 }
+
+/// The tiled product on several threads is bit for bit the single-threaded product, for
+/// the blocks' shapes (and ragged ones), row- and column-major outputs, with and without
+/// accumulation.
+#[cfg(all(feature = "parallel", not(feature = "lapack")))]
+#[test]
+fn tiled_products_are_the_single_threaded_ones_bit_for_bit() {
+    use super::faer_backend as fb;
+    fn check<T: crate::Float + faer::traits::RealField>(of: fn(f64) -> T) {
+        let mut s = 3u64;
+        let mut next = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            of(((s >> 11) as f64 / (1u64 << 53) as f64) - 0.5)
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        for (m, k, n) in [
+            (197, 96, 96),
+            (384, 197, 130),
+            (1000, 64, 200),
+            (70, 300, 130),
+        ] {
+            let a = Array2::from_shape_simple_fn((m, k), &mut next);
+            let b = Array2::from_shape_simple_fn((n, k), &mut next);
+            let c0 = Array2::from_shape_simple_fn((m, n), &mut next);
+            for accumulate in [false, true] {
+                for column_major in [false, true] {
+                    let fresh = || {
+                        if column_major {
+                            c0.t().as_standard_layout().reversed_axes().to_owned()
+                        } else {
+                            c0.clone()
+                        }
+                    };
+                    let mut one = fresh();
+                    fb::gemm(of(1.5), a.view(), b.t(), accumulate, one.view_mut(), false);
+                    let mut many = fresh();
+                    pool.install(|| {
+                        assert!(fb::tiles(m, k, n).0 * fb::tiles(m, k, n).1 > 1);
+                        fb::gemm(of(1.5), a.view(), b.t(), accumulate, many.view_mut(), true)
+                    });
+                    assert_eq!(one, many, "{m}×{k}×{n}, accumulate {accumulate}");
+                }
+            }
+        }
+    }
+    check::<f32>(|v| v as f32);
+    check::<f64>(|v| v);
+}
+
+/// The tile grid: within its bounds, and one tile for small products.
+#[cfg(all(feature = "parallel", not(feature = "lapack")))]
+#[test]
+fn tile_grids() {
+    use super::faer_backend::tiles;
+    assert_eq!(tiles(197, 384, 384), (3, 8));
+    assert_eq!(tiles(197, 576, 576), (3, 12));
+    assert_eq!(tiles(6304, 384, 384), (32, 3));
+    assert_eq!(tiles(1576, 384, 384), (24, 4));
+    assert_eq!(tiles(64, 64, 64), (1, 1));
+    for (m, k, n) in [(1, 1, 1), (0, 5, 5), (100_000, 2, 100_000), (5, 100_000, 5)] {
+        let (r, c) = tiles(m, k, n);
+        assert!(r >= 1 && c >= 1 && r * c <= 96, "{m} {k} {n}: {r} × {c}");
+    }
+}
