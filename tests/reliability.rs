@@ -295,6 +295,27 @@ fn allocations_beyond_the_budget_are_refused() {
     let model = CrateClassifier::<f32>::new(&big, &mut rng).unwrap();
     let image = Array4::<f32>::from_elem((1, 3, 1024, 1024), 0.5);
     assert!(matches!(model.inspect(&image), Err(Error::TooLarge { .. })));
+    // inference on a wide attention over narrow tokens: 1024 tokens of width 2 projected on
+    // 4096 heads of 1024 would be 2³² values (16 GiB in f32), refused before allocating
+    let wide =
+        CrateBlock::<f32>::new(&CrateBlockConfig::new(2, 1 << 12, 1 << 10), &mut rng).unwrap();
+    let tokens = Array3::<f32>::from_elem((1, 1024, 2), 0.5);
+    let start = std::time::Instant::now();
+    assert!(matches!(
+        wide.forward_batch(&tokens),
+        Err(Error::TooLarge { .. })
+    ));
+    let one = tokens.index_axis(ndarray::Axis(0), 0).to_owned();
+    assert!(matches!(wide.forward(&one), Err(Error::TooLarge { .. })));
+    assert!(matches!(
+        wide.forward_trace(&tokens),
+        Err(Error::TooLarge { .. })
+    ));
+    assert!(matches!(
+        wide.mssa().forward(&one),
+        Err(Error::TooLarge { .. })
+    ));
+    assert!(start.elapsed().as_secs_f64() < 1.0);
     // a checkpoint of depth 10⁹ is refused before any tensor name is built
     let small = CrateConfig::new(16, 4, 5, 16, 1_000_000_000, 2, 8);
     let start = std::time::Instant::now();

@@ -236,14 +236,15 @@ impl<T: Float> CrateAlphaBlock<T> {
         (y, codes)
     }
 
-    fn check_input(&self, dim: usize, n: usize) -> Result<()> {
-        crate::crate_layer::check_tokens(self.dim(), dim, n)
+    fn check_input(&self, dim: usize, n: usize, rows: usize) -> Result<()> {
+        crate::crate_layer::check_tokens(self.dim(), dim, n)?;
+        crate::crate_layer::check_projection(&self.mssa, rows)
     }
 
     /// One sequence: `x` is n × dim (tokens are rows).
     pub fn forward(&self, x: &ArrayRef2<T>) -> Result<Array2<T>> {
         crate::validate::matrix("tokens", x)?;
-        self.check_input(x.ncols(), x.nrows())?;
+        self.check_input(x.ncols(), x.nrows(), x.nrows())?;
         let y = self.apply(x.view(), x.nrows());
         crate::validate::finite_output("CRATE-α layer output", &y)?;
         Ok(y)
@@ -253,7 +254,7 @@ impl<T: Float> CrateAlphaBlock<T> {
     pub fn forward_batch(&self, x: &ArrayRef3<T>) -> Result<Array3<T>> {
         let (b, n, d) = x.dim();
         let rows = batch_rows(x)?;
-        self.check_input(d, n)?;
+        self.check_input(d, n, b * n)?;
         let y = self.apply(rows.view(), n);
         crate::validate::finite_output("CRATE-α layer output", &y)?;
         Ok(y.into_shape_with_order((b, n, d)).expect("rows are b·n"))

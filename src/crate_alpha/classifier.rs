@@ -311,6 +311,7 @@ impl<T: Float> CrateAlphaClassifier<T> {
     fn embed(&self, images: &ArrayRef4<T>) -> Result<(Array2<T>, usize)> {
         let (x, patches) = self.patch_rows(images)?;
         let b = x.nrows() / patches;
+        crate::crate_layer::check_projection(&self.blocks[0].mssa, b * (patches + 1))?;
         let e = self.patch.apply(x.view());
         Ok(crate::nn::with_class_token(
             e.view(),

@@ -143,6 +143,13 @@ pub struct BlockTrace<T> {
 
 /// Errors unless tokens of `dim` features fit a layer of `expected` features and there is
 /// at least one token per sequence (`n`).
+/// Errors with [`Error::TooLarge`] unless the attention's projected tokens for `rows`
+/// tokens (rows × heads·dim_head) fit the memory budget: checked before any forward allocates
+/// them (a wide attention on narrow tokens can ask for far more than its input).
+pub(crate) fn check_projection<T: Float>(mssa: &Mssa<T>, rows: usize) -> Result<()> {
+    crate::validate::elements_of::<T>("projected tokens", &[rows, mssa.qkv.nrows()]).map(|_| ())
+}
+
 pub(crate) fn check_tokens(expected: usize, dim: usize, n: usize) -> Result<()> {
     if dim != expected {
         return Err(Error::ShapeMismatch {
@@ -245,8 +252,10 @@ impl<T: Float> CrateBlock<T> {
         (self.ln1.as_ref(), self.ln2.as_ref())
     }
 
-    pub(crate) fn check_input(&self, dim: usize, n: usize) -> Result<()> {
-        check_tokens(self.dim(), dim, n)
+    /// Errors unless `rows` tokens of width `dim` in sequences of `n` fit this block.
+    pub(crate) fn check_input(&self, dim: usize, n: usize, rows: usize) -> Result<()> {
+        check_tokens(self.dim(), dim, n)?;
+        check_projection(&self.mssa, rows)
     }
 
     fn norm(ln: &Option<LayerNorm<T>>, x: ArrayView2<T>) -> Array2<T> {
@@ -297,7 +306,7 @@ impl<T: Float> CrateBlock<T> {
     /// One sequence: `x` is n × dim (tokens are rows).
     pub fn forward(&self, x: &ArrayRef2<T>) -> Result<Array2<T>> {
         crate::validate::matrix("tokens", x)?;
-        self.check_input(x.ncols(), x.nrows())?;
+        self.check_input(x.ncols(), x.nrows(), x.nrows())?;
         let y = self.apply(x.view(), x.nrows());
         crate::validate::finite_output("CRATE block output", &y)?;
         Ok(y)
@@ -307,7 +316,7 @@ impl<T: Float> CrateBlock<T> {
     pub fn forward_batch(&self, x: &ArrayRef3<T>) -> Result<Array3<T>> {
         let (b, n, d) = x.dim();
         let rows = batch_rows(x)?;
-        self.check_input(d, n)?;
+        self.check_input(d, n, b * n)?;
         let y = self.apply(rows.view(), n);
         crate::validate::finite_output("CRATE block output", &y)?;
         Ok(unflat(y, b, n))
@@ -317,7 +326,7 @@ impl<T: Float> CrateBlock<T> {
     pub fn forward_trace(&self, x: &ArrayRef3<T>) -> Result<BlockTrace<T>> {
         let (b, n, d) = x.dim();
         let rows = batch_rows(x)?;
-        self.check_input(d, n)?;
+        self.check_input(d, n, b * n)?;
         let [ln1, mssa, y, ln2, out] = self.apply_trace(rows.view(), n);
         Ok(BlockTrace {
             ln1: unflat(ln1, b, n),

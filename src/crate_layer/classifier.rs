@@ -313,6 +313,7 @@ impl<T: Float> CrateClassifier<T> {
     fn embed(&self, images: &ArrayRef4<T>) -> Result<(Array2<T>, usize)> {
         let (mut x, patches) = self.patch_rows(images)?;
         let b = x.nrows() / patches;
+        super::check_projection(&self.encoder.blocks()[0].mssa, b * (patches + 1))?;
         self.patch_norm.apply_in_place(&mut x);
         let mut emb = self.patch_linear.apply(x.view());
         drop(x);

@@ -108,7 +108,7 @@ impl<T: Float> CrateEncoder<T> {
     pub fn forward_batch(&self, x: &ArrayRef3<T>) -> Result<Array3<T>> {
         let (b, n, d) = x.dim();
         let rows = batch_rows(x)?;
-        self.blocks[0].check_input(d, n)?;
+        self.blocks[0].check_input(d, n, b * n)?;
         let mut z = self.blocks[0].apply(rows.view(), n);
         for block in &self.blocks[1..] {
             z = block.apply(z.view(), n);
@@ -124,7 +124,7 @@ impl<T: Float> CrateEncoder<T> {
     ) -> Result<(Array3<T>, Vec<LayerDiagnostics<T>>)> {
         let (b, n, d) = x.dim();
         let mut z = batch_rows(x)?.into_owned();
-        self.blocks[0].check_input(d, n)?;
+        self.blocks[0].check_input(d, n, b * n)?;
         let mut diags = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
             let [h, _, _, _, out] = block.apply_trace(z.view(), n);

@@ -45,8 +45,8 @@ mod ista;
 mod mssa;
 mod mssa_train;
 
-pub(crate) use block::check_tokens;
 pub use block::{BlockTrace, CrateBlock, CrateBlockCache, CrateBlockConfig};
+pub(crate) use block::{check_projection, check_tokens};
 pub use classifier::{CrateClassifier, CrateConfig, Inspection, LayerInspection, Pooling};
 pub use classifier_train::CrateClassifierCache;
 pub use encoder::{CrateEncoder, CrateEncoderConfig, LayerDiagnostics};

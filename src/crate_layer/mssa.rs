@@ -350,6 +350,7 @@ impl<T: Float> Mssa<T> {
     /// white box: `κβ(β [U_1 … U_K][SSA_k]_k − Z)` (see [`from_subspaces`](Self::from_subspaces)).
     pub fn forward(&self, x: &ndarray::ArrayRef2<T>) -> Result<Array2<T>> {
         crate::validate::matrix_with_cols("tokens", x, self.dim())?;
+        super::check_projection(self, x.nrows())?;
         let y = self.apply(x.view(), x.nrows());
         crate::validate::finite_output("MSSA output", &y)?;
         Ok(y)

@@ -100,6 +100,7 @@ impl<T: Float> CrateDecoderBlock<T> {
     /// One sequence: `x` is n × dim.
     pub fn forward(&self, x: &ArrayRef2<T>) -> Result<Array2<T>> {
         crate::validate::matrix_with_cols("tokens", x, self.dim())?;
+        crate::crate_layer::check_projection(&self.mssa, x.nrows())?;
         let y = self.apply(x.view(), x.nrows());
         crate::validate::finite_output("CRATE decoder layer output", &y)?;
         Ok(y)
