@@ -143,13 +143,6 @@ pub struct BlockTrace<T> {
 
 /// Errors unless tokens of `dim` features fit a layer of `expected` features and there is
 /// at least one token per sequence (`n`).
-/// Errors with [`Error::TooLarge`] unless the attention's projected tokens for `rows`
-/// tokens (rows × heads·dim_head) fit the memory budget: checked before any forward allocates
-/// them (a wide attention on narrow tokens can ask for far more than its input).
-pub(crate) fn check_projection<T: Float>(mssa: &Mssa<T>, rows: usize) -> Result<()> {
-    crate::validate::elements_of::<T>("projected tokens", &[rows, mssa.qkv.nrows()]).map(|_| ())
-}
-
 pub(crate) fn check_tokens(expected: usize, dim: usize, n: usize) -> Result<()> {
     if dim != expected {
         return Err(Error::ShapeMismatch {
@@ -166,6 +159,13 @@ pub(crate) fn check_tokens(expected: usize, dim: usize, n: usize) -> Result<()> 
         });
     }
     Ok(())
+}
+
+/// Errors with [`Error::TooLarge`] unless the attention's projected tokens for `rows`
+/// tokens (rows × heads·dim_head) fit the memory budget: checked before any forward allocates
+/// them (a wide attention on narrow tokens can ask for far more than its input).
+pub(crate) fn check_projection<T: Float>(mssa: &Mssa<T>, rows: usize) -> Result<()> {
+    crate::validate::elements_of::<T>("projected tokens", &[rows, mssa.qkv.nrows()]).map(|_| ())
 }
 
 fn unflat<T: Float>(x: Array2<T>, b: usize, n: usize) -> Array3<T> {

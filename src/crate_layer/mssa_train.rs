@@ -75,7 +75,7 @@ impl<T: Float> Trainable<T> for Mssa<T> {
         crate::validate::matrix_with_cols("tokens", &x, self.dim())?;
         crate::nn::check_sequences(x.nrows(), n)?;
         crate::validate::elements_of::<T>("attention map of one head", &[n, n])?;
-        crate::validate::elements_of::<T>("projected tokens", &[x.nrows(), self.qkv.nrows()])?;
+        super::check_projection(self, x.nrows())?;
         let x = x.as_standard_layout().into_owned();
         let mut w = Array2::<T>::zeros((x.nrows(), self.qkv.nrows()));
         crate::linalg::gemm(T::one(), x.view(), self.qkv.t(), false, w.view_mut(), true);
