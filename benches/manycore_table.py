@@ -8,6 +8,8 @@ and the ratio PyTorch / ours; then the thread-efficiency bench's medians.
 import re
 import sys
 
+from compare_torch import variant_name
+
 UNIT = {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
@@ -35,9 +37,8 @@ def torch_best(body):
         if group == "DeltaR":
             measure, name = variant.split(": ", 1)
         else:
-            measure, name = variant.strip(), line.rsplit("%", 1)[-1].strip()
-            if name.startswith("GFLOP"):
-                name = "official block semantics"
+            note = line.rsplit("%", 1)[-1].strip()
+            measure, name = variant.strip(), variant_name({"note": note}, "official block semantics")
         key = (case.strip(), dtype, measure.strip())
         if key not in best or float(ms) < best[key][0]:
             best[key] = (float(ms), name)

@@ -2,15 +2,20 @@ use ndarray::{Array2, array};
 
 use super::*;
 
-fn spd(n: usize, seed: u64) -> Array2<f64> {
-    // deterministic, well-conditioned: B Bᵀ + n I with a simple LCG for B
+/// Deterministic values uniform in [−0.5, 0.5) from a simple LCG.
+fn uniform(seed: u64) -> impl FnMut() -> f64 {
     let mut s = seed;
-    let mut next = || {
+    move || {
         s = s
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         ((s >> 11) as f64 / (1u64 << 53) as f64) - 0.5
-    };
+    }
+}
+
+fn spd(n: usize, seed: u64) -> Array2<f64> {
+    // deterministic, well-conditioned: B Bᵀ + n I
+    let mut next = uniform(seed);
     let b = Array2::from_shape_fn((n, n + 3), |_| next());
     let mut a = b.dot(&b.t());
     a.diag_mut().mapv_inplace(|x| x + n as f64);
@@ -170,13 +175,8 @@ fn backends_agree() {
 fn tiled_products_are_the_single_threaded_ones_bit_for_bit() {
     use super::faer_backend as fb;
     fn check<T: crate::Float + faer::traits::RealField>(of: fn(f64) -> T) {
-        let mut s = 3u64;
-        let mut next = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            of(((s >> 11) as f64 / (1u64 << 53) as f64) - 0.5)
-        };
+        let mut uniform = uniform(3);
+        let mut next = || of(uniform());
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(3)
             .build()
