@@ -61,10 +61,39 @@ fn a_crate_block_is_bit_for_bit_the_same_on_any_thread_count() {
         assert_eq!(one.1, many.1, "∂L/∂x, {threads} threads");
         assert_eq!(one.2, many.2, "parameter gradients, {threads} threads");
     }
-    // and a single sequence (heads in parallel)
+    // and a single sequence (heads in parallel; on 16 threads each head's query rows are
+    // cut into blocks as well)
     let x1 = x.slice(ndarray::s![..1, .., ..]).to_owned();
     let y1 = on_threads(1, || block.forward_batch(&x1).unwrap());
-    assert_eq!(y1, on_threads(3, || block.forward_batch(&x1).unwrap()));
+    for threads in [3, 16] {
+        assert_eq!(
+            y1,
+            on_threads(threads, || block.forward_batch(&x1).unwrap())
+        );
+    }
+}
+
+/// At batch 1 on many threads the inference forward cuts each head's query rows into
+/// blocks (CRATE-T's 6 heads on 16 threads: 8 blocks of 25 rows, on 12 threads: 2 blocks):
+/// the output is still that of one thread, bit for bit, in f32 and f64.
+#[test]
+fn query_blocks_of_one_sequence_are_bit_for_bit_the_whole_heads() {
+    fn check<T: mcr2::Float>(seed: u64)
+    where
+        StandardNormal: rand_distr::Distribution<T>,
+    {
+        let mut rng = StdRng::seed_from_u64(seed);
+        // CRATE-T's sizes: 6 heads of 64 on 384-dimensional tokens, 197 tokens
+        let block = CrateBlock::<T>::new(&CrateBlockConfig::new(384, 6, 64), &mut rng).unwrap();
+        let x = Array3::<T>::from_shape_simple_fn((1, 197, 384), || rng.sample(StandardNormal));
+        let one = on_threads(1, || block.forward_batch(&x).unwrap());
+        for threads in [5, 12, 16] {
+            let many = on_threads(threads, || block.forward_batch(&x).unwrap());
+            assert_eq!(one, many, "{threads} threads");
+        }
+    }
+    check::<f32>(10);
+    check::<f64>(11);
 }
 
 #[test]

@@ -41,6 +41,7 @@ mod checkpoint;
 mod classifier;
 mod classifier_train;
 mod encoder;
+mod heads;
 mod ista;
 mod mssa;
 mod mssa_train;

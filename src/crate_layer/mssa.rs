@@ -3,6 +3,7 @@
 use ndarray::{Array1, Array2, ArrayRef2, ArrayView2, ArrayViewD, ArrayViewMut2, Axis};
 use rand::Rng;
 
+use super::heads::{attention_rows, for_each_head_block, query_splits, threads};
 use crate::kernels::softmax_rows_in_place;
 use crate::nn::{Checkpoint, Layer, ScopedWriter, TensorReader};
 use crate::workspace::Scratch;
@@ -84,51 +85,6 @@ pub struct Mssa<T: Float> {
     pub(crate) qkv: Array2<T>,
     pub(crate) scale: f64,
     pub(crate) output: Output<T>,
-}
-
-/// Elements of the attention scratch of one task (rows × n): at most 2²⁰, so that the score
-/// matrix of a long sequence is formed a block of query rows at a time instead of n × n.
-const ATTENTION_SCRATCH: usize = 1 << 20;
-
-/// Query rows per attention block for sequences of `n` tokens: all of them up to
-/// n = 1024, then `2²⁰ / n` (at least one).
-fn attention_rows(n: usize) -> usize {
-    (ATTENTION_SCRATCH / n.max(1)).clamp(1, n.max(1))
-}
-
-/// Runs `task(sequence, head, that pair's block of rows)` for every (sequence, head) pair of
-/// `rows` (b·n × heads·`p`, sequences of `n` tokens): each task owns its n × p block. With
-/// the `parallel` feature, one rayon task per pair: b·heads tasks keep every core busy at any
-/// batch size (8 sequences of 6 heads on 16 cores, say).
-pub(super) fn for_each_head_rows<T: Float>(
-    p: usize,
-    n: usize,
-    rows: &mut Array2<T>,
-    task: impl Fn(usize, usize, ArrayViewMut2<T>) + Sync + Send,
-) {
-    let run = |sq: usize, k: usize, block: ArrayViewMut2<T>| {
-        crate::linalg::clear_upper_simd_state();
-        task(sq, k, block)
-    };
-    #[cfg(feature = "parallel")]
-    {
-        use rayon::prelude::*;
-        rows.axis_chunks_iter_mut(Axis(0), n)
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(sq, mut rs)| {
-                rs.axis_chunks_iter_mut(Axis(1), p)
-                    .into_par_iter()
-                    .enumerate()
-                    .for_each(|(k, block)| run(sq, k, block))
-            });
-    }
-    #[cfg(not(feature = "parallel"))]
-    for (sq, mut rs) in rows.axis_chunks_iter_mut(Axis(0), n).enumerate() {
-        for (k, block) in rs.axis_chunks_iter_mut(Axis(1), p).enumerate() {
-            run(sq, k, block);
-        }
-    }
 }
 
 impl<T: Float> Mssa<T> {
@@ -382,33 +338,24 @@ impl<T: Float> Mssa<T> {
         let w = self.project(x);
         let scale = T::from_f64(self.scale);
         let heads = self.heads;
-        let parallel_tasks = b * heads > 1;
         // head k of sequence s: O_k = softmax(s·W_k W_kᵀ) W_k, written in place into O, a
-        // block of `rows` query rows at a time (softmax is row by row, so this is exact), the
-        // scores in a rows × n scratch from the thread's workspace
-        let rows = attention_rows(n);
-        let head = |s: usize, k: usize, mut ok: ArrayViewMut2<T>| {
+        // block of query rows at a time (softmax is row by row, so this is exact): blocks of
+        // at most `attention_rows(n)` rows, so that a long sequence's scores fit the scratch,
+        // and cut further when the b·heads pairs alone would leave threads idle
+        let splits = query_splits(b * heads, n, threads());
+        let rows = attention_rows(n).min(n.div_ceil(splits));
+        let one_task = b * heads * n.div_ceil(rows) == 1;
+        let head = |s: usize, k: usize, r0: usize, ok: ArrayViewMut2<T>| {
             let wk = crate::linalg::block(w.view(), s * n..(s + 1) * n, k * p..(k + 1) * p);
-            let mut a = crate::workspace::take::<T>(rows, n);
-            for r0 in (0..n).step_by(rows) {
-                let r1 = (r0 + rows).min(n);
-                let mut ab = a.slice_mut(ndarray::s![..r1 - r0, ..]);
-                let wq = wk.slice(ndarray::s![r0..r1, ..]);
-                // the full product: cheaper than mirroring a triangle element by element
-                crate::linalg::gemm(scale, wq, wk.t(), false, ab.view_mut(), !parallel_tasks);
-                softmax_rows_in_place(ab.view_mut());
-                crate::linalg::gemm(
-                    T::one(),
-                    ab.view(),
-                    wk,
-                    false,
-                    ok.slice_mut(ndarray::s![r0..r1, ..]),
-                    !parallel_tasks,
-                );
-            }
+            let wq = wk.slice(ndarray::s![r0..r0 + ok.nrows(), ..]);
+            let mut a = crate::workspace::take::<T>(ok.nrows(), n);
+            // the full product: cheaper than mirroring a triangle element by element
+            crate::linalg::gemm(scale, wq, wk.t(), false, a.view_mut(), one_task);
+            softmax_rows_in_place(a.view_mut());
+            crate::linalg::gemm(T::one(), a.view(), wk, false, ok, one_task);
         };
         let mut o = crate::workspace::take::<T>(m, inner);
-        for_each_head_rows(p, n, &mut o, head);
+        for_each_head_block(p, n, rows, &mut o, head);
         (w, o)
     }
 

@@ -14,7 +14,8 @@
 
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMut2, ArrayViewMutD, s};
 
-use super::mssa::{Mssa, Output, for_each_head_rows};
+use super::heads::for_each_head_rows;
+use super::mssa::{Mssa, Output};
 use crate::kernels::softmax_rows_in_place;
 use crate::nn::{
     Layer, Trainable, check_gradients, check_upstream, column_sums, grad_matrix, grad_vector,
