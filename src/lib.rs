@@ -111,8 +111,9 @@
 //! Arrays whose size overflows or exceeds the memory budget ([`set_memory_budget`], default
 //! [`DEFAULT_MEMORY_BUDGET`]) are refused with [`Error::TooLarge`] before allocating where the
 //! size is known from the arguments. Forward passes of the networks return finite outputs or
-//! [`Error::NonFinite`]. Scratch buffers are kept per thread and can be released with
-//! [`release_workspace`].
+//! [`Error::NonFinite`]. Scratch buffers, and the buffers of training caches once a step
+//! drops them, are kept per thread for the next pass (at most 1 GiB per thread and float
+//! type) and can be released with [`release_workspace`].
 //!
 //! Quadratic or worse work is bounded: ALC refuses more than
 //! [`coding::ALC_MAX_SAMPLES`] samples, and the matching of

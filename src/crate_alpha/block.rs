@@ -319,7 +319,7 @@ impl<T: Float> Checkpoint<T> for CrateAlphaBlock<T> {
 /// What [`CrateAlphaBlock`]'s backward needs: the caches of its four parts (LayerNorm,
 /// MSSA, LayerNorm, ODL; see each for its size).
 #[derive(Debug, Clone)]
-pub struct CrateAlphaBlockCache<T> {
+pub struct CrateAlphaBlockCache<T: Float> {
     ln1: LayerNormCache<T>,
     mssa: MssaCache<T>,
     ln2: LayerNormCache<T>,

@@ -14,7 +14,7 @@ use crate::{Error, Float, Result};
 /// p patches), every layer's cache ([`CrateAlphaBlockCache`]), the layers' output tokens
 /// (b·n × dim) and the head's caches (about `3·b·dim`).
 #[derive(Debug, Clone)]
-pub struct CrateAlphaClassifierCache<T> {
+pub struct CrateAlphaClassifierCache<T: Float> {
     b: usize,
     n: usize,
     patch: Array2<T>,

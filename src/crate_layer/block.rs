@@ -419,7 +419,7 @@ impl<T: Float> Checkpoint<T> for CrateBlock<T> {
 /// What [`CrateBlock`]'s backward needs: the caches of its four layers (LayerNorm, MSSA,
 /// LayerNorm, ISTA; see each for its size).
 #[derive(Debug, Clone)]
-pub struct CrateBlockCache<T> {
+pub struct CrateBlockCache<T: Float> {
     ln1: Option<LayerNormCache<T>>,
     mssa: MssaCache<T>,
     ln2: Option<LayerNormCache<T>>,
@@ -445,7 +445,11 @@ fn norm_backward<T: Float>(
     grads: &mut [ArrayD<T>],
 ) -> Result<Array2<T>> {
     match (ln, cache) {
-        (Some(ln), Some(c)) => ln.backward(c, dy.view(), grads),
+        (Some(ln), Some(c)) => {
+            let dx = ln.backward(c, dy.view(), grads);
+            crate::workspace::recycle(dy);
+            dx
+        }
         _ => Ok(dy),
     }
 }
@@ -458,9 +462,12 @@ impl<T: Float> Trainable<T> for CrateBlock<T> {
         crate::nn::check_sequences(x.nrows(), n)?;
         let (h, ln1) = norm_train(&self.ln1, x)?;
         let (mut y, mssa) = self.mssa.forward_train(h.view(), n)?;
+        crate::workspace::recycle(h);
         crate::rows::zip_rows(y.view_mut(), x, |mut y, x| y += &x);
         let (h2, ln2) = norm_train(&self.ln2, y.view())?;
+        crate::workspace::recycle(y);
         let (out, ista) = self.ista.forward_train(h2.view(), n)?;
+        crate::workspace::recycle(h2);
         Ok((
             out,
             CrateBlockCache {
@@ -489,6 +496,7 @@ impl<T: Float> Trainable<T> for CrateBlock<T> {
         let dh = self.mssa.backward(&cache.mssa, dmid.view(), g_mssa)?;
         let mut dx = norm_backward(&self.ln1, &cache.ln1, dh, g_ln1)?;
         crate::rows::zip_rows(dx.view_mut(), dmid.view(), |mut dx, d| dx += &d);
+        crate::workspace::recycle(dmid);
         Ok(dx)
     }
 

@@ -14,7 +14,7 @@ use crate::{Error, Float, Result};
 /// values for b images of p patches), of every encoder layer (see [`CrateBlockCache`]), the
 /// encoder's output tokens (b·n × dim) and the head's caches (about `3·b·dim`).
 #[derive(Debug, Clone)]
-pub struct CrateClassifierCache<T> {
+pub struct CrateClassifierCache<T: Float> {
     b: usize,
     n: usize,
     patch_norm: LayerNormCache<T>,

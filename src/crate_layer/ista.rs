@@ -7,6 +7,7 @@ use crate::nn::{
     Checkpoint, Layer, ScopedWriter, TensorReader, Trainable, check_gradients, check_upstream,
     grad_matrix, update_array,
 };
+use crate::workspace::Scratch;
 use crate::{Error, Float, Result};
 
 /// Size and constants of an [`Ista`] step, with the reference defaults.
@@ -268,9 +269,9 @@ fn step_matrix<T: Float>(d: &Array2<T>, step: f64) -> Result<Array2<T>> {
 /// What [`Ista`]'s backward needs: its input x and its output y (m × dim each): 2·m·dim
 /// values.
 #[derive(Debug, Clone)]
-pub struct IstaCache<T> {
-    x: Array2<T>,
-    y: Array2<T>,
+pub struct IstaCache<T: Float> {
+    x: Scratch<T>,
+    y: Scratch<T>,
 }
 
 impl<T: Float> Trainable<T> for Ista<T> {
@@ -278,11 +279,12 @@ impl<T: Float> Trainable<T> for Ista<T> {
 
     fn forward_train(&self, x: ArrayView2<T>, _n: usize) -> Result<(Array2<T>, Self::Cache)> {
         self.check(&x, "x")?;
-        let y = self.apply(x);
+        let mut y = crate::workspace::zeros::<T>(x.nrows(), x.ncols());
+        self.apply_into(x, y.view_mut());
         crate::validate::finite_output("ISTA output", &y)?;
         let cache = IstaCache {
-            x: x.as_standard_layout().into_owned(),
-            y: y.clone(),
+            x: crate::workspace::copy_of(x),
+            y: crate::workspace::copy_of(y.view()),
         };
         Ok((y, cache))
     }
@@ -298,7 +300,8 @@ impl<T: Float> Trainable<T> for Ista<T> {
     ) -> Result<Array2<T>> {
         check_gradients(&self.parameters(), grads)?;
         check_upstream(&dy, cache.y.dim())?;
-        let mut g = Array2::<T>::zeros(dy.raw_dim());
+        // written whole below
+        let mut g = crate::workspace::take::<T>(dy.nrows(), dy.ncols());
         crate::rows::for_rows(g.view_mut(), |r0, mut g| {
             let rows = r0..r0 + g.nrows();
             ndarray::Zip::from(&mut g)
@@ -306,7 +309,7 @@ impl<T: Float> Trainable<T> for Ista<T> {
                 .and(cache.y.slice(ndarray::s![rows, ..]))
                 .for_each(|g, &d, &y| *g = if y <= T::zero() { T::zero() } else { d });
         });
-        let mut dx = Array2::<T>::zeros(g.dim());
+        let mut dx = crate::workspace::zeros::<T>(g.nrows(), g.ncols());
         crate::linalg::gemm(T::one(), g.view(), self.m.t(), false, dx.view_mut(), true);
         let dim = self.dim();
         let mut gm = Array2::<T>::zeros((dim, dim));

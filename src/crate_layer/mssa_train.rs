@@ -21,6 +21,7 @@ use crate::nn::{
     Layer, Trainable, check_gradients, check_upstream, column_sums, grad_matrix, grad_vector,
     update_array,
 };
+use crate::workspace::Scratch;
 use crate::{Float, Result};
 
 /// What [`Mssa`]'s backward needs, for m = b·n tokens: the input X (m × dim), the projected
@@ -30,10 +31,10 @@ use crate::{Float, Result};
 /// scratch of the thread that runs the head (two per task), so the cache does not grow with
 /// b·heads·n².
 #[derive(Debug, Clone)]
-pub struct MssaCache<T> {
-    x: Array2<T>,
-    w: Array2<T>,
-    o: Array2<T>,
+pub struct MssaCache<T: Float> {
+    x: Scratch<T>,
+    w: Scratch<T>,
+    o: Scratch<T>,
     n: usize,
 }
 
@@ -55,10 +56,10 @@ impl<T: Float> Mssa<T> {
 
     /// `O_k = A_k W_k` for every sequence s and head k, from the projected tokens (one task
     /// per (sequence, head) pair, see [`for_each_head_rows`]).
-    fn attend_training(&self, w: &Array2<T>, n: usize) -> Array2<T> {
+    fn attend_training(&self, w: &Array2<T>, n: usize) -> Scratch<T> {
         let (m, inner) = w.dim();
         let p = self.dim_head;
-        let mut o = Array2::<T>::zeros((m, inner));
+        let mut o = crate::workspace::take::<T>(m, inner);
         for_each_head_rows(p, n, &mut o, |sq, k, ok| {
             let wk = w.slice(s![sq * n..(sq + 1) * n, k * p..(k + 1) * p]);
             let mut a = crate::workspace::take::<T>(n, n);
@@ -77,11 +78,12 @@ impl<T: Float> Trainable<T> for Mssa<T> {
         crate::nn::check_sequences(x.nrows(), n)?;
         crate::validate::elements_of::<T>("attention map of one head", &[n, n])?;
         super::check_projection(self, x.nrows())?;
-        let x = x.as_standard_layout().into_owned();
-        let mut w = Array2::<T>::zeros((x.nrows(), self.qkv.nrows()));
+        let x = crate::workspace::copy_of(x);
+        let mut w = crate::workspace::take::<T>(x.nrows(), self.qkv.nrows());
         crate::linalg::gemm(T::one(), x.view(), self.qkv.t(), false, w.view_mut(), true);
         let o = self.attend_training(&w, n);
-        let mut y = x.clone();
+        let mut y = crate::workspace::zeros(x.nrows(), x.ncols());
+        y.assign(&*x);
         self.finish(o.view(), n, None, &mut y);
         crate::validate::finite_output("MSSA output", &y)?;
         let cache = MssaCache { x, w, o, n };
@@ -100,8 +102,9 @@ impl<T: Float> Trainable<T> for Mssa<T> {
         let n = cache.n;
         let (gq, gout) = grads.split_at_mut(1);
         let mut gq = grad_matrix(&mut gq[0]);
-        let mut dx = Array2::<T>::zeros(cache.x.dim());
-        let mut d_o = Array2::<T>::zeros((m, inner));
+        let mut dx = crate::workspace::zeros::<T>(cache.x.nrows(), cache.x.ncols());
+        // overwritten whole by each branch below
+        let mut d_o = crate::workspace::take::<T>(m, inner);
         match &self.output {
             Output::Identity => d_o.assign(&dy),
             Output::Linear { weight, .. } => {
@@ -152,12 +155,12 @@ impl<T: Float> Trainable<T> for Mssa<T> {
 impl<T: Float> Mssa<T> {
     /// `dW` (m × heads·dim_head) from `dO`, head by head:
     /// `dW_k = A_kᵀ dO_k + s·(dS_k + dS_kᵀ) W_k`, `dS_k = A_k ⊙ (dO_k W_kᵀ − rowsum(·))`.
-    fn heads_backward(&self, cache: &MssaCache<T>, d_o: &Array2<T>) -> Array2<T> {
+    fn heads_backward(&self, cache: &MssaCache<T>, d_o: &Array2<T>) -> Scratch<T> {
         let n = cache.n;
         let (m, inner) = cache.w.dim();
         let p = self.dim_head;
         let scale = T::from_f64(self.scale);
-        let mut dw = Array2::<T>::zeros((m, inner));
+        let mut dw = crate::workspace::take_zeroed::<T>(m, inner);
         for_each_head_rows(p, n, &mut dw, |sq, k, mut dwk| {
             let rows = sq * n..(sq + 1) * n;
             let cols = k * p..(k + 1) * p;

@@ -171,7 +171,7 @@ impl<T: Float> Checkpoint<T> for CrateDecoderBlock<T> {
 /// What [`CrateDecoderBlock`]'s backward needs: the caches of its LayerNorms, linear map and
 /// attention (see each for its size).
 #[derive(Debug, Clone)]
-pub struct CrateDecoderBlockCache<T> {
+pub struct CrateDecoderBlockCache<T: Float> {
     ln1: LayerNormCache<T>,
     linear: Array2<T>,
     ln2: LayerNormCache<T>,

@@ -32,6 +32,7 @@ pub fn patchify<T: Float>(images: &ArrayRef4<T>, patch: usize) -> Result<Array3<
     )?;
     let d = rows.ncols();
     Ok(rows
+        .view()
         .to_owned()
         .into_shape_with_order((b, l, d))
         .expect("b·l rows"))

@@ -23,7 +23,7 @@ pub struct MaeOutput<T> {
 /// What [`CrateMae::backward`] needs from [`CrateMae::forward_train`]: the masking, every
 /// layer's cache, the predictions and the targets (b·L × patch_dim each).
 #[derive(Debug, Clone)]
-pub struct CrateMaeCache<T> {
+pub struct CrateMaeCache<T: Float> {
     masking: Masking,
     patch: Array2<T>,
     blocks: Vec<CrateBlockCache<T>>,
@@ -120,7 +120,7 @@ impl<T: Float> CrateMae<T> {
             c.num_patches(),
             PatchOrder::PixelsThenChannel,
         )?;
-        let mut t = t.to_owned();
+        let mut t = t.view().to_owned();
         if c.norm_pix_loss {
             let k = t.ncols();
             if k < 2 {
@@ -265,6 +265,7 @@ impl<T: Float> CrateMae<T> {
         )?;
         let (b, l, k) = out.pred.dim();
         let mut patches = raw
+            .view()
             .to_owned()
             .into_shape_with_order((b, l, k))
             .expect("b·L rows");

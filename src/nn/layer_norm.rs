@@ -9,6 +9,7 @@ use super::{
     grad_vector, update_array,
 };
 
+use crate::workspace::Scratch;
 use crate::{Error, Float, Result};
 
 /// Sizes and ε of a [`LayerNorm`].
@@ -246,8 +247,8 @@ impl<T: Float> Checkpoint<T> for LayerNorm<T> {
 /// What [`LayerNorm`]'s backward needs: the normalized rows `x̂ = (x − μ)/σ` (m × dim) and
 /// `1/σ` per row (m), σ = √(var + eps): m·(dim + 1) values.
 #[derive(Debug, Clone)]
-pub struct LayerNormCache<T> {
-    xhat: Array2<T>,
+pub struct LayerNormCache<T: Float> {
+    xhat: Scratch<T>,
     inv_std: Array1<T>,
 }
 
@@ -258,9 +259,10 @@ impl<T: Float> Trainable<T> for LayerNorm<T> {
         crate::validate::matrix_with_cols("tokens", &x, self.dim())?;
         let d = T::from_usize(self.dim());
         let eps = T::from_f64(self.eps);
-        let mut xhat = Array2::<T>::zeros(x.raw_dim());
+        // x̂ is written whole below
+        let mut xhat = crate::workspace::take::<T>(x.nrows(), x.ncols());
         let mut inv_std = Array2::<T>::zeros((x.nrows(), 1));
-        let mut y = Array2::<T>::zeros(x.raw_dim());
+        let mut y = crate::workspace::zeros::<T>(x.nrows(), x.ncols());
         crate::rows::for_row_pairs(xhat.view_mut(), inv_std.view_mut(), |r0, mut xh, mut s| {
             let rows = r0..r0 + xh.nrows();
             xh.assign(&x.slice(s![rows, ..]));
@@ -310,7 +312,7 @@ impl<T: Float> Trainable<T> for LayerNorm<T> {
                 .for_each(|g, &a, &b| *g += a * b);
             gb += &dyr;
         }
-        let mut dx = Array2::<T>::zeros(dy.dim());
+        let mut dx = crate::workspace::zeros::<T>(dy.nrows(), dy.ncols());
         crate::rows::for_rows(dx.view_mut(), |r0, mut dx| {
             let rows = r0..r0 + dx.nrows();
             for (((dyr, xr), &inv), mut dxr) in dy

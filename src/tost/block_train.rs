@@ -16,7 +16,7 @@ use crate::{Float, Result};
 /// What [`ToStBlock`]'s backward needs: the caches of its LayerNorms, TSSA and MLP, and the
 /// two branch outputs before LayerScale (m × dim each); see each part for its size.
 #[derive(Debug, Clone)]
-pub struct ToStBlockCache<T> {
+pub struct ToStBlockCache<T: Float> {
     norm1: LayerNormCache<T>,
     attn: TssaCache<T>,
     attn_out: Array2<T>,
