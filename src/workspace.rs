@@ -24,9 +24,9 @@ use ndarray::Array2;
 
 use crate::Float;
 
-/// Buffers kept per thread and type: enough for the caches and temporaries of a few blocks'
+/// Buffers kept per thread and type: enough for the caches of a deep model's
 /// training step.
-pub(crate) const KEEP: usize = 64;
+pub(crate) const KEEP: usize = 256;
 /// Largest buffer kept: 64 MiB.
 pub(crate) const MAX_BYTES: usize = 64 << 20;
 /// Most kept per thread and type: 1 GiB (a CRATE-S block's forward+backward at batch 32 in
@@ -54,7 +54,7 @@ fn pool<T: Float>() -> &'static LocalKey<Pool<T>> {
 /// Frees every scratch buffer that the calling thread keeps for later calls.
 ///
 /// Layers borrow temporaries, and the training forwards their caches, from a per-thread
-/// cache (at most 64 buffers of at most 64 MiB, 1 GiB in all, per thread and float type) so
+/// cache (at most 256 buffers of at most 64 MiB, 1 GiB in all, per thread and float type) so
 /// that repeated forward passes and training steps do not pay for fresh memory each time. The cache lives as long as its thread; call this to give the
 /// memory back sooner, e.g. after the last forward pass of a long-lived thread. The next call
 /// that needs a temporary allocates again.
@@ -134,6 +134,12 @@ pub(crate) fn copy_of<T: Float>(x: ndarray::ArrayView2<T>) -> Scratch<T> {
 /// a layer as plain arrays (a composite layer gives them back with [`recycle`] once used).
 pub(crate) fn zeros<T: Float>(rows: usize, cols: usize) -> Array2<T> {
     let mut a = take_zeroed::<T>(rows, cols);
+    a.a.take().expect("present until dropped")
+}
+
+/// A copy of `x` as a plain array whose buffer comes from the cache (see [`zeros`]).
+pub(crate) fn copied<T: Float>(x: ndarray::ArrayView2<T>) -> Array2<T> {
+    let mut a = copy_of(x);
     a.a.take().expect("present until dropped")
 }
 
@@ -230,6 +236,45 @@ mod tests {
         assert_eq!(p.iter().map(Vec::capacity).collect::<Vec<_>>(), [5]);
     }
 
+    /// A training step's caches and intermediates go back to the cache when dropped, and
+    /// the next step takes the same buffers instead of fresh memory.
+    #[test]
+    fn training_steps_reuse_their_buffers() {
+        use crate::crate_layer::{CrateBlock, CrateBlockConfig};
+        use crate::nn::Trainable;
+        use rand::{SeedableRng, rngs::StdRng};
+        let block = CrateBlock::<f64>::new(
+            &CrateBlockConfig::new(8, 2, 4),
+            &mut StdRng::seed_from_u64(1),
+        )
+        .unwrap();
+        let x = ndarray::Array2::from_shape_fn((30, 8), |(i, j)| ((i * 3 + j) % 7) as f64 - 3.0);
+        let dy = ndarray::Array2::from_elem((30, 8), 0.5);
+        let kept = || {
+            let mut p: Vec<usize> =
+                pool::<f64>().with(|p| p.borrow().iter().map(|v| v.as_ptr() as usize).collect());
+            p.sort();
+            p
+        };
+        let step = || {
+            let (y, cache) = block.forward_train(x.view(), 10).unwrap();
+            let mut grads: Vec<_> = crate::nn::Layer::gradient_buffers(&block)
+                .into_iter()
+                .map(|(_, g)| g)
+                .collect();
+            let dx = block.backward(&cache, dy.view(), &mut grads).unwrap();
+            recycle(y);
+            recycle(dx);
+        };
+        release_workspace();
+        step();
+        let first = kept();
+        // the caches (x̂ twice, MSSA's x, W and O, ISTA's x and y) at least
+        assert!(first.len() >= 7, "{}", first.len());
+        step();
+        assert_eq!(kept(), first);
+    }
+
     #[test]
     fn zeroed_and_copied_matrices() {
         let mut a = take::<f64>(3, 4);
@@ -243,6 +288,7 @@ mod tests {
         assert!(c.is_standard_layout());
         assert_eq!(*c.clone(), *c);
         // a plain array from the cache, given back and taken again
+        assert_eq!(copied(x.view()), x);
         let a = zeros::<f32>(6, 7);
         assert!(a.iter().all(|&v| v == 0.0));
         let ptr = a.as_ptr();

@@ -433,7 +433,7 @@ fn norm_train<T: Float>(
 ) -> Result<(Array2<T>, Option<LayerNormCache<T>>)> {
     match ln {
         Some(ln) => ln.forward_train(x, 1).map(|(y, c)| (y, Some(c))),
-        None => Ok((x.as_standard_layout().into_owned(), None)),
+        None => Ok((crate::workspace::copied(x), None)),
     }
 }
 

@@ -198,11 +198,12 @@ impl<T: Float> Trainable<T> for CrateEncoder<T> {
 
     fn forward_train(&self, x: ArrayView2<T>, n: usize) -> Result<(Array2<T>, Self::Cache)> {
         let mut caches = Vec::with_capacity(self.blocks.len());
-        let mut z = x.as_standard_layout().into_owned();
+        let mut z = crate::workspace::copied(x);
         for block in &self.blocks {
             let (out, cache) = block.forward_train(z.view(), n)?;
             caches.push(cache);
-            z = out;
+            // the block kept what it needs: the input's buffer serves the next step
+            crate::workspace::recycle(std::mem::replace(&mut z, out));
         }
         Ok((z, caches))
     }
@@ -228,9 +229,10 @@ impl<T: Float> Trainable<T> for CrateEncoder<T> {
             bounds.push(head);
             rest = tail;
         }
-        let mut d = dy.to_owned();
+        let mut d = crate::workspace::copied(dy);
         for ((block, c), g) in self.blocks.iter().zip(cache).zip(bounds).rev() {
-            d = block.backward(c, d.view(), g)?;
+            let dx = block.backward(c, d.view(), g)?;
+            crate::workspace::recycle(std::mem::replace(&mut d, dx));
         }
         Ok(d)
     }

@@ -82,8 +82,7 @@ impl<T: Float> Trainable<T> for Mssa<T> {
         let mut w = crate::workspace::take::<T>(x.nrows(), self.qkv.nrows());
         crate::linalg::gemm(T::one(), x.view(), self.qkv.t(), false, w.view_mut(), true);
         let o = self.attend_training(&w, n);
-        let mut y = crate::workspace::zeros(x.nrows(), x.ncols());
-        y.assign(&*x);
+        let mut y = crate::workspace::copied(x.view());
         self.finish(o.view(), n, None, &mut y);
         crate::validate::finite_output("MSSA output", &y)?;
         let cache = MssaCache { x, w, o, n };

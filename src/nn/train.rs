@@ -165,7 +165,8 @@ pub(crate) fn stack_forward_train<T: Float, L: Trainable<T>>(
     for layer in layers {
         let (out, cache) = layer.forward_train(z.view(), n)?;
         caches.push(cache);
-        z = out;
+        // the layer kept what it needs: the input's buffer serves the next step
+        crate::workspace::recycle(std::mem::replace(&mut z, out));
     }
     Ok((z, caches))
 }
@@ -186,7 +187,8 @@ pub(crate) fn stack_backward<T: Float, L: Trainable<T>>(
         .zip(grads.chunks_mut(per.max(1)))
         .rev()
     {
-        d = layer.backward(cache, d.view(), g)?;
+        let dx = layer.backward(cache, d.view(), g)?;
+        crate::workspace::recycle(std::mem::replace(&mut d, dx));
     }
     Ok(d)
 }
