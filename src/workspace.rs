@@ -8,9 +8,9 @@
 //!
 //! The training forwards keep what their backward needs in the same kind of buffer, so a
 //! training step's caches go back to the cache when the step drops them and the next step
-//! reuses them: fresh memory for every cache, every step, took about a fifth of a CRATE-T
-//! block's forward+backward at batch 32 (page faults and zeroing; 392 against 325 ms with
-//! glibc told to keep freed memory, 2 threads, AMD EPYC).
+//! reuses them. Fresh memory for every cache, every step (page faults and zeroing), took
+//! about a quarter of a CRATE-T block's forward+backward at batch 32: 380 ms before, 271 ms
+//! with the caches kept here (criterion, f32, 2 threads, AMD EPYC).
 //!
 //! Each thread keeps, per scalar type, at most [`KEEP`] buffers of at most [`MAX_BYTES`]
 //! bytes each and [`TOTAL_BYTES`] together (the largest are kept); larger requests are plain
@@ -55,9 +55,10 @@ fn pool<T: Float>() -> &'static LocalKey<Pool<T>> {
 ///
 /// Layers borrow temporaries, and the training forwards their caches, from a per-thread
 /// cache (at most 256 buffers of at most 64 MiB, 1 GiB in all, per thread and float type) so
-/// that repeated forward passes and training steps do not pay for fresh memory each time. The cache lives as long as its thread; call this to give the
-/// memory back sooner, e.g. after the last forward pass of a long-lived thread. The next call
-/// that needs a temporary allocates again.
+/// that repeated forward passes and training steps do not pay for fresh memory each time.
+/// The cache lives as long as its thread; call this to give the memory back sooner, e.g.
+/// after the last forward pass or training step of a long-lived thread. The next call that
+/// needs a temporary allocates again.
 ///
 /// ```
 /// mcr2::release_workspace();
