@@ -13,6 +13,19 @@
 use ndarray::Axis;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
+/// The number of threads parallel work shares: the current rayon pool's with the `parallel`
+/// feature, else 1.
+pub(crate) fn threads() -> usize {
+    #[cfg(feature = "parallel")]
+    {
+        rayon::current_num_threads()
+    }
+    #[cfg(not(feature = "parallel"))]
+    {
+        1
+    }
+}
+
 /// Entries below which an element-wise pass stays on the calling thread (a pass over 2¹⁶
 /// entries takes tens of microseconds; waking the pool a few).
 #[cfg_attr(not(feature = "parallel"), allow(dead_code))]

@@ -197,15 +197,7 @@ impl<T: Float> Trainable<T> for CrateEncoder<T> {
     type Cache = Vec<CrateBlockCache<T>>;
 
     fn forward_train(&self, x: ArrayView2<T>, n: usize) -> Result<(Array2<T>, Self::Cache)> {
-        let mut caches = Vec::with_capacity(self.blocks.len());
-        let mut z = crate::workspace::copied(x);
-        for block in &self.blocks {
-            let (out, cache) = block.forward_train(z.view(), n)?;
-            caches.push(cache);
-            // the block kept what it needs: the input's buffer serves the next step
-            crate::workspace::recycle(std::mem::replace(&mut z, out));
-        }
-        Ok((z, caches))
+        crate::nn::stack_forward_train(&self.blocks, crate::workspace::copied(x), n)
     }
 
     fn backward(

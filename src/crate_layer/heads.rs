@@ -51,19 +51,6 @@ pub(super) fn query_splits(pairs: usize, n: usize, threads: usize) -> usize {
     })
 }
 
-/// The number of threads attention tasks share: rayon's pool with the `parallel` feature,
-/// else 1.
-pub(super) fn threads() -> usize {
-    #[cfg(feature = "parallel")]
-    {
-        rayon::current_num_threads()
-    }
-    #[cfg(not(feature = "parallel"))]
-    {
-        1
-    }
-}
-
 /// Runs `task(sequence, head, first row, that block)` over `rows` (b·n × heads·`p`,
 /// sequences of `n` tokens) cut into blocks of at most `block_rows` rows of one sequence by
 /// the `p` columns of one head; each task owns its block. With the `parallel` feature, one

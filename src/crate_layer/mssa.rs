@@ -3,7 +3,7 @@
 use ndarray::{Array1, Array2, ArrayRef2, ArrayView2, ArrayViewD, ArrayViewMut2, Axis};
 use rand::Rng;
 
-use super::heads::{attention_rows, for_each_head_block, query_splits, threads};
+use super::heads::{attention_rows, for_each_head_block, query_splits};
 use crate::kernels::softmax_rows_in_place;
 use crate::nn::{Checkpoint, Layer, ScopedWriter, TensorReader};
 use crate::workspace::Scratch;
@@ -342,7 +342,7 @@ impl<T: Float> Mssa<T> {
         // block of query rows at a time (softmax is row by row, so this is exact): blocks of
         // at most `attention_rows(n)` rows, so that a long sequence's scores fit the scratch,
         // and cut further when the b·heads pairs alone would leave threads idle
-        let splits = query_splits(b * heads, n, threads());
+        let splits = query_splits(b * heads, n, crate::rows::threads());
         let rows = attention_rows(n).min(n.div_ceil(splits));
         let one_task = b * heads * n.div_ceil(rows) == 1;
         let head = |s: usize, k: usize, r0: usize, ok: ArrayViewMut2<T>| {

@@ -12,8 +12,9 @@ use ndarray::{Array2, ArrayViewMut2, Axis};
 
 use super::engine::{Evaluation, Side, cholesky, class_gradient_scale, rate_scale, spectral};
 use super::factor::Factor;
-use super::gram::{chunk_rows, for_classes, gather, head_rows, sqrt_weights, threads};
+use super::gram::{chunk_rows, for_classes, gather, head_rows, sqrt_weights};
 use crate::Float;
+use crate::rows::threads;
 
 /// What a class contributes to the gradient, before it is written into the output rows.
 enum ClassOp<T> {

@@ -14,23 +14,12 @@ pub(crate) fn chunk_rows(d: usize) -> usize {
     (CHUNK_ELEMS / d.max(1)).max(1)
 }
 
-pub(crate) fn threads() -> usize {
-    #[cfg(feature = "parallel")]
-    {
-        rayon::current_num_threads()
-    }
-    #[cfg(not(feature = "parallel"))]
-    {
-        1
-    }
-}
-
 /// Runs `f(j, inner)` for every class j: across the rayon pool when the `parallel` feature is
 /// on and there is more than one class (then `inner` is false: each class's kernels run
 /// sequentially), one after the other otherwise (`inner` true: kernels may use threads).
 pub(crate) fn for_classes<R: Send>(k: usize, f: impl Fn(usize, bool) -> R + Sync + Send) -> Vec<R> {
     #[cfg(feature = "parallel")]
-    if k > 1 && threads() > 1 {
+    if k > 1 && crate::rows::threads() > 1 {
         use rayon::prelude::*;
         return (0..k)
             .into_par_iter()
