@@ -9,7 +9,7 @@
 //!   (identity); `dO = κβ²·dY Uᵀ`, `∂U += κβ²·Oᵀ dY`, `dX += −κβ·dY` (white box);
 //! * each head (`A_k` computed again from `W_k`, not kept): `dA_k = dO_k W_kᵀ`,
 //!   `dS_k = A_k ⊙ (dA_k − rowsum(dA_k ⊙ A_k))` (softmax),
-//!   `dW_k = A_kᵀ dO_k + s·(dS_k + dS_kᵀ) W_k`;
+//!   `dW_k = A_kᵀ dO_k + s·(dS_k + dS_kᵀ) W_k` (the symmetric part as one product);
 //! * projection: `∂U += dWᵀ X`, `dX += dW U`.
 
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMut2, ArrayViewMutD, s};
@@ -179,9 +179,23 @@ impl<T: Float> Mssa<T> {
                     .for_each(|d, &a| *d = a * (*d - dot));
             }
             crate::linalg::gemm(T::one(), a.t(), dok, true, dwk.view_mut(), false);
-            crate::linalg::gemm(scale, ds.view(), wk, true, dwk.view_mut(), false);
-            crate::linalg::gemm(scale, ds.t(), wk, true, dwk, false);
+            symmetrize_in_place(ds.view_mut());
+            crate::linalg::gemm(scale, ds.view(), wk, true, dwk, false);
         });
         dw
+    }
+}
+
+/// `S ← S + Sᵀ` for a square S, in place: the scores enter the map through both factors of
+/// `W_k W_kᵀ`, so `s·dS W_k + s·dSᵀ W_k` is one product `s·(dS + dSᵀ) W_k`.
+fn symmetrize_in_place<T: Float>(mut s: ArrayViewMut2<T>) {
+    let n = s.nrows();
+    for i in 0..n {
+        s[[i, i]] = s[[i, i]] + s[[i, i]];
+        for j in i + 1..n {
+            let v = s[[i, j]] + s[[j, i]];
+            s[[i, j]] = v;
+            s[[j, i]] = v;
+        }
     }
 }

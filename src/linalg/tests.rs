@@ -167,9 +167,10 @@ fn backends_agree() {
     );
 }
 
-/// The tiled product on several threads is bit for bit the single-threaded product, for
-/// the blocks' shapes (and ragged ones), row- and column-major outputs, with and without
-/// accumulation.
+/// The product on several threads is bit for bit the single-threaded product, for the
+/// blocks' shapes (and ragged ones), row- and column-major outputs, with and without
+/// accumulation: as tiles (16 threads, and 3 threads for short reductions) and as faer's
+/// own parallel product (long reductions on 3 threads).
 #[cfg(all(feature = "parallel", not(feature = "lapack")))]
 #[test]
 fn tiled_products_are_the_single_threaded_ones_bit_for_bit() {
@@ -177,42 +178,63 @@ fn tiled_products_are_the_single_threaded_ones_bit_for_bit() {
     fn check<T: crate::Float + faer::traits::RealField>(of: fn(f64) -> T) {
         let mut uniform = uniform(3);
         let mut next = || of(uniform());
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(3)
-            .build()
-            .unwrap();
-        for (m, k, n) in [
-            (197, 96, 96),
-            (384, 197, 130),
-            (1000, 64, 200),
-            (70, 300, 130),
-        ] {
-            let a = Array2::from_shape_simple_fn((m, k), &mut next);
-            let b = Array2::from_shape_simple_fn((n, k), &mut next);
-            let c0 = Array2::from_shape_simple_fn((m, n), &mut next);
-            for accumulate in [false, true] {
-                for column_major in [false, true] {
-                    let fresh = || {
-                        if column_major {
-                            c0.t().as_standard_layout().reversed_axes().to_owned()
-                        } else {
-                            c0.clone()
-                        }
-                    };
-                    let mut one = fresh();
-                    fb::gemm(of(1.5), a.view(), b.t(), accumulate, one.view_mut(), false);
-                    let mut many = fresh();
-                    pool.install(|| {
-                        assert!(fb::tiles(m, k, n).0 * fb::tiles(m, k, n).1 > 1);
-                        fb::gemm(of(1.5), a.view(), b.t(), accumulate, many.view_mut(), true)
-                    });
-                    assert_eq!(one, many, "{m}×{k}×{n}, accumulate {accumulate}");
+        for threads in [3, 16] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for (m, k, n) in [
+                (197, 96, 96),
+                (384, 197, 130),
+                (1000, 64, 200),
+                (70, 300, 130),
+                (130, 1500, 100),
+            ] {
+                let a = Array2::from_shape_simple_fn((m, k), &mut next);
+                let b = Array2::from_shape_simple_fn((n, k), &mut next);
+                let c0 = Array2::from_shape_simple_fn((m, n), &mut next);
+                for accumulate in [false, true] {
+                    for column_major in [false, true] {
+                        let fresh = || {
+                            if column_major {
+                                c0.t().as_standard_layout().reversed_axes().to_owned()
+                            } else {
+                                c0.clone()
+                            }
+                        };
+                        let mut one = fresh();
+                        fb::gemm(of(1.5), a.view(), b.t(), accumulate, one.view_mut(), false);
+                        let mut many = fresh();
+                        pool.install(|| {
+                            assert!(fb::tiles(m, k, n).0 * fb::tiles(m, k, n).1 > 1);
+                            fb::gemm(of(1.5), a.view(), b.t(), accumulate, many.view_mut(), true)
+                        });
+                        assert_eq!(
+                            one, many,
+                            "{m}×{k}×{n}, accumulate {accumulate}, {threads} threads"
+                        );
+                    }
                 }
             }
         }
     }
     check::<f32>(|v| v as f32);
     check::<f64>(|v| v);
+}
+
+/// Long reductions (weight gradients) go to faer's own threads on small pools only.
+#[cfg(all(feature = "parallel", not(feature = "lapack")))]
+#[test]
+fn long_reductions_use_faer_threads_on_few_threads() {
+    use super::faer_backend::long_reduction_on_few_threads as few;
+    // 384 × 6304 by 6304 × 384: a CRATE-T weight gradient at batch 32
+    assert!(few(384, 6304, 384, 2));
+    assert!(few(384, 6304, 384, 4));
+    assert!(!few(384, 6304, 384, 16));
+    // token products (k = dim ≤ rows) keep the tiles at any thread count
+    assert!(!few(6304, 384, 384, 2));
+    assert!(!few(197, 384, 384, 2));
+    assert!(!few(384, 384, 384, 2));
 }
 
 /// The tile grid: within its bounds, and one tile for small products.
