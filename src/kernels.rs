@@ -101,6 +101,76 @@ impl<T: Float> pulp::WithSimd for SoftmaxRows<'_, T> {
     }
 }
 
+/// Dot product with eight independent accumulators (vectorizes without reassociation flags).
+#[inline(always)]
+pub(crate) fn dot8<T: Float>(xs: &[T], ys: &[T]) -> T {
+    let mut acc = [T::zero(); 8];
+    let n = xs.len().min(ys.len());
+    let (xs, ys) = (&xs[..n], &ys[..n]);
+    let (xc, yc) = (xs.chunks_exact(8), ys.chunks_exact(8));
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (x, y) in xc.zip(yc) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s = (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (&x, &y) in xr.iter().zip(yr) {
+        s += x * y;
+    }
+    s
+}
+
+/// The softmax's backward on each row of length `n` of two contiguous row-major matrices:
+/// `g ← a ⊙ (g − ⟨g, a⟩)`, `a` a row of the softmax output and `g` the gradient at it.
+#[inline(always)]
+fn softmax_backward_rows<T: Float>(g: &mut [T], a: &[T], n: usize) {
+    for (g, a) in g.chunks_exact_mut(n).zip(a.chunks_exact(n)) {
+        let dot = dot8(g, a);
+        for (g, &a) in g.iter_mut().zip(a) {
+            *g = a * (*g - dot);
+        }
+    }
+}
+
+/// Runs [`softmax_backward_rows`] compiled for the widest vector instructions the processor
+/// has (selected at run time).
+struct SoftmaxBackwardRows<'a, T> {
+    g: &'a mut [T],
+    a: &'a [T],
+    n: usize,
+}
+
+impl<T: Float> pulp::WithSimd for SoftmaxBackwardRows<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        softmax_backward_rows(self.g, self.a, self.n)
+    }
+}
+
+/// The row-wise softmax's backward in place: with `a = softmax_rows(s)` and `g = ∂L/∂a`,
+/// `g ← ∂L/∂s = a ⊙ (g − rowsum(g ⊙ a))` (any layouts of the same shape; contiguous rows
+/// take the vectorized path).
+pub(crate) fn softmax_backward_rows_in_place<T: Float>(
+    mut g: ndarray::ArrayViewMut2<'_, T>,
+    a: ndarray::ArrayView2<'_, T>,
+) {
+    debug_assert_eq!(g.dim(), a.dim());
+    let n = g.ncols();
+    match (g.as_slice_mut(), a.as_slice()) {
+        (Some(g), Some(a)) => pulp::Arch::new().dispatch(SoftmaxBackwardRows { g, a, n }),
+        _ => {
+            for (mut gr, ar) in g.rows_mut().into_iter().zip(a.rows()) {
+                let dot = gr.dot(&ar);
+                ndarray::Zip::from(&mut gr)
+                    .and(&ar)
+                    .for_each(|g, &a| *g = a * (*g - dot));
+            }
+        }
+    }
+}
+
 /// Scales `row` to unit norm and returns its norm `‖x‖` (0 for a zero row, left as is).
 /// The row is divided by its largest magnitude first, so that rows whose squared norm
 /// would overflow (or underflow) still come out as unit vectors; the returned norm is then
@@ -264,5 +334,40 @@ mod tests {
         let mut tiny = [-690.5f64, -1e6];
         exp_in_place::<f64>(&mut tiny);
         assert_eq!(tiny, [0.0, 0.0]);
+    }
+
+    /// The softmax's backward against its definition: with `a = softmax(s)`, the
+    /// Jacobian-vector product `∂L/∂s_j = Σ_i g_i (δ_ij a_i − a_i a_j)` (f64, rows of 197,
+    /// not a multiple of the 8 lanes), in the contiguous and the strided path.
+    #[test]
+    fn softmax_backward_is_the_jacobian_product() {
+        use ndarray::Array2;
+        let n = 197;
+        let mut s =
+            Array2::<f64>::from_shape_fn((5, n), |(i, j)| ((i * 31 + j * 7) % 23) as f64 / 5.0);
+        super::softmax_rows_in_place(s.view_mut());
+        let a = s;
+        let g = Array2::<f64>::from_shape_fn((5, n), |(i, j)| ((i * 13 + j * 3) % 17) as f64 - 8.0);
+        let mut expected = Array2::<f64>::zeros((5, n));
+        for r in 0..5 {
+            for j in 0..n {
+                expected[[r, j]] = (0..n)
+                    .map(|i| {
+                        g[[r, i]] * (if i == j { a[[r, i]] } else { 0.0 } - a[[r, i]] * a[[r, j]])
+                    })
+                    .sum();
+            }
+        }
+        let mut fast = g.clone();
+        super::softmax_backward_rows_in_place(fast.view_mut(), a.view());
+        let mut strided = g.t().as_standard_layout().reversed_axes().to_owned();
+        assert!(strided.as_slice().is_none());
+        super::softmax_backward_rows_in_place(strided.view_mut(), a.view());
+        for got in [&fast, &strided] {
+            for (x, y) in got.iter().zip(&expected) {
+                assert!((x - y).abs() <= 1e-14 * (1.0 + y.abs()), "{x} vs {y}");
+            }
+        }
+        assert_eq!(super::dot8(&[1.0f64; 11], &[2.0; 11]), 22.0);
     }
 }

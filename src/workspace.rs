@@ -131,20 +131,31 @@ pub(crate) fn copy_of<T: Float>(x: ndarray::ArrayView2<T>) -> Scratch<T> {
     a
 }
 
-/// A rows × cols matrix of zeros whose buffer comes from the cache: for results that leave
-/// a layer as plain arrays (a composite layer gives them back with [`recycle`] once used).
-pub(crate) fn zeros<T: Float>(rows: usize, cols: usize) -> Array2<T> {
-    let mut a = take_zeroed::<T>(rows, cols);
+/// A rows × cols plain array whose buffer comes from the cache, its contents unspecified
+/// (see [`Scratch`]): for results that the caller overwrites whole and that leave a layer
+/// as plain arrays (a composite layer gives them back with [`recycle`] once used).
+pub(crate) fn for_overwrite<T: Float>(rows: usize, cols: usize) -> Array2<T> {
+    let mut a = take::<T>(rows, cols);
     a.a.take().expect("present until dropped")
 }
 
-/// A copy of `x` as a plain array whose buffer comes from the cache (see [`zeros`]).
+/// A copy of `x` as a plain array whose buffer comes from the cache (see [`for_overwrite`]).
 pub(crate) fn copied<T: Float>(x: ndarray::ArrayView2<T>) -> Array2<T> {
     let mut a = copy_of(x);
     a.a.take().expect("present until dropped")
 }
 
-/// Gives the buffer of `a` to the calling thread's cache (see [`zeros`]).
+/// `a` as a [`Scratch`], whose buffer goes to the calling thread's cache when dropped (a
+/// copy if `a` is not in standard layout).
+pub(crate) fn adopt<T: Float>(a: Array2<T>) -> Scratch<T> {
+    if a.is_standard_layout() {
+        Scratch { a: Some(a) }
+    } else {
+        copy_of(a.view())
+    }
+}
+
+/// Gives the buffer of `a` to the calling thread's cache (see [`for_overwrite`]).
 pub(crate) fn recycle<T: Float>(a: Array2<T>) {
     drop(Scratch { a: Some(a) });
 }
@@ -290,10 +301,19 @@ mod tests {
         assert_eq!(*c.clone(), *c);
         // a plain array from the cache, given back and taken again
         assert_eq!(copied(x.view()), x);
-        let a = zeros::<f32>(6, 7);
-        assert!(a.iter().all(|&v| v == 0.0));
+        let a = for_overwrite::<f32>(6, 7);
+        assert_eq!(a.dim(), (6, 7));
         let ptr = a.as_ptr();
         recycle(a);
         assert_eq!(take::<f32>(7, 6).as_ptr(), ptr);
+        // adopted arrays go back to the cache too; a transposed one is copied first
+        let b = adopt(ndarray::Array2::<f32>::zeros((3, 3)));
+        let ptr = b.as_ptr();
+        drop(b);
+        assert_eq!(take::<f32>(1, 9).as_ptr(), ptr);
+        let t = ndarray::Array2::from_shape_fn((2, 3), |(i, j)| (i + 10 * j) as f32);
+        let tt = adopt(t.clone().reversed_axes());
+        assert!(tt.is_standard_layout());
+        assert_eq!(*tt, t.t());
     }
 }

@@ -460,14 +460,15 @@ impl<T: Float> Trainable<T> for CrateBlock<T> {
     fn forward_train(&self, x: ArrayView2<T>, n: usize) -> Result<(Array2<T>, Self::Cache)> {
         crate::validate::matrix_with_cols("tokens", &x, self.dim())?;
         crate::nn::check_sequences(x.nrows(), n)?;
+        // the normalized tokens go into the MSSA and ISTA caches as they are
         let (h, ln1) = norm_train(&self.ln1, x)?;
-        let (mut y, mssa) = self.mssa.forward_train(h.view(), n)?;
-        crate::workspace::recycle(h);
+        let (mut y, mssa) = self
+            .mssa
+            .forward_train_owned(crate::workspace::adopt(h), n)?;
         crate::rows::zip_rows(y.view_mut(), x, |mut y, x| y += &x);
         let (h2, ln2) = norm_train(&self.ln2, y.view())?;
         crate::workspace::recycle(y);
-        let (out, ista) = self.ista.forward_train(h2.view(), n)?;
-        crate::workspace::recycle(h2);
+        let (out, ista) = self.ista.forward_train_owned(crate::workspace::adopt(h2))?;
         Ok((
             out,
             CrateBlockCache {

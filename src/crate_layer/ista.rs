@@ -249,6 +249,21 @@ impl<T: Float> Checkpoint<T> for Ista<T> {
     }
 }
 
+impl<T: Float> Ista<T> {
+    /// [`Trainable::forward_train`] on an input it may keep as it is (a layer's output that
+    /// its caller no longer needs), without copying it into the cache. The caller has
+    /// checked it (finite, `dim` columns).
+    pub(crate) fn forward_train_owned(&self, x: Scratch<T>) -> Result<(Array2<T>, IstaCache<T>)> {
+        debug_assert_eq!(x.ncols(), self.dim());
+        // written whole by the product
+        let mut y = crate::workspace::for_overwrite::<T>(x.nrows(), x.ncols());
+        self.apply_into(x.view(), y.view_mut());
+        crate::validate::finite_output("ISTA output", &y)?;
+        let y_kept = crate::workspace::copy_of(y.view());
+        Ok((y, IstaCache { x, y: y_kept }))
+    }
+}
+
 /// `M = I + η(D − DᵀD)`, so that `ISTA(x) = ReLU(x M − ηλ)` in rows.
 fn step_matrix<T: Float>(d: &Array2<T>, step: f64) -> Result<Array2<T>> {
     let mut m = Array2::<T>::eye(d.nrows());
@@ -279,14 +294,7 @@ impl<T: Float> Trainable<T> for Ista<T> {
 
     fn forward_train(&self, x: ArrayView2<T>, _n: usize) -> Result<(Array2<T>, Self::Cache)> {
         self.check(&x, "x")?;
-        let mut y = crate::workspace::zeros::<T>(x.nrows(), x.ncols());
-        self.apply_into(x, y.view_mut());
-        crate::validate::finite_output("ISTA output", &y)?;
-        let cache = IstaCache {
-            x: crate::workspace::copy_of(x),
-            y: crate::workspace::copy_of(y.view()),
-        };
-        Ok((y, cache))
+        self.forward_train_owned(crate::workspace::copy_of(x))
     }
 
     /// With `g = dy ⊙ [y > 0]` (the ReLU's derivative, 0 at 0 as in PyTorch) and
@@ -309,7 +317,8 @@ impl<T: Float> Trainable<T> for Ista<T> {
                 .and(cache.y.slice(ndarray::s![rows, ..]))
                 .for_each(|g, &d, &y| *g = if y <= T::zero() { T::zero() } else { d });
         });
-        let mut dx = crate::workspace::zeros::<T>(g.nrows(), g.ncols());
+        // written whole by the product
+        let mut dx = crate::workspace::for_overwrite::<T>(g.nrows(), g.ncols());
         crate::linalg::gemm(T::one(), g.view(), self.m.t(), false, dx.view_mut(), true);
         let dim = self.dim();
         let mut gm = Array2::<T>::zeros((dim, dim));

@@ -16,7 +16,7 @@ use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMut2, ArrayViewMutD, s};
 
 use super::heads::for_each_head_rows;
 use super::mssa::{Mssa, Output};
-use crate::kernels::softmax_rows_in_place;
+use crate::kernels::{softmax_backward_rows_in_place, softmax_rows_in_place};
 use crate::nn::{
     Layer, Trainable, check_gradients, check_upstream, column_sums, grad_matrix, grad_vector,
     update_array,
@@ -54,6 +54,32 @@ impl<T: Float> Mssa<T> {
         softmax_rows_in_place(a);
     }
 
+    /// [`Trainable::forward_train`] on tokens it may keep as they are (a layer's output that
+    /// its caller no longer needs), without copying them into the cache. The caller has
+    /// checked them (finite, `dim` columns).
+    pub(crate) fn forward_train_owned(
+        &self,
+        x: Scratch<T>,
+        n: usize,
+    ) -> Result<(Array2<T>, MssaCache<T>)> {
+        debug_assert_eq!(x.ncols(), self.dim());
+        crate::nn::check_sequences(x.nrows(), n)?;
+        crate::validate::elements_of::<T>("attention map of one head", &[n, n])?;
+        super::check_projection(self, x.nrows())?;
+        let mut w = crate::workspace::take::<T>(x.nrows(), self.qkv.nrows());
+        crate::linalg::gemm(T::one(), x.view(), self.qkv.t(), false, w.view_mut(), true);
+        let o = self.attend_training(&w, n);
+        // `finish` reads y as the input only in the white box; the others overwrite it whole
+        let mut y = match self.output {
+            Output::Compression { .. } => crate::workspace::copied(x.view()),
+            _ => crate::workspace::for_overwrite(x.nrows(), x.ncols()),
+        };
+        self.finish(o.view(), n, None, &mut y);
+        crate::validate::finite_output("MSSA output", &y)?;
+        let cache = MssaCache { x, w, o, n };
+        Ok((y, cache))
+    }
+
     /// `O_k = A_k W_k` for every sequence s and head k, from the projected tokens (one task
     /// per (sequence, head) pair, see [`for_each_head_rows`]).
     fn attend_training(&self, w: &Array2<T>, n: usize) -> Scratch<T> {
@@ -75,18 +101,7 @@ impl<T: Float> Trainable<T> for Mssa<T> {
 
     fn forward_train(&self, x: ArrayView2<T>, n: usize) -> Result<(Array2<T>, Self::Cache)> {
         crate::validate::matrix_with_cols("tokens", &x, self.dim())?;
-        crate::nn::check_sequences(x.nrows(), n)?;
-        crate::validate::elements_of::<T>("attention map of one head", &[n, n])?;
-        super::check_projection(self, x.nrows())?;
-        let x = crate::workspace::copy_of(x);
-        let mut w = crate::workspace::take::<T>(x.nrows(), self.qkv.nrows());
-        crate::linalg::gemm(T::one(), x.view(), self.qkv.t(), false, w.view_mut(), true);
-        let o = self.attend_training(&w, n);
-        let mut y = crate::workspace::copied(x.view());
-        self.finish(o.view(), n, None, &mut y);
-        crate::validate::finite_output("MSSA output", &y)?;
-        let cache = MssaCache { x, w, o, n };
-        Ok((y, cache))
+        self.forward_train_owned(crate::workspace::copy_of(x), n)
     }
 
     fn backward(
@@ -101,7 +116,9 @@ impl<T: Float> Trainable<T> for Mssa<T> {
         let n = cache.n;
         let (gq, gout) = grads.split_at_mut(1);
         let mut gq = grad_matrix(&mut gq[0]);
-        let mut dx = crate::workspace::zeros::<T>(cache.x.nrows(), cache.x.ncols());
+        // written whole: by the white box's −κβ·dY below, or else by the last product
+        let mut dx = crate::workspace::for_overwrite::<T>(cache.x.nrows(), cache.x.ncols());
+        let white_box = matches!(self.output, Output::Compression { .. });
         // overwritten whole by each branch below
         let mut d_o = crate::workspace::take::<T>(m, inner);
         match &self.output {
@@ -120,7 +137,8 @@ impl<T: Float> Trainable<T> for Mssa<T> {
                 let c1 = T::from_f64(kappa * beta * beta);
                 crate::linalg::gemm(c1, dy, self.qkv.t(), false, d_o.view_mut(), true);
                 crate::linalg::gemm(c1, cache.o.t(), dy, true, gq.view_mut(), true);
-                dx.scaled_add(-T::from_f64(kappa * beta), &dy);
+                let c0 = -T::from_f64(kappa * beta);
+                dx.zip_mut_with(&dy, |d, &y| *d = c0 * y);
             }
         }
         let dw = self.heads_backward(cache, &d_o);
@@ -129,7 +147,7 @@ impl<T: Float> Trainable<T> for Mssa<T> {
             T::one(),
             dw.view(),
             self.qkv.view(),
-            true,
+            white_box,
             dx.view_mut(),
             true,
         );
@@ -172,12 +190,7 @@ impl<T: Float> Mssa<T> {
             let a = a.view();
             let mut ds = crate::workspace::take::<T>(n, n);
             crate::linalg::gemm(T::one(), dok, wk.t(), false, ds.view_mut(), false);
-            for (mut dr, ar) in ds.rows_mut().into_iter().zip(a.rows()) {
-                let dot = dr.iter().zip(ar).map(|(&d, &a)| d * a).sum::<T>();
-                ndarray::Zip::from(&mut dr)
-                    .and(&ar)
-                    .for_each(|d, &a| *d = a * (*d - dot));
-            }
+            softmax_backward_rows_in_place(ds.view_mut(), a);
             crate::linalg::gemm(T::one(), a.t(), dok, true, dwk.view_mut(), false);
             symmetrize_in_place(ds.view_mut());
             crate::linalg::gemm(scale, ds.view(), wk, true, dwk, false);

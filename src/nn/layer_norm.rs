@@ -262,7 +262,8 @@ impl<T: Float> Trainable<T> for LayerNorm<T> {
         // x̂ is written whole below
         let mut xhat = crate::workspace::take::<T>(x.nrows(), x.ncols());
         let mut inv_std = Array2::<T>::zeros((x.nrows(), 1));
-        let mut y = crate::workspace::zeros::<T>(x.nrows(), x.ncols());
+        // written whole below
+        let mut y = crate::workspace::for_overwrite::<T>(x.nrows(), x.ncols());
         crate::rows::for_row_pairs(xhat.view_mut(), inv_std.view_mut(), |r0, mut xh, mut s| {
             let rows = r0..r0 + xh.nrows();
             xh.assign(&x.slice(s![rows, ..]));
@@ -312,7 +313,8 @@ impl<T: Float> Trainable<T> for LayerNorm<T> {
                 .for_each(|g, &a, &b| *g += a * b);
             gb += &dyr;
         }
-        let mut dx = crate::workspace::zeros::<T>(dy.nrows(), dy.ncols());
+        // written whole below
+        let mut dx = crate::workspace::for_overwrite::<T>(dy.nrows(), dy.ncols());
         crate::rows::for_rows(dx.view_mut(), |r0, mut dx| {
             let rows = r0..r0 + dx.nrows();
             for (((dyr, xr), &inv), mut dxr) in dy
@@ -328,7 +330,11 @@ impl<T: Float> Trainable<T> for LayerNorm<T> {
                     .and(&self.weight)
                     .for_each(|o, &a, &w| *o = a * w);
                 let mean_g = dxr.sum() / d;
-                let mean_gx = dxr.iter().zip(xr).map(|(&g, &x)| g * x).sum::<T>() / d;
+                let gx = match (dxr.as_slice(), xr.as_slice()) {
+                    (Some(g), Some(x)) => crate::kernels::dot8(g, x),
+                    _ => dxr.dot(&xr),
+                };
+                let mean_gx = gx / d;
                 Zip::from(&mut dxr)
                     .and(&xr)
                     .for_each(|o, &x| *o = (*o - mean_g - x * mean_gx) * inv);
