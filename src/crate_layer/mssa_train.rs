@@ -177,7 +177,8 @@ impl<T: Float> Mssa<T> {
         let (m, inner) = cache.w.dim();
         let p = self.dim_head;
         let scale = T::from_f64(self.scale);
-        let mut dw = crate::workspace::take_zeroed::<T>(m, inner);
+        // written whole: each head's first product below overwrites its block
+        let mut dw = crate::workspace::take::<T>(m, inner);
         for_each_head_rows(p, n, &mut dw, |sq, k, mut dwk| {
             let rows = sq * n..(sq + 1) * n;
             let cols = k * p..(k + 1) * p;
@@ -191,7 +192,7 @@ impl<T: Float> Mssa<T> {
             let mut ds = crate::workspace::take::<T>(n, n);
             crate::linalg::gemm(T::one(), dok, wk.t(), false, ds.view_mut(), false);
             softmax_backward_rows_in_place(ds.view_mut(), a);
-            crate::linalg::gemm(T::one(), a.t(), dok, true, dwk.view_mut(), false);
+            crate::linalg::gemm(T::one(), a.t(), dok, false, dwk.view_mut(), false);
             symmetrize_in_place(ds.view_mut());
             crate::linalg::gemm(scale, ds.view(), wk, true, dwk, false);
         });
