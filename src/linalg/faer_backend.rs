@@ -100,12 +100,6 @@ pub(crate) fn gemm<T: RealField + Copy>(
     );
 }
 
-/// The tiles of an m × n product over k: about one per 64 rows (at most 32) times one per
-/// 48 columns (at most 12), at most 96 tiles, and none smaller than 2¹⁸ multiply-adds; as
-/// (row tiles, column tiles). From a sweep of tile grids on a 16-core Intel Xeon at 8 and
-/// 16 threads, f32 and f64, products of 197 to 6304 rows by 384 to 1152 columns: the best
-/// grids had 3–4 row tiles for 197 rows, 24–32 for 6304, 6–12 column tiles for 384 to 1152
-/// columns, 24 to 96 tiles in all.
 /// Whether an m × n product over k is a long reduction (k > max(m, n): the weight
 /// gradients `Xᵀ dY` of a layer over many tokens) on a pool of at most 4 threads, where
 /// faer's own parallel product beats the tiles of [`tiles`]: each tile streams its whole
@@ -120,6 +114,12 @@ pub(crate) fn long_reduction_on_few_threads(m: usize, k: usize, n: usize, thread
     threads <= 4 && k > m.max(n)
 }
 
+/// The tiles of an m × n product over k: about one per 64 rows (at most 32) times one per
+/// 48 columns (at most 12), at most 96 tiles, and none smaller than 2¹⁸ multiply-adds; as
+/// (row tiles, column tiles). From a sweep of tile grids on a 16-core Intel Xeon at 8 and
+/// 16 threads, f32 and f64, products of 197 to 6304 rows by 384 to 1152 columns: the best
+/// grids had 3–4 row tiles for 197 rows, 24–32 for 6304, 6–12 column tiles for 384 to 1152
+/// columns, 24 to 96 tiles in all.
 #[cfg(feature = "parallel")]
 pub(crate) fn tiles(m: usize, k: usize, n: usize) -> (usize, usize) {
     const MAX_TILES: usize = 96;
