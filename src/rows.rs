@@ -9,9 +9,7 @@
 //! thread. Each row is computed by the same code either way, so results are bit for bit the
 //! same at every thread count.
 
-#[cfg(feature = "parallel")]
-use ndarray::Axis;
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
 /// The number of threads parallel work shares: the current rayon pool's with the `parallel`
 /// feature, else 1.
@@ -122,6 +120,49 @@ where
     }
 }
 
+/// Rows per block of [`sum_over_row_blocks`]: fixed, so that the sums do not depend on the
+/// thread count.
+const ROWS_PER_SUM: usize = 256;
+
+/// `Σ_r f(r)` over `rows` rows as a vector of `width` entries: `add(range, acc)` adds the
+/// terms of a range of rows to `acc` (in row order). The rows are cut into fixed blocks of
+/// 256, each summed into its own partial (on the pool when large), and the partials are
+/// added in block order: the result is the same on any number of threads, with or without
+/// the `parallel` feature.
+pub(crate) fn sum_over_row_blocks<T, F>(rows: usize, width: usize, add: F) -> ndarray::Array1<T>
+where
+    T: crate::Float,
+    F: Fn(std::ops::Range<usize>, ndarray::ArrayViewMut1<'_, T>) + Send + Sync,
+{
+    let blocks = rows.div_ceil(ROWS_PER_SUM);
+    let mut partials = ndarray::Array2::<T>::zeros((blocks, width));
+    let block = |b: usize, acc: ndarray::ArrayViewMut1<'_, T>| {
+        add(b * ROWS_PER_SUM..((b + 1) * ROWS_PER_SUM).min(rows), acc)
+    };
+    #[cfg(feature = "parallel")]
+    if threads() > 1 && rows.saturating_mul(width) >= ELEMENTWISE_WORK {
+        use rayon::prelude::*;
+        partials
+            .axis_iter_mut(Axis(0))
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(b, acc)| block(b, acc));
+        return sum_in_order(partials, width);
+    }
+    for (b, acc) in partials.axis_iter_mut(Axis(0)).enumerate() {
+        block(b, acc);
+    }
+    sum_in_order(partials, width)
+}
+
+fn sum_in_order<T: crate::Float>(partials: ndarray::Array2<T>, width: usize) -> ndarray::Array1<T> {
+    let mut total = ndarray::Array1::<T>::zeros(width);
+    for p in partials.rows() {
+        total += &p;
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +187,44 @@ mod tests {
                 .iter()
                 .all(|v| v.is_finite())));
         }
+    }
+
+    /// Block sums equal the plain column sums (exactly, on integers) and do not depend on
+    /// the thread count (bit for bit, on fractions).
+    #[test]
+    fn row_block_sums() {
+        let a = Array2::from_shape_fn((1000, 97), |(i, j)| ((i * 7 + j) % 13) as f64);
+        let add = |r: std::ops::Range<usize>, mut acc: ndarray::ArrayViewMut1<'_, f64>| {
+            for row in a.slice(ndarray::s![r, ..]).rows() {
+                acc += &row;
+            }
+        };
+        assert_eq!(sum_over_row_blocks(1000, 97, add), a.sum_axis(Axis(0)));
+        let b = Array2::from_shape_fn((3000, 50), |(i, j)| 1.0 / (1.0 + (i * 50 + j) as f64));
+        let add = |r: std::ops::Range<usize>, mut acc: ndarray::ArrayViewMut1<'_, f64>| {
+            for row in b.slice(ndarray::s![r, ..]).rows() {
+                acc += &row;
+            }
+        };
+        let one = sum_over_row_blocks(3000, 50, add);
+        // the definition: blocks of 256 rows, each summed in row order, then added in order
+        let mut want = ndarray::Array1::<f64>::zeros(50);
+        for chunk in b.axis_chunks_iter(Axis(0), 256) {
+            let mut part = ndarray::Array1::<f64>::zeros(50);
+            for row in chunk.rows() {
+                part += &row;
+            }
+            want += &part;
+        }
+        assert_eq!(one, want);
+        #[cfg(feature = "parallel")]
+        for threads in [2, 5] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            assert_eq!(pool.install(|| sum_over_row_blocks(3000, 50, add)), one);
+        }
+        assert_eq!(sum_over_row_blocks(0, 3, add).len(), 3);
     }
 }

@@ -306,13 +306,25 @@ impl<T: Float> Trainable<T> for LayerNorm<T> {
         let (gw, gb) = grads.split_at_mut(1);
         let mut gw = grad_vector(&mut gw[0]);
         let mut gb = grad_vector(&mut gb[0]);
-        for (dyr, xr) in dy.rows().into_iter().zip(cache.xhat.rows()) {
-            Zip::from(&mut gw)
-                .and(&dyr)
-                .and(&xr)
-                .for_each(|g, &a, &b| *g += a * b);
-            gb += &dyr;
-        }
+        // [Σ_i dy_i ⊙ x̂_i, Σ_i dy_i] in fixed blocks of rows (see `sum_over_row_blocks`)
+        let dim = self.dim();
+        let sums = crate::rows::sum_over_row_blocks(dy.nrows(), 2 * dim, |rows, mut acc| {
+            let (mut sw, mut sb) = acc.view_mut().split_at(ndarray::Axis(0), dim);
+            for (dyr, xr) in dy
+                .slice(s![rows.clone(), ..])
+                .rows()
+                .into_iter()
+                .zip(cache.xhat.slice(s![rows, ..]).rows())
+            {
+                Zip::from(&mut sw)
+                    .and(&dyr)
+                    .and(&xr)
+                    .for_each(|g, &a, &b| *g += a * b);
+                sb += &dyr;
+            }
+        });
+        gw += &sums.slice(s![..dim]);
+        gb += &sums.slice(s![dim..]);
         // written whole below
         let mut dx = crate::workspace::for_overwrite::<T>(dy.nrows(), dy.ncols());
         crate::rows::for_rows(dx.view_mut(), |r0, mut dx| {

@@ -129,7 +129,11 @@ fn check_updated<T: Float>(name: &str, p: &ArrayViewD<'_, T>) -> Result<()> {
 
 /// Rows of `a` summed: `Σ_i a_i` (a length-`ncols` vector).
 pub(crate) fn column_sums<T: Float>(a: ArrayView2<T>) -> ndarray::Array1<T> {
-    a.sum_axis(ndarray::Axis(0))
+    crate::rows::sum_over_row_blocks(a.nrows(), a.ncols(), |rows, mut acc| {
+        for row in a.slice(ndarray::s![rows, ..]).rows() {
+            acc += &row;
+        }
+    })
 }
 
 /// Errors unless `m` rows are a whole number (≥ 1) of sequences of `n ≥ 1` tokens.
