@@ -15,6 +15,7 @@ use super::factor::Factor;
 use super::gram::{chunk_rows, for_classes, gather, head_rows, sqrt_weights};
 use crate::Float;
 use crate::rows::threads;
+use crate::workspace::Scratch;
 
 /// What a class contributes to the gradient, before it is written into the output rows.
 enum ClassOp<T> {
@@ -105,7 +106,11 @@ impl<T: Float> Evaluation<'_, '_, T> {
 
         // R's part: E = c_r·a·(I + aG)⁻¹ (feature side, d ≤ n).
         let e: Option<Array2<T>> = match cholesky(&self.r_side) {
-            Some(f) if c_r != 0.0 => Some(f.inverse(true).mapv(|x| x * ca)),
+            Some(f) if c_r != 0.0 => {
+                let mut e = f.inverse(true);
+                e.mapv_inplace(|x| x * ca);
+                Some(e)
+            }
             _ => {
                 out.fill(T::zero());
                 None
@@ -127,7 +132,8 @@ impl<T: Float> Evaluation<'_, '_, T> {
             let class = &self.classes[j];
             match &class.side {
                 Some(Side::Primal(Factor::Cholesky(f))) => {
-                    let mut m = f.inverse(inner).mapv(|x| x * kappa);
+                    let mut m = f.inverse(inner);
+                    m.mapv_inplace(|x| x * kappa);
                     if !additive {
                         m += e_ref.expect("feature-side R when not additive");
                     }
@@ -213,8 +219,8 @@ impl<T: Float> Evaluation<'_, '_, T> {
         let labels = membership.hard_labels();
         let pi = membership.soft_matrix();
         let process = |(b, mut out_block): (usize, ArrayViewMut2<T>),
-                       x: &mut Array2<T>,
-                       y: &mut Array2<T>| {
+                       x: &mut Scratch<T>,
+                       y: &mut Scratch<T>| {
             let r0 = b * block;
             let len = out_block.nrows();
             let mut groups: Vec<(Vec<u32>, Vec<T>)> = vec![(Vec::new(), Vec::new()); primal.len()];
@@ -259,10 +265,11 @@ impl<T: Float> Evaluation<'_, '_, T> {
                 }
             }
         };
+        // every row used is written by the gather or the product first
         let scratch = || {
             (
-                Array2::<T>::zeros((block, d)),
-                Array2::<T>::zeros((block, d)),
+                crate::workspace::take::<T>(block, d),
+                crate::workspace::take::<T>(block, d),
             )
         };
         let blocks: Vec<(usize, ArrayViewMut2<T>)> = out
