@@ -17,11 +17,11 @@ use crate::{Error, Float, Result};
 pub struct CrateAlphaClassifierCache<T: Float> {
     b: usize,
     n: usize,
-    patch: Array2<T>,
+    patch: crate::nn::LinearCache<T>,
     blocks: Vec<CrateAlphaBlockCache<T>>,
     features: Array2<T>,
     head_norm: LayerNormCache<T>,
-    head: Array2<T>,
+    head: crate::nn::LinearCache<T>,
 }
 
 impl<T: Float> CrateAlphaClassifierCache<T> {

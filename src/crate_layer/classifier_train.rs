@@ -18,12 +18,12 @@ pub struct CrateClassifierCache<T: Float> {
     b: usize,
     n: usize,
     patch_norm: LayerNormCache<T>,
-    patch_linear: Array2<T>,
+    patch_linear: crate::nn::LinearCache<T>,
     embed_norm: LayerNormCache<T>,
     encoder: Vec<CrateBlockCache<T>>,
     features: Array2<T>,
     head_norm: LayerNormCache<T>,
-    head_linear: Array2<T>,
+    head_linear: crate::nn::LinearCache<T>,
 }
 
 impl<T: Float> CrateClassifierCache<T> {

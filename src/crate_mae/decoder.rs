@@ -173,7 +173,7 @@ impl<T: Float> Checkpoint<T> for CrateDecoderBlock<T> {
 #[derive(Debug, Clone)]
 pub struct CrateDecoderBlockCache<T: Float> {
     ln1: LayerNormCache<T>,
-    linear: Array2<T>,
+    linear: crate::nn::LinearCache<T>,
     ln2: LayerNormCache<T>,
     mssa: MssaCache<T>,
 }

@@ -25,13 +25,13 @@ pub struct MaeOutput<T> {
 #[derive(Debug, Clone)]
 pub struct CrateMaeCache<T: Float> {
     masking: Masking,
-    patch: Array2<T>,
+    patch: crate::nn::LinearCache<T>,
     blocks: Vec<CrateBlockCache<T>>,
     norm: LayerNormCache<T>,
-    decoder_embed: Array2<T>,
+    decoder_embed: crate::nn::LinearCache<T>,
     decoder_blocks: Vec<CrateDecoderBlockCache<T>>,
     decoder_norm: LayerNormCache<T>,
-    decoder_pred: Array2<T>,
+    decoder_pred: crate::nn::LinearCache<T>,
     pred: Array2<T>,
     target: Array2<T>,
 }

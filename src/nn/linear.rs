@@ -7,7 +7,9 @@ use super::{
     Checkpoint, Layer, ScopedWriter, TensorReader, Trainable, check_gradients, check_upstream,
     column_sums, grad_matrix, grad_vector, update_array,
 };
+use crate::workspace::Scratch;
 use crate::{Error, Float, Result};
+use std::ops::Deref;
 
 /// Sizes of a [`Linear`] layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,24 +186,55 @@ impl<T: Float> Checkpoint<T> for Linear<T> {
     }
 }
 
-impl<T: Float> Trainable<T> for Linear<T> {
-    /// The input x: m × in values for m rows.
-    type Cache = Array2<T>;
+/// What [`Linear`]'s backward needs: its input x, m × in values for m rows (read as a
+/// matrix through `Deref`). The buffer comes from the thread's scratch workspace and goes
+/// back to it when the cache is dropped, so that the next training step reuses it.
+#[derive(Debug, Clone)]
+pub struct LinearCache<T: Float> {
+    x: Scratch<T>,
+}
 
-    fn forward_train(&self, x: ArrayView2<T>, _n: usize) -> Result<(Array2<T>, Array2<T>)> {
+impl<T: Float> LinearCache<T> {
+    /// A copy of `x` in a workspace buffer.
+    pub(crate) fn copy_of(x: ArrayView2<T>) -> Self {
+        Self {
+            x: crate::workspace::copy_of(x),
+        }
+    }
+
+    /// `x` itself, which the caller gives up (it goes back to the workspace when dropped).
+    pub(crate) fn adopt(x: Array2<T>) -> Self {
+        Self {
+            x: crate::workspace::adopt(x),
+        }
+    }
+}
+
+impl<T: Float> Deref for LinearCache<T> {
+    type Target = Array2<T>;
+    fn deref(&self) -> &Array2<T> {
+        &self.x
+    }
+}
+
+impl<T: Float> Trainable<T> for Linear<T> {
+    type Cache = LinearCache<T>;
+
+    fn forward_train(&self, x: ArrayView2<T>, _n: usize) -> Result<(Array2<T>, Self::Cache)> {
         crate::validate::matrix_with_cols("linear input", &x, self.in_dim())?;
         let y = self.apply(x);
         crate::validate::finite_output("linear output", &y)?;
-        Ok((y, x.as_standard_layout().into_owned()))
+        Ok((y, LinearCache::copy_of(x)))
     }
 
     /// `∂W += dyᵀ x`, `∂b += Σ_rows dy`, `∂x = dy W`.
     fn backward(
         &self,
-        x: &Array2<T>,
+        cache: &LinearCache<T>,
         dy: ArrayView2<T>,
         grads: &mut [ArrayD<T>],
     ) -> Result<Array2<T>> {
+        let x = &cache.x;
         check_gradients(&self.parameters(), grads)?;
         check_upstream(&dy, (x.nrows(), self.out_dim()))?;
         let gw = grad_matrix(&mut grads[0]);
@@ -210,7 +243,8 @@ impl<T: Float> Trainable<T> for Linear<T> {
             let mut gb = grad_vector(&mut grads[1]);
             gb += &column_sums(dy);
         }
-        let mut dx = Array2::<T>::zeros(x.dim());
+        // written whole by the product
+        let mut dx = crate::workspace::for_overwrite::<T>(x.nrows(), x.ncols());
         crate::linalg::gemm(T::one(), dy, self.weight.view(), false, dx.view_mut(), true);
         Ok(dx)
     }

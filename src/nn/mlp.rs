@@ -3,7 +3,10 @@
 use ndarray::{Array2, ArrayD, ArrayRef2, ArrayView2, ArrayViewD, ArrayViewMutD};
 use rand::Rng;
 
-use super::{Checkpoint, Layer, Linear, LinearConfig, ScopedWriter, TensorReader, Trainable};
+use super::{
+    Checkpoint, Layer, Linear, LinearCache, LinearConfig, ScopedWriter, TensorReader, Trainable,
+};
+use crate::workspace::Scratch;
 use crate::{Error, Float, Result};
 
 /// Sizes of an [`Mlp`].
@@ -121,12 +124,13 @@ impl<T: Float> Checkpoint<T> for Mlp<T> {
 }
 
 /// What [`Mlp`]'s backward needs: the input (m × dim) and the hidden pre-activations
-/// (m × hidden): `m·(dim + 2·hidden)` values with the GELU outputs.
+/// (m × hidden): `m·(dim + 2·hidden)` values with the GELU outputs, in buffers of the
+/// thread's scratch workspace (reused by the next step once the cache is dropped).
 #[derive(Debug, Clone)]
-pub struct MlpCache<T> {
-    x: Array2<T>,
-    pre: Array2<T>,
-    hidden: Array2<T>,
+pub struct MlpCache<T: Float> {
+    x: LinearCache<T>,
+    pre: Scratch<T>,
+    hidden: LinearCache<T>,
 }
 
 impl<T: Float> Trainable<T> for Mlp<T> {
@@ -134,12 +138,13 @@ impl<T: Float> Trainable<T> for Mlp<T> {
 
     fn forward_train(&self, x: ArrayView2<T>, _n: usize) -> Result<(Array2<T>, Self::Cache)> {
         crate::validate::matrix_with_cols("MLP input", &x, self.fc1.in_dim())?;
-        let x = x.as_standard_layout().into_owned();
-        let pre = self.fc1.apply(x.view());
-        let mut hidden = pre.clone();
+        let x = LinearCache::copy_of(x);
+        let pre = crate::workspace::adopt(self.fc1.apply(x.view()));
+        let mut hidden = crate::workspace::copied(pre.view());
         gelu_rows(hidden.view_mut());
         let y = self.fc2.apply(hidden.view());
         crate::validate::finite_output("MLP output", &y)?;
+        let hidden = LinearCache::adopt(hidden);
         Ok((y, MlpCache { x, pre, hidden }))
     }
 

@@ -42,7 +42,7 @@ pub use crate::kernels::gelu;
 pub(crate) use init::{normal, xavier_uniform};
 pub use io::{ScopedWriter, TensorReader, TensorWriter};
 pub use layer_norm::{LayerNorm, LayerNormCache, LayerNormConfig};
-pub use linear::{Linear, LinearConfig};
+pub use linear::{Linear, LinearCache, LinearConfig};
 pub use mlp::{Mlp, MlpCache, MlpConfig};
 pub(crate) use patches::{
     PatchOrder, class_tokens, conv_backward, conv_parameters, conv_update, image_patches,

@@ -172,7 +172,7 @@ pub(crate) fn conv_parameters<'a, T: Float>(
 /// patches' gradient `de`.
 pub(crate) fn conv_backward<T: Float>(
     linear: &super::Linear<T>,
-    cache: &Array2<T>,
+    cache: &super::LinearCache<T>,
     de: ArrayView2<T>,
     grads: &mut [ndarray::ArrayD<T>],
 ) -> Result<()> {

@@ -10,17 +10,17 @@ use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMutD, s};
 
 use super::causal::CausalTssa;
 use super::{NORM_FLOOR, PI_FLOOR};
-use crate::nn::{Layer, Trainable, check_gradients, check_upstream};
+use crate::nn::{Layer, LinearCache, Trainable, check_gradients, check_upstream};
 use crate::{Error, Float, Result};
 
 /// What [`CausalTssa`]'s backward needs, for m = b·n tokens: the input, the projected tokens,
 /// the head outputs and `S`, `P` (m × dim each), Π and m (m × heads): `m·(5·dim + 2·heads)`
 /// values.
 #[derive(Debug, Clone)]
-pub struct CausalTssaCache<T> {
-    x: Array2<T>,
+pub struct CausalTssaCache<T: Float> {
+    x: LinearCache<T>,
     w: Array2<T>,
-    y: Array2<T>,
+    y: LinearCache<T>,
     prefix_sq: Array2<T>,
     prefix_moment: Array2<T>,
     pi: Array2<T>,
@@ -44,7 +44,7 @@ impl<T: Float> Trainable<T> for CausalTssa<T> {
         let t = &self.inner;
         let (m, dim, h) = (x.nrows(), t.dim(), t.heads());
         let p = dim / h;
-        let x = x.as_standard_layout().into_owned();
+        let x = LinearCache::copy_of(x);
         let w = t.qkv.apply(x.view());
         let (floor, eps) = (T::from_f64(NORM_FLOOR), T::from_f64(PI_FLOOR));
         let mut y = Array2::<T>::zeros((m, dim));
@@ -96,7 +96,7 @@ impl<T: Float> Trainable<T> for CausalTssa<T> {
         let cache = CausalTssaCache {
             x,
             w,
-            y,
+            y: LinearCache::adopt(y),
             prefix_sq,
             prefix_moment,
             pi,

@@ -10,7 +10,7 @@ use ndarray::{Array1, Array2, ArrayD, ArrayView2, ArrayViewMut1, ArrayViewMutD, 
 
 use super::tssa::Tssa;
 use super::{NORM_FLOOR, PI_FLOOR};
-use crate::nn::{Layer, Trainable, check_gradients, check_upstream};
+use crate::nn::{Layer, LinearCache, Trainable, check_gradients, check_upstream};
 use crate::{Error, Float, Result};
 
 /// What [`Tssa`]'s backward needs, for m = b·n tokens: the input and the projected tokens
@@ -18,11 +18,11 @@ use crate::{Error, Float, Result};
 /// sequence, ν, g and M (3·dim) and m (heads): `m·(3·dim + heads) + b·(3·dim + heads)`
 /// values.
 #[derive(Debug, Clone)]
-pub struct TssaCache<T> {
-    x: Array2<T>,
+pub struct TssaCache<T: Float> {
+    x: LinearCache<T>,
     w: Array2<T>,
     pi: Array2<T>,
-    y: Array2<T>,
+    y: LinearCache<T>,
     /// per sequence: ν, g, M (rows of b × dim)
     nu: Array2<T>,
     gain: Array2<T>,
@@ -41,7 +41,7 @@ impl<T: Float> Trainable<T> for Tssa<T> {
         let (m, dim, h) = (x.nrows(), self.dim(), self.heads());
         let p = dim / h;
         let b = m / n;
-        let x = x.as_standard_layout().into_owned();
+        let x = LinearCache::copy_of(x);
         let w = self.qkv.apply(x.view());
         let mut pi = Array2::<T>::zeros((m, h));
         let mut y = Array2::<T>::zeros((m, dim));
@@ -74,7 +74,7 @@ impl<T: Float> Trainable<T> for Tssa<T> {
             x,
             w,
             pi,
-            y,
+            y: LinearCache::adopt(y),
             nu,
             gain,
             moment,
