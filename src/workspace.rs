@@ -53,9 +53,10 @@ fn pool<T: Float>() -> &'static LocalKey<Pool<T>> {
 
 /// Frees every scratch buffer that the calling thread keeps for later calls.
 ///
-/// Layers borrow temporaries, and the training forwards their caches, from a per-thread
-/// cache (at most 256 buffers of at most 64 MiB, 1 GiB in all, per thread and float type) so
-/// that repeated forward passes and training steps do not pay for fresh memory each time.
+/// Layers and the rate functions borrow temporaries, and the training forwards their caches,
+/// from a per-thread cache (at most 256 buffers of at most 64 MiB, 1 GiB in all, per thread
+/// and float type) so that repeated forward passes, rate evaluations and training steps do
+/// not pay for fresh memory each time.
 /// The cache lives as long as its thread; call this to give the memory back sooner, e.g.
 /// after the last forward pass or training step of a long-lived thread. The next call that
 /// needs a temporary allocates again.
