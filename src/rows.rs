@@ -155,6 +155,73 @@ where
     sum_in_order(partials, width)
 }
 
+/// `Σ_r f(r)` as in [`sum_over_row_blocks`], for passes that also write the rows of `a`:
+/// `f(r0, block, acc)` gets a block of (at most) 256 whole rows of `a`, `r0` being its first
+/// row, and adds that block's terms to `acc` in row order. The partials are added in block
+/// order, so the result does not depend on the thread count.
+pub(crate) fn sum_over_written_row_blocks<T, U, F>(
+    mut a: ArrayViewMut2<'_, U>,
+    width: usize,
+    f: F,
+) -> ndarray::Array1<T>
+where
+    T: crate::Float,
+    U: Send + Sync,
+    F: Fn(usize, ArrayViewMut2<'_, U>, ndarray::ArrayViewMut1<'_, T>) + Send + Sync,
+{
+    let rows = a.nrows();
+    let blocks = rows.div_ceil(ROWS_PER_SUM);
+    let mut partials = ndarray::Array2::<T>::zeros((blocks, width));
+    #[cfg(feature = "parallel")]
+    if threads() > 1 && blocks > 1 && rows.saturating_mul(width.max(a.ncols())) >= ELEMENTWISE_WORK
+    {
+        use rayon::prelude::*;
+        partials
+            .axis_iter_mut(Axis(0))
+            .into_par_iter()
+            .zip(
+                a.axis_chunks_iter_mut(Axis(0), ROWS_PER_SUM)
+                    .into_par_iter(),
+            )
+            .enumerate()
+            .for_each(|(b, (acc, block))| f(b * ROWS_PER_SUM, block, acc));
+        return sum_in_order(partials, width);
+    }
+    let pairs = partials
+        .axis_iter_mut(Axis(0))
+        .zip(a.axis_chunks_iter_mut(Axis(0), ROWS_PER_SUM));
+    for (b, (acc, block)) in pairs.enumerate() {
+        f(b * ROWS_PER_SUM, block, acc);
+    }
+    sum_in_order(partials, width)
+}
+
+/// Runs `f(s, block)` on the consecutive blocks of `n` rows of `a` (the sequences of a
+/// batch, s = 0, 1, …), on the pool with the `parallel` feature, and returns the results in
+/// sequence order.
+pub(crate) fn map_sequences<T, R, F>(mut a: ArrayViewMut2<'_, T>, n: usize, f: F) -> Vec<R>
+where
+    T: Send + Sync,
+    R: Send,
+    F: Fn(usize, ArrayViewMut2<'_, T>) -> R + Send + Sync,
+{
+    let n = n.max(1);
+    #[cfg(feature = "parallel")]
+    if threads() > 1 && a.nrows() > n {
+        use rayon::prelude::*;
+        return a
+            .axis_chunks_iter_mut(Axis(0), n)
+            .into_par_iter()
+            .enumerate()
+            .map(|(s, block)| f(s, block))
+            .collect();
+    }
+    a.axis_chunks_iter_mut(Axis(0), n)
+        .enumerate()
+        .map(|(s, block)| f(s, block))
+        .collect()
+}
+
 fn sum_in_order<T: crate::Float>(partials: ndarray::Array2<T>, width: usize) -> ndarray::Array1<T> {
     let mut total = ndarray::Array1::<T>::zeros(width);
     for p in partials.rows() {
@@ -226,5 +293,60 @@ mod tests {
             assert_eq!(pool.install(|| sum_over_row_blocks(3000, 50, add)), one);
         }
         assert_eq!(sum_over_row_blocks(0, 3, add).len(), 3);
+    }
+
+    /// The writing form: every row written once, the same sums as the plain form, bit for
+    /// bit on any thread count; sequences mapped in order.
+    #[test]
+    fn written_row_block_sums_and_sequences() {
+        let b = Array2::from_shape_fn((3000, 50), |(i, j)| 1.0 / (1.0 + (i * 50 + j) as f64));
+        let add = |r: std::ops::Range<usize>, mut acc: ndarray::ArrayViewMut1<'_, f64>| {
+            for row in b.slice(ndarray::s![r, ..]).rows() {
+                acc += &row;
+            }
+        };
+        let want = sum_over_row_blocks(3000, 50, add);
+        let run = || {
+            let mut out = Array2::<f64>::zeros((3000, 50));
+            let sums = sum_over_written_row_blocks(out.view_mut(), 50, |r0, mut blk, mut acc| {
+                for (i, mut row) in blk.rows_mut().into_iter().enumerate() {
+                    row.assign(&b.row(r0 + i));
+                    row.mapv_inplace(|v| v + 1.0);
+                    acc += &b.row(r0 + i);
+                }
+            });
+            (out, sums)
+        };
+        let (out, sums) = run();
+        assert_eq!(sums, want);
+        assert_eq!(out, b.mapv(|v| v + 1.0));
+        let mut a = Array2::<f64>::zeros((12, 2));
+        let firsts = map_sequences(a.view_mut(), 3, |s, mut blk| {
+            blk.fill(s as f64);
+            blk.nrows()
+        });
+        assert_eq!(firsts, vec![3; 4]);
+        assert!(
+            a.rows()
+                .into_iter()
+                .enumerate()
+                .all(|(i, r)| r[0] == (i / 3) as f64)
+        );
+        #[cfg(feature = "parallel")]
+        for threads in [2, 5] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            assert_eq!(pool.install(run).1, want);
+            let mut c = Array2::<f64>::zeros((12, 2));
+            let got = pool.install(|| map_sequences(c.view_mut(), 3, |s, _| s));
+            assert_eq!(got, vec![0, 1, 2, 3]);
+        }
+        let mut empty = Array2::<f64>::zeros((0, 4));
+        assert_eq!(
+            sum_over_written_row_blocks::<f64, _, _>(empty.view_mut(), 4, |_, _, _| ()).len(),
+            4
+        );
     }
 }

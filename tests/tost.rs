@@ -126,6 +126,8 @@ fn tssa_matches_the_reference_formulas() {
         (2usize, 7usize, 12usize, 3usize),
         (1, 30, 8, 2),
         (3, 5, 6, 1),
+        // longer than one block of the sums over tokens (256 rows)
+        (2, 600, 12, 3),
     ] {
         let x = tokens(b, n, dim);
         let want = reference_tssa(&x, heads);

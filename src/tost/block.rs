@@ -180,13 +180,16 @@ impl<T: Float> ToStBlock<T> {
 }
 
 /// `y_i ← y_i + γ ⊙ a_i` for every row i (LayerScale).
+/// On the pool when large.
 pub(crate) fn add_scaled_rows<T: Float>(y: &mut Array2<T>, a: &Array2<T>, gamma: &Array1<T>) {
-    for (mut yr, ar) in y.rows_mut().into_iter().zip(a.rows()) {
-        ndarray::Zip::from(&mut yr)
-            .and(&ar)
-            .and(gamma)
-            .for_each(|y, &a, &g| *y += g * a);
-    }
+    crate::rows::zip_rows(y.view_mut(), a.view(), |mut yb, ab| {
+        for (mut yr, ar) in yb.rows_mut().into_iter().zip(ab.rows()) {
+            ndarray::Zip::from(&mut yr)
+                .and(&ar)
+                .and(gamma)
+                .for_each(|y, &a, &g| *y += g * a);
+        }
+    })
 }
 
 impl<T: Float> Layer<T> for ToStBlock<T> {

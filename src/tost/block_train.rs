@@ -25,21 +25,34 @@ pub struct ToStBlockCache<T: Float> {
     mlp_out: Array2<T>,
 }
 
-/// `Σ_i d_i ⊙ a_i` into `g` and `γ ⊙ d` returned (the LayerScale's backward).
+/// `Σ_i d_i ⊙ a_i` into `g` and `γ ⊙ d` returned (the LayerScale's backward); the sum runs
+/// in fixed blocks of rows ([`crate::rows::sum_over_written_row_blocks`]), on the pool when
+/// large.
 fn scale_backward<T: Float>(
     gamma: &ndarray::Array1<T>,
     a: &Array2<T>,
     d: ArrayView2<T>,
     mut g: ndarray::ArrayViewMut1<'_, T>,
 ) -> Array2<T> {
-    let mut out = d.to_owned();
-    for ((dr, ar), mut or) in d.rows().into_iter().zip(a.rows()).zip(out.rows_mut()) {
-        Zip::from(&mut g)
-            .and(&dr)
-            .and(&ar)
-            .for_each(|g, &d, &a| *g += d * a);
-        Zip::from(&mut or).and(gamma).for_each(|o, &gm| *o *= gm);
-    }
+    let mut out = Array2::<T>::zeros(d.dim());
+    let sums = crate::rows::sum_over_written_row_blocks(
+        out.view_mut(),
+        d.ncols(),
+        |r0, mut block, mut acc| {
+            for (i, mut or) in block.rows_mut().into_iter().enumerate() {
+                let (dr, ar) = (d.row(r0 + i), a.row(r0 + i));
+                Zip::from(&mut acc)
+                    .and(&dr)
+                    .and(&ar)
+                    .for_each(|s, &d, &a| *s += d * a);
+                Zip::from(&mut or)
+                    .and(&dr)
+                    .and(gamma)
+                    .for_each(|o, &d, &gm| *o = d * gm);
+            }
+        },
+    );
+    g += &sums;
     out
 }
 

@@ -1,6 +1,8 @@
 //! The reference TSSA layer.
 
-use ndarray::{Array1, Array2, Array3, ArrayRef2, ArrayRef3, ArrayView2, ArrayViewD};
+use ndarray::{
+    Array1, Array2, Array3, ArrayRef2, ArrayRef3, ArrayView2, ArrayViewD, ArrayViewMut2, s,
+};
 use rand::Rng;
 
 use super::{NORM_FLOOR, PI_FLOOR, check_heads, per_sequence};
@@ -58,6 +60,20 @@ pub struct Tssa<T: Float> {
     pub(crate) temp: Array1<T>,
     /// dim → dim, with bias
     pub(crate) to_out: Linear<T>,
+}
+
+/// TSSA's statistics of one sequence (see [`Tssa::statistics_into`]): the column scales ν,
+/// the head masses m, the second moments M and the gains g.
+#[derive(Debug, Clone)]
+pub(crate) struct SequenceStats<T> {
+    /// ν (dim)
+    pub(crate) nu: Array1<T>,
+    /// m (heads)
+    pub(crate) mass: Array1<T>,
+    /// M (dim)
+    pub(crate) moment: Array1<T>,
+    /// g (dim)
+    pub(crate) gain: Array1<T>,
 }
 
 /// The names of TSSA's input and output projections, under which `.weight` and `.bias` are
@@ -182,60 +198,108 @@ impl<T: Float> Tssa<T> {
         Ok(pi)
     }
 
-    /// Π (n × heads) and the per-coordinate gains 1/(1 + m_c) of projected tokens `w`.
-    pub(crate) fn statistics(&self, w: ArrayView2<T>) -> (Array2<T>, Array1<T>) {
+    /// Π (n × heads) and the statistics of one sequence's projected tokens `w` (n × dim).
+    pub(crate) fn statistics(&self, w: ArrayView2<T>) -> (Array2<T>, SequenceStats<T>) {
+        let mut pi = Array2::<T>::zeros((w.nrows(), self.heads()));
+        let stats = self.statistics_into(w, pi.view_mut());
+        (pi, stats)
+    }
+
+    /// The statistics of one sequence's projected tokens `w` (n × dim), writing its
+    /// membership Π into `pi` (n × heads, standard layout): the column scales
+    /// `ν_c = 1/max(‖W_:c‖, 10⁻¹²)`, `Π_ik = softmax_k(τ_k Σ_{c∈k} (W_ic ν_c)²)`, the head
+    /// masses `m_k = Σ_i Π_ik`, the second moments `M_c = Σ_i Π_ik(c) W_ic²` and the gains
+    /// `g_c = 1/(1 + M_c/(m_k(c) + 10⁻⁸))`. The sums over tokens run in fixed blocks of rows
+    /// ([`crate::rows::sum_over_row_blocks`]), on the pool when the sequence is long.
+    pub(crate) fn statistics_into(
+        &self,
+        w: ArrayView2<T>,
+        pi: ArrayViewMut2<T>,
+    ) -> SequenceStats<T> {
         let (n, dim) = w.dim();
         let (h, p) = (self.heads(), dim / self.heads());
-        // column norms over the tokens
-        let mut sq = Array1::<T>::zeros(dim);
-        for r in w.rows() {
-            for (s, &v) in sq.iter_mut().zip(r) {
-                *s += v * v;
+        let w = w.as_standard_layout();
+        let ws = w.as_slice().expect("standard layout");
+        let sq = crate::rows::sum_over_row_blocks::<T, _>(n, dim, |rows, mut acc| {
+            for r in ws[rows.start * dim..rows.end * dim].chunks_exact(dim) {
+                for (s, &v) in acc.iter_mut().zip(r) {
+                    *s += v * v;
+                }
             }
-        }
+        });
         let floor = T::from_f64(NORM_FLOOR);
-        let inv: Array1<T> = sq.mapv(|s| T::one() / s.sqrt().max(floor));
-        // Π: softmax over heads of temp_k Σ_{c∈k} (w_ic / ‖w_c‖)²
-        let mut pi = Array2::<T>::zeros((n, h));
-        for (r, mut pr) in w.rows().into_iter().zip(pi.rows_mut()) {
-            for k in 0..h {
-                let mut e = T::zero();
-                for c in k * p..(k + 1) * p {
-                    let v = r[c] * inv[c];
-                    e += v * v;
+        let nu: Array1<T> = sq.mapv(|s| T::one() / s.sqrt().max(floor));
+        let nus = nu.as_slice().expect("contiguous");
+        // Π row by row, with [m | M] summed over the rows
+        let sums = crate::rows::sum_over_written_row_blocks(pi, h + dim, |r0, mut block, acc| {
+            let acc = acc.into_slice().expect("contiguous");
+            let (mass, moment) = acc.split_at_mut(h);
+            for (i, mut pr) in block.rows_mut().into_iter().enumerate() {
+                let pr = pr.as_slice_mut().expect("standard layout");
+                let r = &ws[(r0 + i) * dim..(r0 + i + 1) * dim];
+                for (k, (e_k, &tau)) in pr.iter_mut().zip(&self.temp).enumerate() {
+                    let mut e = T::zero();
+                    for c in k * p..(k + 1) * p {
+                        let v = r[c] * nus[c];
+                        e += v * v;
+                    }
+                    *e_k = tau * e;
                 }
-                pr[k] = self.temp[k] * e;
-            }
-            crate::kernels::softmax_in_place(pr.as_slice_mut().expect("standard layout"));
-        }
-        // Π-weighted second moments per coordinate and the gains
-        let mut mass = Array1::<T>::zeros(h);
-        let mut moment = Array1::<T>::zeros(dim);
-        for (r, pr) in w.rows().into_iter().zip(pi.rows()) {
-            for k in 0..h {
-                mass[k] += pr[k];
-                for c in k * p..(k + 1) * p {
-                    moment[c] += pr[k] * r[c] * r[c];
+                crate::kernels::softmax_in_place(pr);
+                for k in 0..h {
+                    mass[k] += pr[k];
+                    for c in k * p..(k + 1) * p {
+                        moment[c] += pr[k] * r[c] * r[c];
+                    }
                 }
             }
-        }
+        });
+        let mass = sums.slice(s![..h]).to_owned();
+        let moment = sums.slice(s![h..]).to_owned();
         let eps = T::from_f64(PI_FLOOR);
         let gain = Array1::from_shape_fn(dim, |c| {
             T::one() / (T::one() + moment[c] / (mass[c / p] + eps))
         });
-        (pi, gain)
+        SequenceStats {
+            nu,
+            mass,
+            moment,
+            gain,
+        }
     }
 
     pub(crate) fn apply(&self, x: ArrayView2<T>) -> Array2<T> {
         let mut w = self.qkv.apply(x);
-        let (pi, gain) = self.statistics(w.view());
-        let p = self.dim() / self.heads();
-        for (mut r, pr) in w.rows_mut().into_iter().zip(pi.rows()) {
-            for (c, v) in r.iter_mut().enumerate() {
-                *v = -pr[c / p] * *v * gain[c];
-            }
-        }
+        let n = w.nrows();
+        let (pi, stats) = self.statistics(w.view());
+        self.head_outputs(w.view_mut(), &pi, &[stats], n);
         self.to_out.apply(w.view())
+    }
+
+    /// The head outputs `Y_ic = −Π_ik(c) W_ic g_c` of a batch of sequences of `n` tokens
+    /// (`stats[s]` for sequence s), in place of the projected tokens `w` (standard layout),
+    /// on the pool when large.
+    pub(crate) fn head_outputs(
+        &self,
+        w: ArrayViewMut2<T>,
+        pi: &Array2<T>,
+        stats: &[SequenceStats<T>],
+        n: usize,
+    ) {
+        let (h, p) = (self.heads(), self.dim() / self.heads());
+        crate::rows::for_rows(w, |r0, mut block| {
+            for (i, mut r) in block.rows_mut().into_iter().enumerate() {
+                let row = r0 + i;
+                let r = r.as_slice_mut().expect("standard layout");
+                let g = stats[row / n].gain.as_slice().expect("contiguous");
+                for k in 0..h {
+                    let pk = pi[(row, k)];
+                    for c in k * p..(k + 1) * p {
+                        r[c] = -pk * r[c] * g[c];
+                    }
+                }
+            }
+        });
     }
 
     /// Reads the projections under `names` and `temp` (heads × 1).

@@ -6,9 +6,9 @@
 //! `g_c = 1/(1 + M_c/(m_k(c) + 10⁻⁸))`, `Y_ic = −Π_ik(c) W_ic g_c`, output `Y W_outᵀ + b_out`.
 //! The backward follows the same chain in reverse (see [`Tssa::statistics_backward`]).
 
-use ndarray::{Array1, Array2, ArrayD, ArrayView2, ArrayViewMut1, ArrayViewMutD, Axis, s};
+use ndarray::{Array1, Array2, ArrayD, ArrayView2, ArrayViewMut1, ArrayViewMut2, ArrayViewMutD, s};
 
-use super::tssa::Tssa;
+use super::tssa::{SequenceStats, Tssa};
 use super::{NORM_FLOOR, PI_FLOOR};
 use crate::nn::{Layer, LinearCache, Trainable, check_gradients, check_upstream};
 use crate::{Error, Float, Result};
@@ -23,12 +23,8 @@ pub struct TssaCache<T: Float> {
     w: Array2<T>,
     pi: Array2<T>,
     y: LinearCache<T>,
-    /// per sequence: ν, g, M (rows of b × dim)
-    nu: Array2<T>,
-    gain: Array2<T>,
-    moment: Array2<T>,
-    /// per sequence: m (b × heads)
-    mass: Array2<T>,
+    /// per sequence: ν, m, M, g
+    stats: Vec<SequenceStats<T>>,
     n: usize,
 }
 
@@ -38,36 +34,16 @@ impl<T: Float> Trainable<T> for Tssa<T> {
     fn forward_train(&self, x: ArrayView2<T>, n: usize) -> Result<(Array2<T>, Self::Cache)> {
         crate::validate::matrix_with_cols("tokens", &x, self.dim())?;
         crate::nn::check_sequences(x.nrows(), n)?;
-        let (m, dim, h) = (x.nrows(), self.dim(), self.heads());
-        let p = dim / h;
-        let b = m / n;
+        let (m, h) = (x.nrows(), self.heads());
         let x = LinearCache::copy_of(x);
         let w = self.qkv.apply(x.view());
+        // the statistics of each sequence, on the pool
         let mut pi = Array2::<T>::zeros((m, h));
-        let mut y = Array2::<T>::zeros((m, dim));
-        let (mut nu, mut gain) = (Array2::zeros((b, dim)), Array2::zeros((b, dim)));
-        let (mut moment, mut mass) = (Array2::zeros((b, dim)), Array2::<T>::zeros((b, h)));
-        for sq in 0..b {
-            let rows = sq * n..(sq + 1) * n;
-            let ws = w.slice(s![rows.clone(), ..]);
-            let (pis, g) = self.statistics(ws);
-            let mut nus = nu.row_mut(sq);
-            for (c, col) in ws.axis_iter(Axis(1)).enumerate() {
-                let norm = col.iter().map(|&v| v * v).sum::<T>().sqrt();
-                nus[c] = T::one() / norm.max(T::from_f64(NORM_FLOOR));
-            }
-            for (i, r) in ws.rows().into_iter().enumerate() {
-                for k in 0..h {
-                    mass[(sq, k)] += pis[(i, k)];
-                    for c in k * p..(k + 1) * p {
-                        moment[(sq, c)] += pis[(i, k)] * r[c] * r[c];
-                        y[(sq * n + i, c)] = -pis[(i, k)] * r[c] * g[c];
-                    }
-                }
-            }
-            gain.row_mut(sq).assign(&g);
-            pi.slice_mut(s![rows, ..]).assign(&pis);
-        }
+        let stats = crate::rows::map_sequences(pi.view_mut(), n, |sq, pis| {
+            self.statistics_into(w.slice(s![sq * n..(sq + 1) * n, ..]), pis)
+        });
+        let mut y = w.clone();
+        self.head_outputs(y.view_mut(), &pi, &stats, n);
         let out = self.to_out.apply(y.view());
         crate::validate::finite_output("TSSA output", &out)?;
         let cache = TssaCache {
@@ -75,10 +51,7 @@ impl<T: Float> Trainable<T> for Tssa<T> {
             w,
             pi,
             y: LinearCache::adopt(y),
-            nu,
-            gain,
-            moment,
-            mass,
+            stats,
             n,
         };
         Ok((out, cache))
@@ -96,10 +69,15 @@ impl<T: Float> Trainable<T> for Tssa<T> {
         let (g_qkv, rest) = grads.split_at_mut(nq);
         let (g_temp, g_out) = rest.split_at_mut(1);
         let d_head = self.to_out.backward(&cache.y, dy, g_out)?;
-        let mut g_temp = temperature_grad(&mut g_temp[0]);
+        // each sequence's ∂L/∂W rows and its share of ∂L/∂τ, on the pool; the shares are
+        // added in sequence order (the same sum on any thread count)
         let mut dw = Array2::<T>::zeros(cache.w.dim());
-        for sq in 0..cache.x.nrows() / cache.n {
-            self.statistics_backward(cache, sq, &d_head, &mut dw, &mut g_temp);
+        let shares = crate::rows::map_sequences(dw.view_mut(), cache.n, |sq, dws| {
+            self.statistics_backward(cache, sq, d_head.view(), dws)
+        });
+        let mut g_temp = temperature_grad(&mut g_temp[0]);
+        for share in &shares {
+            g_temp += share;
         }
         self.qkv.backward(&cache.x, dw.view(), g_qkv)
     }
@@ -133,44 +111,45 @@ fn temperature_grad<T>(g: &mut ArrayD<T>) -> ArrayViewMut1<'_, T> {
 }
 
 impl<T: Float> Tssa<T> {
-    /// Sequence `sq`'s share of the backward: from `dY` (the head outputs' gradient) adds
-    /// `∂L/∂W` into `dw` and `∂L/∂τ` into `g_temp`, in the reverse order of the forward:
-    /// `Y → (Π, W, g)`, `g → (M, m)`, `(M, m) → (Π, W)`, `Π → E` (softmax), `E → (τ, W, ν)`,
-    /// `ν → s → W`.
+    /// Sequence `sq`'s share of the backward: from `dY` (the head outputs' gradient, all
+    /// sequences) writes `∂L/∂W` of its rows into `dws` and returns its share of `∂L/∂τ`, in
+    /// the reverse order of the forward: `Y → (Π, W, g)`, `g → (M, m)`, `(M, m) → (Π, W)`,
+    /// `Π → E` (softmax), `E → (τ, W, ν)`, `ν → s → W`. The sums over tokens run in fixed
+    /// blocks of rows, on the pool when the sequence is long.
     fn statistics_backward(
         &self,
         cache: &TssaCache<T>,
         sq: usize,
-        d_y: &Array2<T>,
-        dw: &mut Array2<T>,
-        g_temp: &mut ArrayViewMut1<'_, T>,
-    ) {
+        d_y: ArrayView2<T>,
+        mut dws: ArrayViewMut2<T>,
+    ) -> Array1<T> {
         let (n, dim, h) = (cache.n, self.dim(), self.heads());
         let p = dim / h;
         let rows = sq * n..(sq + 1) * n;
         let w = cache.w.slice(s![rows.clone(), ..]);
         let pi = cache.pi.slice(s![rows.clone(), ..]);
-        let dys = d_y.slice(s![rows.clone(), ..]);
-        let (nu, g) = (cache.nu.row(sq), cache.gain.row(sq));
-        let (moment, mass) = (cache.moment.row(sq), cache.mass.row(sq));
+        let dys = d_y.slice(s![rows, ..]);
+        let (w, pi, dys) = (slice(&w), slice(&pi), slice(&dys));
+        let st = &cache.stats[sq];
+        let (nu, g) = (slice(&st.nu), slice(&st.gain));
+        let (moment, mass) = (slice(&st.moment), slice(&st.mass));
         let eps = T::from_f64(PI_FLOOR);
         let two = T::from_f64(2.0);
-        let mut dpi = Array2::<T>::zeros((n, h));
-        let mut dws = Array2::<T>::zeros((n, dim));
-        // Y_ic = −Π_ik W_ic g_c
-        let mut dg = Array1::<T>::zeros(dim);
-        for i in 0..n {
-            for c in 0..dim {
-                let k = c / p;
-                let d = dys[(i, c)];
-                dws[(i, c)] -= pi[(i, k)] * g[c] * d;
-                dpi[(i, k)] -= w[(i, c)] * g[c] * d;
-                dg[c] -= pi[(i, k)] * w[(i, c)] * d;
+        // Y_ic = −Π_ik W_ic g_c: dg_c = −Σ_i Π_ik W_ic dY_ic
+        let dg = crate::rows::sum_over_row_blocks(n, dim, |rows, acc| {
+            let dg = acc.into_slice().expect("contiguous");
+            for i in rows {
+                let (wr, dyr) = (&w[i * dim..(i + 1) * dim], &dys[i * dim..(i + 1) * dim]);
+                for k in 0..h {
+                    for c in k * p..(k + 1) * p {
+                        dg[c] -= pi[i * h + k] * wr[c] * dyr[c];
+                    }
+                }
             }
-        }
+        });
         // g_c = 1/(1 + r_c), r_c = M_c/(m_k + ε)
-        let mut dm = Array1::<T>::zeros(h);
-        let mut d_moment = Array1::<T>::zeros(dim);
+        let mut dm = vec![T::zero(); h];
+        let mut d_moment = vec![T::zero(); dim];
         for c in 0..dim {
             let k = c / p;
             let dr = -g[c] * g[c] * dg[c];
@@ -178,44 +157,78 @@ impl<T: Float> Tssa<T> {
             d_moment[c] = dr / denom;
             dm[k] -= dr * moment[c] / (denom * denom);
         }
-        // M_c = Σ_i Π_ik W_ic², m_k = Σ_i Π_ik
-        for i in 0..n {
-            for c in 0..dim {
-                let k = c / p;
-                dpi[(i, k)] += d_moment[c] * w[(i, c)] * w[(i, c)];
-                dws[(i, c)] += two * pi[(i, k)] * w[(i, c)] * d_moment[c];
-            }
-            for k in 0..h {
-                dpi[(i, k)] += dm[k];
-            }
-        }
-        // Π_i = softmax(E_i); E_ik = τ_k Σ_{c∈k} (W_ic ν_c)²
-        let mut dnu = Array1::<T>::zeros(dim);
-        for i in 0..n {
-            let dot = (0..h).map(|k| pi[(i, k)] * dpi[(i, k)]).sum::<T>();
-            for k in 0..h {
-                let de = pi[(i, k)] * (dpi[(i, k)] - dot);
-                let mut e = T::zero();
-                for c in k * p..(k + 1) * p {
-                    let v = w[(i, c)] * nu[c];
-                    e += v * v;
-                    dws[(i, c)] += de * self.temp[k] * two * w[(i, c)] * nu[c] * nu[c];
-                    dnu[c] += de * self.temp[k] * two * w[(i, c)] * w[(i, c)] * nu[c];
+        // per token: dΠ from Y and from (M, m) (M_c = Σ_i Π_ik W_ic², m_k = Σ_i Π_ik), the
+        // softmax's backward (Π_i = softmax(E_i), E_ik = τ_k Σ_{c∈k} (W_ic ν_c)²) and dW;
+        // [dν | dτ] summed over the tokens
+        let sums = crate::rows::sum_over_written_row_blocks::<T, _, _>(
+            dws.view_mut(),
+            dim + h,
+            |r0, mut block, acc| {
+                let acc = acc.into_slice().expect("contiguous");
+                let (dnu, d_temp) = acc.split_at_mut(dim);
+                let mut dpi = vec![T::zero(); h];
+                for (ii, mut out) in block.rows_mut().into_iter().enumerate() {
+                    let i = r0 + ii;
+                    let out = out.as_slice_mut().expect("standard layout");
+                    let (wr, dyr) = (&w[i * dim..(i + 1) * dim], &dys[i * dim..(i + 1) * dim]);
+                    let pr = &pi[i * h..(i + 1) * h];
+                    for k in 0..h {
+                        let mut d = T::zero();
+                        for c in k * p..(k + 1) * p {
+                            out[c] = T::zero() - pr[k] * g[c] * dyr[c];
+                            d -= wr[c] * g[c] * dyr[c];
+                        }
+                        dpi[k] = d;
+                    }
+                    for k in 0..h {
+                        for c in k * p..(k + 1) * p {
+                            dpi[k] += d_moment[c] * wr[c] * wr[c];
+                            out[c] += two * pr[k] * wr[c] * d_moment[c];
+                        }
+                    }
+                    for k in 0..h {
+                        dpi[k] += dm[k];
+                    }
+                    let dot = (0..h).map(|k| pr[k] * dpi[k]).sum::<T>();
+                    for k in 0..h {
+                        let de = pr[k] * (dpi[k] - dot);
+                        let mut e = T::zero();
+                        for c in k * p..(k + 1) * p {
+                            let v = wr[c] * nu[c];
+                            e += v * v;
+                            out[c] += de * self.temp[k] * two * wr[c] * nu[c] * nu[c];
+                            dnu[c] += de * self.temp[k] * two * wr[c] * wr[c] * nu[c];
+                        }
+                        d_temp[k] += de * e;
+                    }
                 }
-                g_temp[k] += de * e;
-            }
-        }
+            },
+        );
         // ν_c = s_c^{-½} above the floor, s_c = Σ_i W_ic²
         let floor = T::from_f64(NORM_FLOOR);
-        for c in 0..dim {
-            if T::one() / nu[c] > floor {
-                let ds = -dnu[c] * nu[c] * nu[c] * nu[c] / two;
-                for i in 0..n {
-                    dws[(i, c)] += two * w[(i, c)] * ds;
+        let ds: Vec<T> = (0..dim)
+            .map(|c| {
+                if T::one() / nu[c] > floor {
+                    -sums[c] * nu[c] * nu[c] * nu[c] / two
+                } else {
+                    T::zero()
+                }
+            })
+            .collect();
+        crate::rows::for_rows(dws, |r0, mut block| {
+            for (ii, mut out) in block.rows_mut().into_iter().enumerate() {
+                let wr = &w[(r0 + ii) * dim..(r0 + ii + 1) * dim];
+                for (c, o) in out.iter_mut().enumerate() {
+                    *o += two * wr[c] * ds[c];
                 }
             }
-        }
-        let mut target = dw.slice_mut(s![rows, ..]);
-        target += &dws;
+        });
+        sums.slice(s![dim..]).to_owned()
     }
+}
+
+/// The contiguous entries of a standard-layout view (every array of the cache is one, and
+/// so are its blocks of whole rows).
+fn slice<T, D: ndarray::Dimension>(a: &ndarray::ArrayRef<T, D>) -> &[T] {
+    a.as_slice().expect("standard layout")
 }

@@ -250,6 +250,24 @@ proptest! {
     }
 }
 
+/// Sequences longer than one block of the sums over tokens (256 rows): TSSA's statistics and
+/// their backward, and the ToST block's LayerScale sums, add partial sums of blocks.
+#[test]
+fn tssa_and_tost_block_backward_over_several_blocks_of_tokens() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let config = ToStBlockConfig {
+        mlp_ratio: 2,
+        ..ToStBlockConfig::new(4, 2)
+    };
+    let block = randomized(ToStBlock::new(&config, &mut rng).unwrap(), &mut rng);
+    let tssa = randomized(Tssa::new(&config.tssa(), &mut rng).unwrap(), &mut rng);
+    let x = random(&mut rng, 2 * 260, 4, 1.0);
+    let e = worst_error(&tssa, &x, 260, 1);
+    assert!(e < 1e-6, "TSSA {e:e}");
+    let e = worst_error(&block, &x, 260, 2);
+    assert!(e < 1e-6, "ToST block {e:e}");
+}
+
 /// `layer` with every parameter moved by up to ±0.3 (so that LayerNorm affines, biases and
 /// LayerScales are not at their initial constants).
 fn randomized<L: Trainable<f64>>(mut layer: L, rng: &mut StdRng) -> L {
