@@ -71,6 +71,7 @@ pub trait Float:
     #[doc(hidden)]
     type Kernels: crate::linalg::Backend<Self>
         + crate::kernels::Exp<Self>
+        + crate::kernels::Gelu<Self>
         + crate::workspace::Pooled<Self>;
     /// Convert from `f64` (rounding to nearest for `f32`).
     fn from_f64(x: f64) -> Self;

@@ -3,6 +3,11 @@
 
 use crate::Float;
 
+mod gelu;
+
+pub use gelu::Gelu;
+pub(crate) use gelu::{gelu_in_place, mul_gelu_grad};
+
 /// The vectorized exponential of one float type (implemented on [`crate::float::Body`]).
 pub trait Exp<S> {
     /// `x ← exp(x)` for every finite entry of a slice, to within a few ulp, in a form the
@@ -203,7 +208,9 @@ pub(crate) fn softmax_rows_in_place<T: Float>(mut a: ndarray::ArrayViewMut2<'_, 
     }
 }
 
-/// `GELU(x) = x Φ(x) = ½ x (1 + erf(x/√2))`, the exact form PyTorch's `nn.GELU()` uses.
+/// `GELU(x) = x Φ(x) = ½ x (1 + erf(x/√2))`, the exact form PyTorch's `nn.GELU()` uses,
+/// evaluated in `f64` with `libm::erf`. (The MLP applies it to `f32` matrices with a
+/// vectorized form that agrees to a few units in the last place.)
 pub fn gelu<T: Float>(x: T) -> T {
     let v = x.as_f64();
     // the limits: GELU(+∞) = +∞, GELU(−∞) = 0 (x Φ(x) would be −∞ · 0)
@@ -211,18 +218,6 @@ pub fn gelu<T: Float>(x: T) -> T {
         return T::zero();
     }
     T::from_f64(0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2)))
-}
-
-/// The derivative of the exact GELU: `GELU'(x) = Φ(x) + x φ(x)`, φ the standard normal
-/// density (0 at ±∞ for the second term).
-pub(crate) fn gelu_grad<T: Float>(x: T) -> T {
-    let v = x.as_f64();
-    if !v.is_finite() {
-        return T::from_f64(if v > 0.0 { 1.0 } else { 0.0 });
-    }
-    let cdf = 0.5 * (1.0 + libm::erf(v / std::f64::consts::SQRT_2));
-    let pdf = (-0.5 * v * v).exp() / (2.0 * std::f64::consts::PI).sqrt();
-    T::from_f64(cdf + v * pdf)
 }
 
 // exp(x) = 2^k · e^r with k = round(x / ln 2) found by the add-a-magic-number trick (no
