@@ -2,7 +2,8 @@
 //! and CRATE-S (dim 576, 12 heads × 48), 197 tokens, batch 1 and 32, f32 and f64; and the
 //! whole CRATE-T classifier on 8 images of 224 × 224; and the rate of the block's own matrix
 //! product (tokens × dim by dim × dim, the backend faer on the rayon pool), the hardware's
-//! ceiling for the block (`benches/compare_torch.py --what roofline`).
+//! ceiling for the block (`benches/compare_torch.py --what roofline`); and a ToST block of
+//! CRATE-T's sizes, forward+backward at batch 32 (`tost_block_*`, no PyTorch counterpart).
 //!
 //! `cargo bench --features parallel --bench crate_layer` (2 threads on a 2-core machine; set
 //! `RAYON_NUM_THREADS` to choose).
@@ -10,8 +11,9 @@
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use mcr2::Float;
 use mcr2::crate_layer::{CrateBlock, CrateBlockConfig, CrateClassifier, CrateConfig};
-use mcr2::nn::{Layer, Trainable};
-use ndarray::{Array2, Array3, Array4};
+use mcr2::nn::Trainable;
+use mcr2::tost::{ToStBlock, ToStBlockConfig};
+use ndarray::{Array2, Array3, Array4, ArrayD, ArrayView2};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
 use std::hint::black_box;
@@ -49,21 +51,49 @@ fn bench_dtype<T: Float>(c: &mut Criterion, dtype: &str) {
             let ones = Array2::<T>::ones(tokens.dim());
             group.bench_function(
                 BenchmarkId::new("forward+backward (x, params)", &id),
-                |bench| {
-                    bench.iter(|| {
-                        let (_, cache) = block.forward_train(black_box(tokens), 197).unwrap();
-                        let mut grads: Vec<_> = block
-                            .gradient_buffers()
-                            .into_iter()
-                            .map(|(_, g)| g)
-                            .collect();
-                        let dx = block.backward(&cache, ones.view(), &mut grads).unwrap();
-                        black_box((dx, grads))
-                    })
-                },
+                |bench| bench.iter(|| black_box(train_pass(&block, tokens, &ones))),
             );
         }
     }
+    group.finish();
+}
+
+/// The training forward and the backward of a layer on `tokens` (sequences of 197), from an
+/// upstream gradient `ones`, into fresh gradient buffers.
+fn train_pass<T: Float, L: Trainable<T>>(
+    layer: &L,
+    tokens: ArrayView2<'_, T>,
+    ones: &Array2<T>,
+) -> (Array2<T>, Vec<ArrayD<T>>) {
+    let (_, cache) = layer.forward_train(black_box(tokens), 197).unwrap();
+    let mut grads: Vec<_> = layer
+        .gradient_buffers()
+        .into_iter()
+        .map(|(_, g)| g)
+        .collect();
+    let dx = layer.backward(&cache, ones.view(), &mut grads).unwrap();
+    (dx, grads)
+}
+
+/// A ToST block of CRATE-T's sizes (dim 384, 6 heads, MLP 1536), batch 32 of 197 tokens:
+/// forward+backward (x, params), as the CRATE blocks above.
+fn bench_tost<T: Float>(c: &mut Criterion, dtype: &str) {
+    let mut group = c.benchmark_group(format!("tost_block_{dtype}"));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(5));
+    let mut rng = StdRng::seed_from_u64(2);
+    let block = ToStBlock::<T>::new(&ToStBlockConfig::new(384, 6), &mut rng).unwrap();
+    let tokens = Array2::<T>::from_shape_simple_fn((32 * 197, 384), || {
+        T::from_f64(rng.sample(StandardNormal))
+    });
+    let ones = Array2::<T>::ones(tokens.dim());
+    let id = "ToST dim=384 h=6 mlp=1536 N=197 B=32";
+    group.bench_function(
+        BenchmarkId::new("forward+backward (x, params)", id),
+        |bench| bench.iter(|| black_box(train_pass(&block, tokens.view(), &ones))),
+    );
     group.finish();
 }
 
@@ -144,6 +174,8 @@ fn benches(c: &mut Criterion) {
     bench_dtype::<f64>(c, "f64");
     bench_model::<f32>(c, "f32");
     bench_model::<f64>(c, "f64");
+    bench_tost::<f32>(c, "f32");
+    bench_tost::<f64>(c, "f64");
 }
 
 criterion_group!(crate_layer, benches);
