@@ -284,17 +284,25 @@ pub struct OdlCache<T> {
     a2: Array2<T>,
 }
 
+impl<T: Float> Odl<T> {
+    /// The training forward on tokens the caller hands over (n × dim, checked by the
+    /// caller), kept in the cache as they are instead of copied.
+    pub(crate) fn forward_train_owned(&self, x: Array2<T>) -> Result<(Array2<T>, OdlCache<T>)> {
+        debug_assert_eq!(x.ncols(), self.dim());
+        crate::validate::elements_of::<T>("ODL codes", &[2, x.nrows(), self.atoms()])?;
+        let (a1, r, a2) = self.codes(x.view());
+        let y = self.decode(&a2);
+        crate::validate::finite_output("ODL output", &y)?;
+        Ok((y, OdlCache { x, a1, r, a2 }))
+    }
+}
+
 impl<T: Float> Trainable<T> for Odl<T> {
     type Cache = OdlCache<T>;
 
     fn forward_train(&self, x: ArrayView2<T>, _n: usize) -> Result<(Array2<T>, Self::Cache)> {
         crate::validate::matrix_with_cols("tokens", &x, self.dim())?;
-        crate::validate::elements_of::<T>("ODL codes", &[2, x.nrows(), self.atoms()])?;
-        let (a1, r, a2) = self.codes(x);
-        let y = self.decode(&a2);
-        crate::validate::finite_output("ODL output", &y)?;
-        let x = x.as_standard_layout().into_owned();
-        Ok((y, OdlCache { x, a1, r, a2 }))
+        self.forward_train_owned(x.as_standard_layout().into_owned())
     }
 
     /// From `dY`: `∂D₁ += dYᵀA²`; `g₂ = dY D₁ ⊙ [A² > 0]`; through
