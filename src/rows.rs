@@ -235,6 +235,13 @@ mod tests {
     use super::*;
     use ndarray::Array2;
 
+    /// `f` on a fresh pool of `threads` threads.
+    #[cfg(feature = "parallel")]
+    fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+        pool.unwrap().install(f)
+    }
+
     #[test]
     fn passes_cover_every_row_once() {
         for &(rows, cols) in &[(1, 1), (3, 5), (1000, 97), (4096, 64)] {
@@ -286,11 +293,10 @@ mod tests {
         assert_eq!(one, want);
         #[cfg(feature = "parallel")]
         for threads in [2, 5] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            assert_eq!(pool.install(|| sum_over_row_blocks(3000, 50, add)), one);
+            assert_eq!(
+                on_threads(threads, || sum_over_row_blocks(3000, 50, add)),
+                one
+            );
         }
         assert_eq!(sum_over_row_blocks(0, 3, add).len(), 3);
     }
@@ -334,13 +340,9 @@ mod tests {
         );
         #[cfg(feature = "parallel")]
         for threads in [2, 5] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            assert_eq!(pool.install(run).1, want);
+            assert_eq!(on_threads(threads, run).1, want);
             let mut c = Array2::<f64>::zeros((12, 2));
-            let got = pool.install(|| map_sequences(c.view_mut(), 3, |s, _| s));
+            let got = on_threads(threads, || map_sequences(c.view_mut(), 3, |s, _| s));
             assert_eq!(got, vec![0, 1, 2, 3]);
         }
         let mut empty = Array2::<f64>::zeros((0, 4));
