@@ -134,25 +134,11 @@ where
     T: crate::Float,
     F: Fn(std::ops::Range<usize>, ndarray::ArrayViewMut1<'_, T>) + Send + Sync,
 {
-    let blocks = rows.div_ceil(ROWS_PER_SUM);
-    let mut partials = ndarray::Array2::<T>::zeros((blocks, width));
-    let block = |b: usize, acc: ndarray::ArrayViewMut1<'_, T>| {
-        add(b * ROWS_PER_SUM..((b + 1) * ROWS_PER_SUM).min(rows), acc)
-    };
-    #[cfg(feature = "parallel")]
-    if threads() > 1 && rows.saturating_mul(width) >= ELEMENTWISE_WORK {
-        use rayon::prelude::*;
-        partials
-            .axis_iter_mut(Axis(0))
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(b, acc)| block(b, acc));
-        return sum_in_order(partials, width);
-    }
-    for (b, acc) in partials.axis_iter_mut(Axis(0)).enumerate() {
-        block(b, acc);
-    }
-    sum_in_order(partials, width)
+    // The same blocks as a writing pass over a rows × 0 matrix of `()`, which holds nothing.
+    let mut rows_only = ndarray::Array2::from_elem((rows, 0), ());
+    sum_over_written_row_blocks(rows_only.view_mut(), width, |r0, block, acc| {
+        add(r0..r0 + block.nrows(), acc)
+    })
 }
 
 /// `Σ_r f(r)` as in [`sum_over_row_blocks`], for passes that also write the rows of `a`:
@@ -199,12 +185,32 @@ where
 /// Runs `f(s, block)` on the consecutive blocks of `n` rows of `a` (the sequences of a
 /// batch, s = 0, 1, …), on the pool with the `parallel` feature, and returns the results in
 /// sequence order.
-pub(crate) fn map_sequences<T, R, F>(mut a: ArrayViewMut2<'_, T>, n: usize, f: F) -> Vec<R>
+pub(crate) fn map_sequences<T, R, F>(a: ArrayViewMut2<'_, T>, n: usize, f: F) -> Vec<R>
 where
     T: Send + Sync,
     R: Send,
     F: Fn(usize, ArrayViewMut2<'_, T>) -> R + Send + Sync,
 {
+    // the same sequences paired with a rows × 0 matrix of `()`, which holds nothing
+    let mut none = ndarray::Array2::from_elem((a.nrows(), 0), ());
+    map_sequence_pairs(a, none.view_mut(), n, |s, block, _| f(s, block))
+}
+
+/// [`map_sequences`] over two matrices with the same rows, both written: `f(s, a_block,
+/// b_block)` gets sequence `s`'s rows of each.
+pub(crate) fn map_sequence_pairs<T, U, R, F>(
+    mut a: ArrayViewMut2<'_, T>,
+    mut b: ArrayViewMut2<'_, U>,
+    n: usize,
+    f: F,
+) -> Vec<R>
+where
+    T: Send + Sync,
+    U: Send + Sync,
+    R: Send,
+    F: Fn(usize, ArrayViewMut2<'_, T>, ArrayViewMut2<'_, U>) -> R + Send + Sync,
+{
+    debug_assert_eq!(a.nrows(), b.nrows());
     let n = n.max(1);
     #[cfg(feature = "parallel")]
     if threads() > 1 && a.nrows() > n {
@@ -212,13 +218,15 @@ where
         return a
             .axis_chunks_iter_mut(Axis(0), n)
             .into_par_iter()
+            .zip(b.axis_chunks_iter_mut(Axis(0), n).into_par_iter())
             .enumerate()
-            .map(|(s, block)| f(s, block))
+            .map(|(s, (a, b))| f(s, a, b))
             .collect();
     }
     a.axis_chunks_iter_mut(Axis(0), n)
+        .zip(b.axis_chunks_iter_mut(Axis(0), n))
         .enumerate()
-        .map(|(s, block)| f(s, block))
+        .map(|(s, (a, b))| f(s, a, b))
         .collect()
 }
 

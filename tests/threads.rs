@@ -129,3 +129,28 @@ fn a_tost_block_is_bit_for_bit_the_same_on_any_thread_count() {
         assert_eq!(on_threads(1, pass), on_threads(3, pass));
     }
 }
+
+#[test]
+fn causal_tssa_training_is_bit_for_bit_the_same_on_any_thread_count() {
+    use mcr2::tost::{CausalTssa, CausalTssaConfig};
+    let mut rng = StdRng::seed_from_u64(10);
+    let config = CausalTssaConfig {
+        dim: 32,
+        heads: 4,
+        block_size: 300,
+    };
+    let layer = CausalTssa::<f64>::new(&config, &mut rng).unwrap();
+    // a batch of sequences (one per task) and a single sequence (no split)
+    for (b, n) in [(5, 300), (1, 64)] {
+        let rows = Array2::from_shape_simple_fn((b * n, 32), || rng.sample(StandardNormal));
+        let dy = Array2::from_shape_simple_fn(rows.raw_dim(), || rng.sample(StandardNormal));
+        let pass = || {
+            let (y, _) = layer.forward_train(rows.view(), n).unwrap();
+            (y, train_pass(&layer, &rows, n, &dy))
+        };
+        let one = on_threads(1, pass);
+        for threads in [2, 3] {
+            assert_eq!(one, on_threads(threads, pass));
+        }
+    }
+}

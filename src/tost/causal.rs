@@ -152,36 +152,56 @@ impl<T: Float> CausalTssa<T> {
     fn apply(&self, x: ArrayView2<T>) -> Array2<T> {
         let t = &self.inner;
         let mut w = t.qkv.apply(x);
-        let dim = t.dim();
-        let (h, p) = (t.heads(), dim / t.heads());
-        let floor = T::from_f64(NORM_FLOOR);
-        let eps = T::from_f64(PI_FLOOR);
-        let mut s2 = Array1::<T>::zeros(dim);
-        let mut pw = Array1::<T>::zeros(dim);
-        let mut mass = Array1::<T>::zeros(h);
+        let (dim, h) = (t.dim(), t.heads());
+        // the running sums S, P (dim each) and m (heads); Π of the current token
+        let mut sums = vec![T::zero(); 2 * dim + h];
         let mut pi = vec![T::zero(); h];
         for (i, mut r) in w.rows_mut().into_iter().enumerate() {
-            for (s, &v) in s2.iter_mut().zip(r.iter()) {
-                *s += v * v;
-            }
-            for (k, pk) in pi.iter_mut().enumerate() {
-                let mut e = T::zero();
-                for c in k * p..(k + 1) * p {
-                    e += r[c] * r[c] / s2[c].max(floor) + self.denom_bias[(k, i)];
-                }
-                *pk = t.temp[k] * e;
-            }
-            crate::kernels::softmax_in_place(&mut pi);
-            for k in 0..h {
-                mass[k] += pi[k];
-                for c in k * p..(k + 1) * p {
-                    pw[c] += pi[k] * r[c] * r[c];
-                    let m = pw[c] / (mass[k] + eps);
-                    r[c] = -pi[k] * r[c] / (T::one() + m);
-                }
-            }
+            let wy = r
+                .as_slice_mut()
+                .expect("a fresh product is in standard layout");
+            let (s2, rest) = sums.split_at_mut(dim);
+            let (moment, mass) = rest.split_at_mut(dim);
+            self.advance(i, wy, s2, moment, &mut pi, mass);
         }
         t.to_out.apply(w.view())
+    }
+
+    /// One token (position i) of the recurrence: the running sums `S` and `P` (dim each) and
+    /// m (heads) advance by the token's projected row `wy`, its memberships Π_i go to `pi`,
+    /// and `wy` is overwritten by its head output `−Π_ik W_ic / (1 + P_ic/(m_ik + 10⁻⁸))`.
+    pub(super) fn advance(
+        &self,
+        i: usize,
+        wy: &mut [T],
+        s2: &mut [T],
+        moment: &mut [T],
+        pi: &mut [T],
+        mass: &mut [T],
+    ) {
+        let t = &self.inner;
+        let p = t.dim() / t.heads();
+        let (floor, eps) = (T::from_f64(NORM_FLOOR), T::from_f64(PI_FLOOR));
+        for (s, &v) in s2.iter_mut().zip(wy.iter()) {
+            *s += v * v;
+        }
+        for (k, pk) in pi.iter_mut().enumerate() {
+            let bias = self.denom_bias[(k, i)];
+            let mut e = T::zero();
+            for c in k * p..(k + 1) * p {
+                e += wy[c] * wy[c] / s2[c].max(floor) + bias;
+            }
+            *pk = t.temp[k] * e;
+        }
+        crate::kernels::softmax_in_place(pi);
+        for (k, &pk) in pi.iter().enumerate() {
+            mass[k] += pk;
+            for c in k * p..(k + 1) * p {
+                moment[c] += pk * wy[c] * wy[c];
+                let q = T::one() + moment[c] / (mass[k] + eps);
+                wy[c] = -pk * wy[c] / q;
+            }
+        }
     }
 }
 

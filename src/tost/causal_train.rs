@@ -6,25 +6,23 @@
 //! `Y_ic = −Π_ik W_ic / (1 + P_ic/(m_ik + 10⁻⁸))`, output `Y W_outᵀ + b_out`. The backward
 //! runs the chain in reverse; each prefix sum becomes a suffix sum of its gradient.
 
-use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMutD, s};
+use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMut2, ArrayViewMutD, s};
 
 use super::causal::CausalTssa;
 use super::{NORM_FLOOR, PI_FLOOR};
 use crate::nn::{Layer, LinearCache, Trainable, check_gradients, check_upstream};
 use crate::{Error, Float, Result};
 
-/// What [`CausalTssa`]'s backward needs, for m = b·n tokens: the input, the projected tokens,
-/// the head outputs and `S`, `P` (m × dim each), Π and m (m × heads): `m·(5·dim + 2·heads)`
-/// values.
+/// What [`CausalTssa`]'s backward needs, for m = b·n tokens: the input, the projected tokens
+/// and the head outputs (m × dim each) and, per token, the running sums `S`, `P` (dim each),
+/// Π and m (heads each): `m·(5·dim + 2·heads)` values.
 #[derive(Debug, Clone)]
 pub struct CausalTssaCache<T: Float> {
     x: LinearCache<T>,
     w: Array2<T>,
     y: LinearCache<T>,
-    prefix_sq: Array2<T>,
-    prefix_moment: Array2<T>,
-    pi: Array2<T>,
-    prefix_mass: Array2<T>,
+    /// m × (2·dim + 2·heads): `[S | P | Π | m]` per token
+    state: Array2<T>,
     n: usize,
 }
 
@@ -43,64 +41,34 @@ impl<T: Float> Trainable<T> for CausalTssa<T> {
         }
         let t = &self.inner;
         let (m, dim, h) = (x.nrows(), t.dim(), t.heads());
-        let p = dim / h;
         let x = LinearCache::copy_of(x);
         let w = t.qkv.apply(x.view());
-        let (floor, eps) = (T::from_f64(NORM_FLOOR), T::from_f64(PI_FLOOR));
-        let mut y = Array2::<T>::zeros((m, dim));
-        let (mut prefix_sq, mut prefix_moment) = (Array2::zeros((m, dim)), Array2::zeros((m, dim)));
-        let (mut pi, mut prefix_mass) = (Array2::zeros((m, h)), Array2::<T>::zeros((m, h)));
-        for r in 0..m {
-            let i = r % n;
-            let first = i == 0;
-            for c in 0..dim {
-                let before = if first {
-                    T::zero()
-                } else {
-                    prefix_sq[(r - 1, c)]
-                };
-                prefix_sq[(r, c)] = before + w[(r, c)] * w[(r, c)];
-            }
-            let mut e = vec![T::zero(); h];
-            for (k, ek) in e.iter_mut().enumerate() {
-                let mut acc = T::zero();
-                for c in k * p..(k + 1) * p {
-                    acc += w[(r, c)] * w[(r, c)] / prefix_sq[(r, c)].max(floor)
-                        + self.denom_bias[(k, i)];
+        // each sequence's recurrence on the pool; token i starts from token i − 1's sums
+        let mut y = w.clone();
+        let mut state = Array2::<T>::zeros((m, 2 * dim + 2 * h));
+        crate::rows::map_sequence_pairs(y.view_mut(), state.view_mut(), n, |_, mut ys, mut st| {
+            let ys = ys.as_slice_mut().expect("standard layout");
+            let st = st.as_slice_mut().expect("standard layout");
+            let width = 2 * dim + 2 * h;
+            for i in 0..ys.len() / dim {
+                let (before, after) = st.split_at_mut(i * width);
+                let cur = &mut after[..width];
+                if i > 0 {
+                    cur.copy_from_slice(&before[(i - 1) * width..]);
                 }
-                *ek = t.temp[k] * acc;
+                let (s2, rest) = cur.split_at_mut(dim);
+                let (moment, rest) = rest.split_at_mut(dim);
+                let (pi, mass) = rest.split_at_mut(h);
+                self.advance(i, &mut ys[i * dim..(i + 1) * dim], s2, moment, pi, mass);
             }
-            crate::kernels::softmax_in_place(&mut e);
-            for k in 0..h {
-                pi[(r, k)] = e[k];
-                let before = if first {
-                    T::zero()
-                } else {
-                    prefix_mass[(r - 1, k)]
-                };
-                prefix_mass[(r, k)] = before + e[k];
-                for c in k * p..(k + 1) * p {
-                    let before = if first {
-                        T::zero()
-                    } else {
-                        prefix_moment[(r - 1, c)]
-                    };
-                    prefix_moment[(r, c)] = before + e[k] * w[(r, c)] * w[(r, c)];
-                    let q = T::one() + prefix_moment[(r, c)] / (prefix_mass[(r, k)] + eps);
-                    y[(r, c)] = -e[k] * w[(r, c)] / q;
-                }
-            }
-        }
+        });
         let out = t.to_out.apply(y.view());
         crate::validate::finite_output("causal TSSA output", &out)?;
         let cache = CausalTssaCache {
             x,
             w,
             y: LinearCache::adopt(y),
-            prefix_sq,
-            prefix_moment,
-            pi,
-            prefix_mass,
+            state,
             n,
         };
         Ok((out, cache))
@@ -130,9 +98,21 @@ impl<T: Float> Trainable<T> for CausalTssa<T> {
             .view_mut()
             .into_shape_with_order((h, block))
             .expect("heads × block × 1");
+        // each sequence's ∂L/∂W rows and its shares of ∂L/∂τ and ∂L/∂β, on the pool; the
+        // shares are added in sequence order (the same sums on any thread count)
         let mut dw = Array2::<T>::zeros(cache.w.dim());
-        for sq in 0..cache.x.nrows() / cache.n {
-            self.sequence_backward(cache, sq, &d_head, &mut dw, &mut g_temp, &mut g_bias);
+        let shares = crate::rows::map_sequences(dw.view_mut(), cache.n, |sq, dws| {
+            self.sequence_backward(cache, sq, d_head.view(), dws)
+        });
+        for (d_temp, d_bias) in &shares {
+            for (g, &d) in g_temp.iter_mut().zip(d_temp) {
+                *g += d;
+            }
+            for (k, row) in d_bias.chunks_exact(cache.n).enumerate() {
+                for (i, &d) in row.iter().enumerate() {
+                    g_bias[(k, i)] += d;
+                }
+            }
         }
         t.qkv.backward(&cache.x, dw.view(), g_qkv)
     }
@@ -160,83 +140,92 @@ impl<T: Float> Trainable<T> for CausalTssa<T> {
 }
 
 impl<T: Float> CausalTssa<T> {
-    /// Sequence `sq`'s share of the backward (see the module docs): adds `∂L/∂W` into `dw`,
-    /// `∂L/∂τ` into `g_temp` and `∂L/∂β` into `g_bias`.
+    /// Sequence `sq`'s share of the backward (see the module docs): writes `∂L/∂W` of its
+    /// rows into `dws` and returns its shares of `∂L/∂τ` (heads) and `∂L/∂β` (heads × n, by
+    /// rows), from the last token back.
     fn sequence_backward(
         &self,
         cache: &CausalTssaCache<T>,
         sq: usize,
-        d_y: &Array2<T>,
-        dw: &mut Array2<T>,
-        g_temp: &mut ndarray::ArrayViewMut1<'_, T>,
-        g_bias: &mut ndarray::ArrayViewMut2<'_, T>,
-    ) {
+        d_y: ArrayView2<T>,
+        mut dws: ArrayViewMut2<T>,
+    ) -> (Vec<T>, Vec<T>) {
         let t = &self.inner;
         let (n, dim, h) = (cache.n, t.dim(), t.heads());
-        let p = dim / h;
+        let (p, width) = (dim / h, 2 * dim + 2 * h);
         let rows = sq * n..(sq + 1) * n;
         let w = cache.w.slice(s![rows.clone(), ..]);
-        let pi = cache.pi.slice(s![rows.clone(), ..]);
-        let ssq = cache.prefix_sq.slice(s![rows.clone(), ..]);
-        let pm = cache.prefix_moment.slice(s![rows.clone(), ..]);
-        let mass = cache.prefix_mass.slice(s![rows.clone(), ..]);
-        let dys = d_y.slice(s![rows.clone(), ..]);
+        let state = cache.state.slice(s![rows.clone(), ..]);
+        let dys = d_y.slice(s![rows, ..]);
+        let contiguous = "standard layout";
+        let (w, state, dys) = (
+            w.as_slice().expect(contiguous),
+            state.as_slice().expect(contiguous),
+            dys.as_slice().expect(contiguous),
+        );
+        let dws = dws.as_slice_mut().expect(contiguous);
         let (floor, eps, two) = (
             T::from_f64(NORM_FLOOR),
             T::from_f64(PI_FLOOR),
             T::from_f64(2.0),
         );
-        let mut dws = Array2::<T>::zeros((n, dim));
-        let mut dpi = Array2::<T>::zeros((n, h));
+        let (mut d_temp, mut d_bias) = (vec![T::zero(); h], vec![T::zero(); h * n]);
+        let mut dpi = vec![T::zero(); h];
         // suffix sums of dP and dm, and of dS, built from the last token back
         let mut suffix_dp = vec![T::zero(); dim];
         let mut suffix_dm = vec![T::zero(); h];
         let mut suffix_ds = vec![T::zero(); dim];
         for i in (0..n).rev() {
+            let st = &state[i * width..(i + 1) * width];
+            let (ssq, pm) = (&st[..dim], &st[dim..2 * dim]);
+            let (pi, mass) = (&st[2 * dim..2 * dim + h], &st[2 * dim + h..]);
+            let (wr, dyr) = (&w[i * dim..(i + 1) * dim], &dys[i * dim..(i + 1) * dim]);
+            let out = &mut dws[i * dim..(i + 1) * dim];
             // Y_ic = −Π_ik W_ic / q_ic, q_ic = 1 + P_ic/(m_ik + ε)
-            for c in 0..dim {
-                let k = c / p;
-                let denom = mass[(i, k)] + eps;
-                let q = T::one() + pm[(i, c)] / denom;
-                let d = dys[(i, c)];
-                dws[(i, c)] -= pi[(i, k)] / q * d;
-                dpi[(i, k)] -= w[(i, c)] / q * d;
-                let dq = pi[(i, k)] * w[(i, c)] / (q * q) * d;
-                suffix_dp[c] += dq / denom;
-                suffix_dm[k] -= dq * pm[(i, c)] / (denom * denom);
+            for k in 0..h {
+                let denom = mass[k] + eps;
+                dpi[k] = T::zero();
+                for c in k * p..(k + 1) * p {
+                    let q = T::one() + pm[c] / denom;
+                    let d = dyr[c];
+                    out[c] -= pi[k] / q * d;
+                    dpi[k] -= wr[c] / q * d;
+                    let dq = pi[k] * wr[c] / (q * q) * d;
+                    suffix_dp[c] += dq / denom;
+                    suffix_dm[k] -= dq * pm[c] / (denom * denom);
+                }
             }
             // P_ic and m_ik are prefix sums over j ≤ i: token i receives the suffix sums
-            for c in 0..dim {
-                let k = c / p;
-                dpi[(i, k)] += suffix_dp[c] * w[(i, c)] * w[(i, c)];
-                dws[(i, c)] += two * pi[(i, k)] * w[(i, c)] * suffix_dp[c];
-            }
             for k in 0..h {
-                dpi[(i, k)] += suffix_dm[k];
+                for c in k * p..(k + 1) * p {
+                    dpi[k] += suffix_dp[c] * wr[c] * wr[c];
+                    out[c] += two * pi[k] * wr[c] * suffix_dp[c];
+                }
+                dpi[k] += suffix_dm[k];
             }
             // Π_i = softmax(E_i), E_ik = τ_k Σ_{c∈k} (W_ic²/S_ic + β_ki)
-            let dot = (0..h).map(|k| pi[(i, k)] * dpi[(i, k)]).sum::<T>();
+            let dot = (0..h).map(|k| pi[k] * dpi[k]).sum::<T>();
             for k in 0..h {
-                let de = pi[(i, k)] * (dpi[(i, k)] - dot);
+                let de = pi[k] * (dpi[k] - dot);
+                let bias = self.denom_bias[(k, i)];
+                let dterm = de * t.temp[k];
                 let mut inner = T::zero();
                 for c in k * p..(k + 1) * p {
-                    let sc = ssq[(i, c)].max(floor);
-                    inner += w[(i, c)] * w[(i, c)] / sc + self.denom_bias[(k, i)];
-                    let dterm = de * t.temp[k];
-                    dws[(i, c)] += dterm * two * w[(i, c)] / sc;
-                    if ssq[(i, c)] > floor {
-                        suffix_ds[c] -= dterm * w[(i, c)] * w[(i, c)] / (sc * sc);
+                    let sc = ssq[c].max(floor);
+                    inner += wr[c] * wr[c] / sc + bias;
+                    out[c] += dterm * two * wr[c] / sc;
+                    if ssq[c] > floor {
+                        suffix_ds[c] -= dterm * wr[c] * wr[c] / (sc * sc);
                     }
                 }
-                g_temp[k] += de * inner;
-                g_bias[(k, i)] += de * t.temp[k] * T::from_usize(p);
+                d_temp[k] += de * inner;
+                d_bias[k * n + i] = dterm * T::from_usize(p);
             }
             // S_ic = Σ_{j≤i} W_jc²: token i receives the suffix sum of dS
             for c in 0..dim {
-                dws[(i, c)] += two * w[(i, c)] * suffix_ds[c];
+                out[c] += two * wr[c] * suffix_ds[c];
             }
         }
-        let mut target = dw.slice_mut(s![rows, ..]);
-        target += &dws;
+        (d_temp, d_bias)
     }
 }
