@@ -3,7 +3,8 @@
 //! whole CRATE-T classifier on 8 images of 224 × 224; and the rate of the block's own matrix
 //! product (tokens × dim by dim × dim, the backend faer on the rayon pool), the hardware's
 //! ceiling for the block (`benches/compare_torch.py --what roofline`); and a ToST block of
-//! CRATE-T's sizes, forward+backward at batch 32 (`tost_block_*`, no PyTorch counterpart).
+//! CRATE-T's sizes, forward+backward at batch 32, and the causal TSSA of the same width on 32
+//! sequences of 256 tokens (`tost_block_*`, no PyTorch counterpart).
 //!
 //! `cargo bench --features parallel --bench crate_layer` (2 threads on a 2-core machine; set
 //! `RAYON_NUM_THREADS` to choose).
@@ -12,7 +13,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use mcr2::Float;
 use mcr2::crate_layer::{CrateBlock, CrateBlockConfig, CrateClassifier, CrateConfig};
 use mcr2::nn::Trainable;
-use mcr2::tost::{ToStBlock, ToStBlockConfig};
+use mcr2::tost::{CausalTssa, CausalTssaConfig, ToStBlock, ToStBlockConfig};
 use ndarray::{Array2, Array3, Array4, ArrayD, ArrayView2};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
@@ -51,21 +52,22 @@ fn bench_dtype<T: Float>(c: &mut Criterion, dtype: &str) {
             let ones = Array2::<T>::ones(tokens.dim());
             group.bench_function(
                 BenchmarkId::new("forward+backward (x, params)", &id),
-                |bench| bench.iter(|| black_box(train_pass(&block, tokens, &ones))),
+                |bench| bench.iter(|| black_box(train_pass(&block, tokens, 197, &ones))),
             );
         }
     }
     group.finish();
 }
 
-/// The training forward and the backward of a layer on `tokens` (sequences of 197), from an
+/// The training forward and the backward of a layer on `tokens` (sequences of `n`), from an
 /// upstream gradient `ones`, into fresh gradient buffers.
 fn train_pass<T: Float, L: Trainable<T>>(
     layer: &L,
     tokens: ArrayView2<'_, T>,
+    n: usize,
     ones: &Array2<T>,
 ) -> (Array2<T>, Vec<ArrayD<T>>) {
-    let (_, cache) = layer.forward_train(black_box(tokens), 197).unwrap();
+    let (_, cache) = layer.forward_train(black_box(tokens), n).unwrap();
     let mut grads: Vec<_> = layer
         .gradient_buffers()
         .into_iter()
@@ -75,8 +77,9 @@ fn train_pass<T: Float, L: Trainable<T>>(
     (dx, grads)
 }
 
-/// A ToST block of CRATE-T's sizes (dim 384, 6 heads, MLP 1536), batch 32 of 197 tokens:
-/// forward+backward (x, params), as the CRATE blocks above.
+/// A ToST block of CRATE-T's sizes (dim 384, 6 heads, MLP 1536), batch 32 of 197 tokens, and
+/// a causal TSSA of the same width, 32 sequences of 256 tokens: forward+backward
+/// (x, params), as the CRATE blocks above.
 fn bench_tost<T: Float>(c: &mut Criterion, dtype: &str) {
     let mut group = c.benchmark_group(format!("tost_block_{dtype}"));
     group
@@ -92,7 +95,23 @@ fn bench_tost<T: Float>(c: &mut Criterion, dtype: &str) {
     let id = "ToST dim=384 h=6 mlp=1536 N=197 B=32";
     group.bench_function(
         BenchmarkId::new("forward+backward (x, params)", id),
-        |bench| bench.iter(|| black_box(train_pass(&block, tokens.view(), &ones))),
+        |bench| bench.iter(|| black_box(train_pass(&block, tokens.view(), 197, &ones))),
+    );
+    // the language model's causal attention alone, 32 sequences of 256 tokens
+    let config = CausalTssaConfig {
+        dim: 384,
+        heads: 6,
+        block_size: 256,
+    };
+    let causal = CausalTssa::<T>::new(&config, &mut rng).unwrap();
+    let tokens = Array2::<T>::from_shape_simple_fn((32 * 256, 384), || {
+        T::from_f64(rng.sample(StandardNormal))
+    });
+    let ones = Array2::<T>::ones(tokens.dim());
+    let id = "causal TSSA dim=384 h=6 N=256 B=32";
+    group.bench_function(
+        BenchmarkId::new("forward+backward (x, params)", id),
+        |bench| bench.iter(|| black_box(train_pass(&causal, tokens.view(), 256, &ones))),
     );
     group.finish();
 }
