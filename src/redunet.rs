@@ -312,11 +312,11 @@ impl<T: Float> ReduNet<T> {
         let zs = z.axis_chunks_iter_mut(Axis(0), block);
         let ps = pi.axis_chunks_iter_mut(Axis(0), block);
         #[cfg(feature = "parallel")]
-        {
+        if m > block && crate::rows::threads() > 1 {
             use rayon::prelude::*;
             zs.into_par_iter().zip(ps.into_par_iter()).for_each(run);
+            return pi;
         }
-        #[cfg(not(feature = "parallel"))]
         zs.zip(ps).for_each(run);
         pi
     }

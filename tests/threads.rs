@@ -61,8 +61,9 @@ fn a_crate_block_is_bit_for_bit_the_same_on_any_thread_count() {
         assert_eq!(one.1, many.1, "∂L/∂x, {threads} threads");
         assert_eq!(one.2, many.2, "parameter gradients, {threads} threads");
     }
-    // and a single sequence (heads in parallel; on 16 threads each head's query rows are
-    // cut into blocks as well)
+    // and a single sequence (50 × 50 scores per head: below the work at which attention
+    // goes to the pool, so the heads run on the calling thread; the CRATE-T-sized test
+    // below runs them in parallel)
     let x1 = x.slice(ndarray::s![..1, .., ..]).to_owned();
     let y1 = on_threads(1, || block.forward_batch(&x1).unwrap());
     for threads in [3, 16] {

@@ -152,14 +152,14 @@ impl CrateConfig {
     }
 }
 
-type Classifier = Typed<cl::CrateClassifier<f32>, cl::CrateClassifier<f64>>;
+pub(crate) type Classifier = Typed<cl::CrateClassifier<f32>, cl::CrateClassifier<f64>>;
 
 /// A CRATE image classifier: patch embedding, class token and position embedding, the CRATE
 /// layers (MSSA then ISTA), class-token pooling and a linear head. Images are
 /// `batch × channels × height × width`.
 #[pyclass(module = "mcr2", frozen)]
 pub struct CrateClassifier {
-    inner: Classifier,
+    pub(crate) inner: Classifier,
 }
 
 fn read_file(path: &str) -> PyResult<Vec<u8>> {

@@ -9,6 +9,7 @@ mod crate_model;
 mod models;
 mod rate;
 mod stats;
+mod train;
 
 use pyo3::prelude::*;
 
@@ -33,6 +34,7 @@ fn _mcr2(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<crate_model::CrateConfig>()?;
     m.add_class::<crate_model::CrateClassifier>()?;
     m.add_class::<crate_model::CrateBlock>()?;
+    m.add_function(wrap_pyfunction!(train::train_classifier, m)?)?;
     m.add_class::<models::ReduNet>()?;
     m.add_class::<models::NearestSubspace>()?;
     m.add_class::<models::Micl>()?;

@@ -20,6 +20,11 @@ const ATTENTION_SCRATCH: usize = 1 << 20;
 /// products of a head at a poor rate).
 const LEAST_QUERY_ROWS: usize = 16;
 
+/// Multiply-adds of a batch's score products (b·n·n·heads·p) below which its heads run on
+/// the calling thread, one after another.
+#[cfg_attr(not(feature = "parallel"), allow(dead_code))]
+const PARALLEL_WORK: usize = 1 << 18;
+
 /// Most blocks [`query_splits`] cuts one head into.
 const MOST_SPLITS: usize = 16;
 
@@ -54,7 +59,8 @@ pub(super) fn query_splits(pairs: usize, n: usize, threads: usize) -> usize {
 /// Runs `task(sequence, head, first row, that block)` over `rows` (b·n × heads·`p`,
 /// sequences of `n` tokens) cut into blocks of at most `block_rows` rows of one sequence by
 /// the `p` columns of one head; each task owns its block. With the `parallel` feature, one
-/// rayon task per block.
+/// rayon task per block, unless the batch is small (below 2¹⁸ multiply-adds of scores) or
+/// the pool has one thread.
 pub(super) fn for_each_head_block<T: Float>(
     p: usize,
     n: usize,
@@ -67,8 +73,10 @@ pub(super) fn for_each_head_block<T: Float>(
         crate::linalg::clear_upper_simd_state();
         task(sq, k, b * block_rows, block)
     };
+    // the multiply-adds of the score products: below PARALLEL_WORK the pool's wake-ups
+    // would cost more than the heads themselves
     #[cfg(feature = "parallel")]
-    {
+    if crate::rows::threads() > 1 && rows.len().saturating_mul(n) >= PARALLEL_WORK {
         use rayon::prelude::*;
         rows.axis_chunks_iter_mut(Axis(0), n)
             .into_par_iter()
@@ -84,8 +92,8 @@ pub(super) fn for_each_head_block<T: Float>(
                             .for_each(|(b, block)| run(sq, k, b, block))
                     })
             });
+        return;
     }
-    #[cfg(not(feature = "parallel"))]
     for (sq, mut rs) in rows.axis_chunks_iter_mut(Axis(0), n).enumerate() {
         for (k, mut head) in rs.axis_chunks_iter_mut(Axis(1), p).enumerate() {
             for (b, block) in head.axis_chunks_iter_mut(Axis(0), block_rows).enumerate() {

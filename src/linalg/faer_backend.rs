@@ -75,7 +75,10 @@ pub(crate) fn gemm<T: RealField + Copy>(
     parallel: bool,
 ) {
     #[cfg(feature = "parallel")]
-    if parallel && rayon::current_num_threads() > 1 {
+    if parallel
+        && rayon::current_num_threads() > 1
+        && worth_threads(c.nrows(), a.ncols(), c.ncols())
+    {
         let (m, n) = c.dim();
         if !long_reduction_on_few_threads(m, a.ncols(), n, rayon::current_num_threads()) {
             return tiled_gemm(alpha, a, b, accumulate, c);
@@ -100,6 +103,14 @@ pub(crate) fn gemm<T: RealField + Copy>(
     );
 }
 
+/// Whether an m × n product over k is worth the pool: at least two tiles' work (2·2¹⁸
+/// multiply-adds). A smaller one runs on the calling thread: handing it to the pool and
+/// waiting for it costs a thread wake-up, more than the product.
+#[cfg(feature = "parallel")]
+fn worth_threads(m: usize, k: usize, n: usize) -> bool {
+    m.saturating_mul(k).saturating_mul(n) >= 2 * MIN_TILE_WORK
+}
+
 /// Whether an m × n product over k is a long reduction (k > max(m, n): the weight
 /// gradients `Xᵀ dY` of a layer over many tokens) on a pool of at most 4 threads, where
 /// faer's own parallel product beats the tiles of [`tiles`]: each tile streams its whole
@@ -120,10 +131,13 @@ pub(crate) fn long_reduction_on_few_threads(m: usize, k: usize, n: usize, thread
 /// 16 threads, f32 and f64, products of 197 to 6304 rows by 384 to 1152 columns: the best
 /// grids had 3–4 row tiles for 197 rows, 24–32 for 6304, 6–12 column tiles for 384 to 1152
 /// columns, 24 to 96 tiles in all.
+/// Fewest multiply-adds of one tile of [`tiles`].
+#[cfg(feature = "parallel")]
+const MIN_TILE_WORK: usize = 1 << 18;
+
 #[cfg(feature = "parallel")]
 pub(crate) fn tiles(m: usize, k: usize, n: usize) -> (usize, usize) {
     const MAX_TILES: usize = 96;
-    const MIN_TILE_WORK: usize = 1 << 18;
     let most = (m.saturating_mul(k).saturating_mul(n) / MIN_TILE_WORK).clamp(1, MAX_TILES);
     let rows = (m / 64).clamp(1, 32).min(most);
     let cols = (n / 48).clamp(1, 12).min(most / rows).max(1);

@@ -277,7 +277,7 @@ impl<T: Float> Evaluation<'_, '_, T> {
             .enumerate()
             .collect();
         #[cfg(feature = "parallel")]
-        {
+        if blocks.len() > 1 && crate::rows::threads() > 1 {
             use rayon::prelude::*;
             blocks
                 .into_par_iter()
@@ -285,13 +285,11 @@ impl<T: Float> Evaluation<'_, '_, T> {
                     crate::linalg::clear_upper_simd_state();
                     process(blk, x, y)
                 });
+            return;
         }
-        #[cfg(not(feature = "parallel"))]
-        {
-            let (mut x, mut y) = scratch();
-            for blk in blocks {
-                process(blk, &mut x, &mut y);
-            }
+        let (mut x, mut y) = scratch();
+        for blk in blocks {
+            process(blk, &mut x, &mut y);
         }
     }
 }

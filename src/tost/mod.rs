@@ -80,20 +80,16 @@ fn per_sequence<T: Float>(
     f: impl Fn(ArrayView2<T>) -> Array2<T> + Sync,
 ) -> Array3<T> {
     let (b, n, _) = x.dim();
-    let outs: Vec<Array2<T>> = {
-        #[cfg(feature = "parallel")]
-        {
-            use rayon::prelude::*;
-            (0..b)
-                .into_par_iter()
-                .map(|s| f(x.index_axis(Axis(0), s)))
-                .collect()
-        }
-        #[cfg(not(feature = "parallel"))]
-        {
-            (0..b).map(|s| f(x.index_axis(Axis(0), s))).collect()
-        }
+    let run = |s: usize| f(x.index_axis(Axis(0), s));
+    #[cfg(feature = "parallel")]
+    let outs: Vec<Array2<T>> = if b > 1 && crate::rows::threads() > 1 {
+        use rayon::prelude::*;
+        (0..b).into_par_iter().map(run).collect()
+    } else {
+        (0..b).map(run).collect()
     };
+    #[cfg(not(feature = "parallel"))]
+    let outs: Vec<Array2<T>> = (0..b).map(run).collect();
     let d = outs[0].ncols();
     let mut y = Array3::<T>::zeros((b, n, d));
     for (s, o) in outs.into_iter().enumerate() {

@@ -1,6 +1,6 @@
 """mcr2: the lossy coding rate and the maximal coding rate reduction (MCR²) with exact
-gradients, the white-box networks derived from them (CRATE, ReduNet) and the classic
-lossy-coding algorithms (ALC, MICL), from NumPy.
+gradients, the white-box networks derived from them (CRATE, ReduNet; CRATE trains with
+``train_classifier``) and the classic lossy-coding algorithms (ALC, MICL), from NumPy.
 
 Conventions: rows are samples (Z is n × d). The precision is given as exactly one of
 ``eps=`` (the distortion ε) or ``eps_sq=`` (ε²). The reference MCR² code's ``eps`` is ε²:
@@ -39,6 +39,7 @@ from ._mcr2 import (
     mixture_of_subspaces,
     rate_reduction,
     rate_reduction_with_grad,
+    train_classifier,
 )
 
 __all__ = [
@@ -63,4 +64,5 @@ __all__ = [
     "mixture_of_subspaces",
     "rate_reduction",
     "rate_reduction_with_grad",
+    "train_classifier",
 ]

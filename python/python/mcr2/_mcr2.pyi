@@ -6,7 +6,7 @@ explicit ``n_classes=``; a soft membership ``membership=`` is an n × k row-stoc
 of the samples' dtype. Arrays are float32 or float64; results keep the input's dtype.
 """
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -209,6 +209,33 @@ class CrateClassifier:
     def top_k(self, images: Array, k: int) -> List[List[Tuple[int, float]]]: ...
     def inspect(self, images: Array) -> Dict[str, Any]: ...
     def parameter_count(self) -> int: ...
+
+def train_classifier(
+    model: CrateClassifier,
+    images: Array,
+    labels: Labels,
+    *,
+    epochs: int,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    min_lr: float = 0.0,
+    warmup_steps: int = 0,
+    weight_decay: float = 0.01,
+    clip_norm: Optional[float] = None,
+    objective: str = "cross_entropy",
+    label_smoothing: float = 0.0,
+    eps: Optional[float] = None,
+    eps_sq: Optional[float] = None,
+    reference_grouping: bool = True,
+    seed: int = 0,
+    test_images: Optional[Array] = None,
+    test_labels: Optional[Labels] = None,
+    callback: Optional[Callable[[Dict[str, Any]], Any]] = None,
+) -> Tuple[CrateClassifier, List[Dict[str, Any]]]:
+    """Trains a copy of ``model`` (AdamW, warm-up then cosine, cross-entropy or the MCR²
+    loss ``objective="mcr2"`` with ``eps``/``eps_sq``); returns the trained copy and one
+    dict per epoch (``epoch``, ``loss``, ``test_accuracy``). ``callback(record)`` runs after
+    each epoch; returning ``True`` stops."""
 
 class CrateBlock:
     """One CRATE layer: Z + MSSA(LN(Z)), then ISTA(LN(·))."""
