@@ -1,7 +1,7 @@
 //! Python bindings of `mcr2`: the coding rates and the rate reduction with their gradients,
-//! `RateStats` (picklable, for distributed sums), the CRATE classifier and block, ReduNet,
-//! ALC, MICL, the nearest-subspace classifier, the mixture-of-subspaces generator and the
-//! built-in digits. NumPy arrays of float32 or float64 in and out, any memory layout without
+//! `RateStats` (picklable, for distributed sums), the CRATE classifier, its training loop and
+//! block, ReduNet, ALC, MICL, the nearest-subspace classifier, the mixture-of-subspaces
+//! generator and the built-in digits. NumPy arrays of float32 or float64 in and out, any memory layout without
 //! a copy; the GIL is released while the crate computes.
 
 mod convert;
