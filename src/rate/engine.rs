@@ -16,7 +16,7 @@
 use ndarray::{Array2, ArrayRef2, ArrayView2};
 
 use super::factor::{self, Factor};
-use super::gram::{for_classes, gather, sqrt_weights, weighted_gram};
+use super::gram::{for_classes, gather, sqrt_weights, weighted_gram, worth_threads};
 use crate::labels::ClassRows;
 use crate::{Float, Membership, Result};
 
@@ -181,23 +181,28 @@ fn factor_on_samples<'m, T: Float>(
     let mut kmat = Array2::<T>::zeros((n, n));
     crate::linalg::gram_rows(z, T::one(), false, kmat.view_mut(), true);
     let k = membership.map_or(0, |m| m.n_classes());
-    let evals = for_classes(k, |j, inner| -> Result<ClassEval<'m, T>> {
-        let rows = membership
-            .expect("k > 0 implies a membership")
-            .class_rows(j);
-        let (Some(aj), false) = (class_scale(rows.trace, params, d), rows.rows.is_empty()) else {
-            return Ok(ClassEval::empty(rows));
-        };
-        let kj = class_block(&kmat, &rows);
-        let f = factor::identity_plus(
-            &kj,
-            T::from_f64(aj),
-            || class_samples(z, &rows),
-            "I + a_j·K_j",
-            inner,
-        )?;
-        Ok(ClassEval::factored(rows, Side::Dual(f), params, n))
-    });
+    let evals = for_classes(
+        k,
+        worth_threads(n, d),
+        |j, inner| -> Result<ClassEval<'m, T>> {
+            let rows = membership
+                .expect("k > 0 implies a membership")
+                .class_rows(j);
+            let (Some(aj), false) = (class_scale(rows.trace, params, d), rows.rows.is_empty())
+            else {
+                return Ok(ClassEval::empty(rows));
+            };
+            let kj = class_block(&kmat, &rows);
+            let f = factor::identity_plus(
+                &kj,
+                T::from_f64(aj),
+                || class_samples(z, &rows),
+                "I + a_j·K_j",
+                inner,
+            )?;
+            Ok(ClassEval::factored(rows, Side::Dual(f), params, n))
+        },
+    );
     let classes = evals.into_iter().collect::<Result<Vec<_>>>()?;
     let a = T::from_f64(rate_scale(n, d, params));
     let r_side = if need_r {
@@ -248,7 +253,7 @@ fn factor_on_features<'m, T: Float>(
         crate::linalg::gram_cols(z, T::one(), false, g.view_mut(), true);
     }
     let want_gram = !soft && need_r;
-    let evals = for_classes(k, |j, inner| {
+    let evals = for_classes(k, worth_threads(n, d), |j, inner| {
         let rows = membership
             .expect("k > 0 implies a membership")
             .class_rows(j);

@@ -12,7 +12,7 @@ use ndarray::{Array2, ArrayViewMut2, Axis};
 
 use super::engine::{Evaluation, Side, cholesky, class_gradient_scale, rate_scale, spectral};
 use super::factor::Factor;
-use super::gram::{chunk_rows, for_classes, gather, head_rows, sqrt_weights};
+use super::gram::{chunk_rows, for_classes, gather, head_rows, sqrt_weights, worth_threads};
 use crate::Float;
 use crate::rows::threads;
 use crate::workspace::Scratch;
@@ -79,7 +79,7 @@ impl<T: Float> Evaluation<'_, '_, T> {
             Some(f) if c_r != 0.0 => f.inverse(true).mapv(|x| x * ca),
             _ => Array2::<T>::zeros((n, n)),
         };
-        let blocks = for_classes(self.classes.len(), |j, inner| {
+        let blocks = for_classes(self.classes.len(), worth_threads(n, d), |j, inner| {
             cholesky(&self.classes[j].side).map(|f| f.inverse(inner))
         });
         for (class, binv) in self.classes.iter().zip(blocks) {
@@ -128,7 +128,7 @@ impl<T: Float> Evaluation<'_, '_, T> {
         }
         let e_ref = e.as_ref();
 
-        let ops = for_classes(self.classes.len(), |j, inner| {
+        let ops = for_classes(self.classes.len(), worth_threads(n, d), |j, inner| {
             let class = &self.classes[j];
             match &class.side {
                 Some(Side::Primal(Factor::Cholesky(f))) => {
@@ -277,7 +277,7 @@ impl<T: Float> Evaluation<'_, '_, T> {
             .enumerate()
             .collect();
         #[cfg(feature = "parallel")]
-        if blocks.len() > 1 && crate::rows::threads() > 1 {
+        if blocks.len() > 1 && crate::rows::threads() > 1 && worth_threads(n, d) {
             use rayon::prelude::*;
             blocks
                 .into_par_iter()
