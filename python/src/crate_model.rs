@@ -285,6 +285,21 @@ impl CrateClassifier {
         })
     }
 
+    /// The class tokens after the encoder (batch × dim), each scaled to unit norm: the
+    /// features the MCR² objective of `train_classifier` trains.
+    fn features<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        each!(&self.inner, m => {
+            let a = typed4(images, "images")?;
+            let v = a.as_array();
+            let z = py.detach(|| crate::train::unit_class_tokens(m, v)).py()?;
+            Ok(z.into_pyarray(py).into_any())
+        })
+    }
+
     /// The `k` most likely classes of each image as `(class, logit)` pairs, best first.
     fn top_k(
         &self,

@@ -5,7 +5,8 @@
 use std::ops::ControlFlow;
 
 use mcr2::crate_layer::CrateClassifier as Model;
-use mcr2::ndarray::{ArrayView4, Axis, s};
+use mcr2::ndarray::{Array2, ArrayView4, Axis, s};
+use mcr2::subspace::{NearestSubspace, SubspaceConfig};
 use mcr2::train::{self, AdamW, AdamWConfig, Objective, TrainConfig, TrainEvent, WarmupCosine};
 use mcr2::{Float, Labels};
 use numpy::Element;
@@ -32,6 +33,8 @@ struct Settings {
     config: TrainConfig,
     adamw: AdamWConfig,
     reference_grouping: bool,
+    /// Rank of the class subspaces of the MCR² objective's test accuracy.
+    subspace_rank: usize,
 }
 
 /// Trains a copy of `model` on `images` (N × channels × height × width, the model's dtype)
@@ -44,7 +47,10 @@ struct Settings {
 /// `warmup_steps` to `lr`, then a cosine to `min_lr` at the last step; the gradients' global
 /// norm clipped to `clip_norm` when given. `objective="cross_entropy"` (with
 /// `label_smoothing`) trains the whole model on the logits; `objective="mcr2"` trains the
-/// encoder with −ΔR of the class tokens scaled to unit norm (exactly one of `eps`, `eps_sq`).
+/// encoder with −ΔR of the class tokens scaled to unit norm (exactly one of `eps`, `eps_sq`);
+/// its head is not trained, so its test accuracy is that of the nearest class subspace (rank
+/// `subspace_rank`, not centered) fitted each epoch to the training images' features
+/// ([`unit_class_tokens`]).
 /// Epoch e shuffles with a generator seeded by (`seed`, e): a run is reproducible.
 /// `callback(record)` is called after every epoch with its dict; returning `True` stops.
 /// The GIL is released while the crate trains.
@@ -53,7 +59,7 @@ struct Settings {
     model, images, labels, *, epochs, batch_size = 32, lr = 1e-3, min_lr = 0.0,
     warmup_steps = 0, weight_decay = 0.01, clip_norm = None, objective = "cross_entropy",
     label_smoothing = 0.0, eps = None, eps_sq = None, reference_grouping = true, seed = 0,
-    test_images = None, test_labels = None, callback = None
+    test_images = None, test_labels = None, callback = None, subspace_rank = 12
 ))]
 #[allow(clippy::too_many_arguments)]
 pub fn train_classifier<'py>(
@@ -77,6 +83,7 @@ pub fn train_classifier<'py>(
     test_images: Option<&Bound<'py, PyAny>>,
     test_labels: Option<&Bound<'py, PyAny>>,
     callback: Option<Py<PyAny>>,
+    subspace_rank: usize,
 ) -> PyResult<(CrateClassifier, Vec<Bound<'py, PyDict>>)> {
     let objective = match objective {
         "cross_entropy" => {
@@ -116,6 +123,7 @@ pub fn train_classifier<'py>(
             ..AdamWConfig::new(lr)
         },
         reference_grouping,
+        subspace_rank,
     };
     let test = match (test_images, test_labels) {
         (Some(i), Some(l)) => Some((i, l)),
@@ -196,9 +204,21 @@ fn run<T: Float + Element>(
             &y,
             &settings.config,
             train::TrainProgress::default(),
-            |m| match &test {
-                Some((images, labels)) => accuracy(m, images.view(), labels).map(Some),
-                None => Ok(None),
+            |m| match (&test, settings.config.objective) {
+                (Some((images, labels)), Objective::CrossEntropy { .. }) => {
+                    accuracy(m, images.view(), labels).map(Some)
+                }
+                (Some((images, labels)), Objective::Mcr2 { .. }) => {
+                    let subspaces = NearestSubspace::fit(
+                        &unit_class_tokens(m, x.view())?,
+                        &y,
+                        &SubspaceConfig::new(settings.subspace_rank),
+                    )?;
+                    subspaces
+                        .accuracy(&unit_class_tokens(m, images.view())?, labels)
+                        .map(Some)
+                }
+                (None, _) => Ok(None),
             },
             |event: &TrainEvent| {
                 let &TrainEvent::Epoch {
@@ -267,4 +287,26 @@ fn accuracy<T: Float>(
         }));
     }
     mcr2::metrics::accuracy(&predicted, labels)
+}
+
+/// The class tokens after the encoder (N × dim), each scaled to unit norm as the MCR² loss
+/// sees them, computed 256 images at a time.
+pub(crate) fn unit_class_tokens<T: Float>(
+    model: &Model<T>,
+    images: ArrayView4<'_, T>,
+) -> mcr2::Result<Array2<T>> {
+    let n = images.dim().0;
+    let mut z = Array2::<T>::zeros((n, model.config().dim()));
+    for start in (0..n).step_by(EVAL_BATCH) {
+        let end = (start + EVAL_BATCH).min(n);
+        let (_, cache) = model.forward_train(&images.slice(s![start..end, .., .., ..]))?;
+        z.slice_mut(s![start..end, ..])
+            .assign(&cache.class_tokens());
+    }
+    let floor = T::from_f64(train::NORMALIZE_EPS);
+    for mut row in z.rows_mut() {
+        let norm = row.dot(&row).sqrt().max(floor);
+        row.mapv_inplace(|v| v / norm);
+    }
+    Ok(z)
 }

@@ -60,14 +60,21 @@ def test_a_run_is_reproducible_and_can_be_stopped():
 
 
 def test_mcr2_training_raises_the_rate_reduction():
-    xtr, ytr, _, _ = digit_split(np.float64)
+    xtr, ytr, xte, yte = digit_split(np.float64)
     xtr, ytr = xtr[:400], ytr[:400]
-    _, history = mcr2.train_classifier(
+    trained, history = mcr2.train_classifier(
         small_model(dtype="float64"), xtr, ytr, epochs=3, batch_size=200, lr=1e-3,
-        objective="mcr2", eps_sq=0.1, seed=2,
+        objective="mcr2", eps_sq=0.1, seed=2, test_images=xte, test_labels=yte, subspace_rank=6,
     )
     # the loss is −ΔR of the batch's unit class tokens
     assert history[-1]["loss"] < history[0]["loss"] < 0
+    # unit class tokens
+    z = trained.features(xtr[200:])
+    assert z.shape == (200, 32) and np.allclose(np.linalg.norm(z, axis=1), 1.0)
+    # the test accuracy is the nearest class subspace's of the learned features
+    subspaces = mcr2.NearestSubspace.fit(trained.features(xtr), ytr, 10, 6)
+    assert history[-1]["test_accuracy"] == pytest.approx(subspaces.accuracy(trained.features(xte), yte), abs=1e-12)
+    assert history[-1]["test_accuracy"] > 0.5
 
 
 def test_bad_arguments_are_errors():

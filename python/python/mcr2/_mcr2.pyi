@@ -206,6 +206,7 @@ class CrateClassifier:
     def to_bytes(self) -> bytes: ...
     def save(self, path: str) -> None: ...
     def forward(self, images: Array) -> Array: ...
+    def features(self, images: Array) -> Array: ...
     def top_k(self, images: Array, k: int) -> List[List[Tuple[int, float]]]: ...
     def inspect(self, images: Array) -> Dict[str, Any]: ...
     def parameter_count(self) -> int: ...
@@ -231,11 +232,14 @@ def train_classifier(
     test_images: Optional[Array] = None,
     test_labels: Optional[Labels] = None,
     callback: Optional[Callable[[Dict[str, Any]], Any]] = None,
+    subspace_rank: int = 12,
 ) -> Tuple[CrateClassifier, List[Dict[str, Any]]]:
     """Trains a copy of ``model`` (AdamW, warm-up then cosine, cross-entropy or the MCR²
     loss ``objective="mcr2"`` with ``eps``/``eps_sq``); returns the trained copy and one
-    dict per epoch (``epoch``, ``loss``, ``test_accuracy``). ``callback(record)`` runs after
-    each epoch; returning ``True`` stops."""
+    dict per epoch (``epoch``, ``loss``, ``test_accuracy``: argmax of the logits, or with
+    ``"mcr2"`` the nearest class subspace of rank ``subspace_rank`` of the unit class
+    tokens, fitted to the training images). ``callback(record)`` runs after each epoch;
+    returning ``True`` stops."""
 
 class CrateBlock:
     """One CRATE layer: Z + MSSA(LN(Z)), then ISTA(LN(·))."""
