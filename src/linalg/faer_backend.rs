@@ -125,16 +125,16 @@ pub(crate) fn long_reduction_on_few_threads(m: usize, k: usize, n: usize, thread
     threads <= 4 && k > m.max(n)
 }
 
+/// Fewest multiply-adds of one tile of [`tiles`].
+#[cfg(feature = "parallel")]
+const MIN_TILE_WORK: usize = 1 << 18;
+
 /// The tiles of an m × n product over k: about one per 64 rows (at most 32) times one per
 /// 48 columns (at most 12), at most 96 tiles, and none smaller than 2¹⁸ multiply-adds; as
 /// (row tiles, column tiles). From a sweep of tile grids on a 16-core Intel Xeon at 8 and
 /// 16 threads, f32 and f64, products of 197 to 6304 rows by 384 to 1152 columns: the best
 /// grids had 3–4 row tiles for 197 rows, 24–32 for 6304, 6–12 column tiles for 384 to 1152
 /// columns, 24 to 96 tiles in all.
-/// Fewest multiply-adds of one tile of [`tiles`].
-#[cfg(feature = "parallel")]
-const MIN_TILE_WORK: usize = 1 << 18;
-
 #[cfg(feature = "parallel")]
 pub(crate) fn tiles(m: usize, k: usize, n: usize) -> (usize, usize) {
     const MAX_TILES: usize = 96;
