@@ -3,6 +3,7 @@
 
 use mcr2::Float;
 use mcr2::crate_layer::{self as cl, CrateBlockConfig, Pooling};
+use mcr2::ndarray::{Array2, ArrayView4};
 use mcr2::nn::Checkpoint;
 use mcr2::rand::SeedableRng;
 use mcr2::rand::rngs::StdRng;
@@ -195,6 +196,20 @@ fn inspection<'py, T: Float + Element>(
     Ok(out)
 }
 
+/// `f(model, images)` on images read as the model's float type, with the GIL released; the
+/// result as a NumPy array.
+fn on_images<'py, T: Float + Element>(
+    py: Python<'py>,
+    model: &cl::CrateClassifier<T>,
+    images: &Bound<'py, PyAny>,
+    f: impl Fn(&cl::CrateClassifier<T>, ArrayView4<'_, T>) -> mcr2::Result<Array2<T>> + Send + Sync,
+) -> PyResult<Bound<'py, PyAny>> {
+    let a = typed4::<T>(images, "images")?;
+    let v = a.as_array();
+    let out = py.detach(|| f(model, v)).py()?;
+    Ok(out.into_pyarray(py).into_any())
+}
+
 #[pymethods]
 impl CrateClassifier {
     /// A model of `config` with the reference initialization, seeded.
@@ -277,12 +292,7 @@ impl CrateClassifier {
         py: Python<'py>,
         images: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        each!(&self.inner, m => {
-            let a = typed4(images, "images")?;
-            let v = a.as_array();
-            let logits = py.detach(|| m.forward(&v)).py()?;
-            Ok(logits.into_pyarray(py).into_any())
-        })
+        each!(&self.inner, m => on_images(py, m, images, |m, v| m.forward(&v)))
     }
 
     /// The class tokens after the encoder (batch × dim), each scaled to unit norm: the
@@ -292,12 +302,7 @@ impl CrateClassifier {
         py: Python<'py>,
         images: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        each!(&self.inner, m => {
-            let a = typed4(images, "images")?;
-            let v = a.as_array();
-            let z = py.detach(|| crate::train::unit_class_tokens(m, v)).py()?;
-            Ok(z.into_pyarray(py).into_any())
-        })
+        each!(&self.inner, m => on_images(py, m, images, crate::train::unit_class_tokens))
     }
 
     /// The `k` most likely classes of each image as `(class, logit)` pairs, best first.
