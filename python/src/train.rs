@@ -94,9 +94,16 @@ pub fn train_classifier<'py>(
             }
             Objective::CrossEntropy { label_smoothing }
         }
-        "mcr2" => Objective::Mcr2 {
-            eps: precision(eps, eps_sq)?,
-        },
+        "mcr2" => {
+            if label_smoothing != 0.0 {
+                return Err(PyValueError::new_err(
+                    "label_smoothing= goes with objective=\"cross_entropy\"",
+                ));
+            }
+            Objective::Mcr2 {
+                eps: precision(eps, eps_sq)?,
+            }
+        }
         other => {
             return Err(PyValueError::new_err(format!(
                 "objective: expected \"cross_entropy\" or \"mcr2\", got {other:?}"

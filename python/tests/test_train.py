@@ -87,6 +87,10 @@ def test_bad_arguments_are_errors():
         mcr2.train_classifier(model, xtr, ytr, epochs=1, eps=0.5)
     with pytest.raises(ValueError, match="eps"):
         mcr2.train_classifier(model, xtr, ytr, epochs=1, objective="mcr2")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        mcr2.train_classifier(model, xtr, ytr, epochs=1, objective="mcr2", eps=0.5, label_smoothing=0.1)
+    with pytest.raises(mcr2.Mcr2Error):
+        mcr2.train_classifier(model, xtr[:0], ytr[:0], epochs=1)
     with pytest.raises(ValueError, match="warmup_steps"):
         mcr2.train_classifier(model, xtr, ytr, epochs=1, batch_size=32, warmup_steps=3)
     with pytest.raises(ValueError, match="test_labels"):
