@@ -145,6 +145,21 @@ pub(crate) fn at_most(name: &'static str, value: f64, max: f64) -> Result<()> {
     }
 }
 
+/// Errors unless `patch_size` and `channels` are ≥ 1 and the image side is a positive
+/// multiple of `patch_size` (the patch grid of the image models).
+pub(crate) fn patch_grid(patch_size: usize, image_size: usize, channels: usize) -> Result<()> {
+    at_least_one("patch_size", patch_size)?;
+    at_least_one("channels", channels)?;
+    if image_size == 0 || image_size % patch_size != 0 {
+        return Err(Error::InvalidParameter {
+            name: "image_size",
+            value: image_size.to_string(),
+            reason: "must be a positive multiple of patch_size",
+        });
+    }
+    Ok(())
+}
+
 /// Errors unless `value` ≥ 1.
 pub(crate) fn at_least_one(name: &'static str, value: usize) -> Result<()> {
     if value >= 1 {

@@ -231,3 +231,37 @@ fn overflowing_input_is_an_error_not_a_panic() {
     let message = r.unwrap_err().to_string();
     assert!(message.contains("scale"), "{message}");
 }
+
+/// The three image models refuse the same bad patch grids with the same named errors.
+#[test]
+fn image_models_refuse_bad_patch_grids() {
+    use mcr2::crate_alpha::CrateAlphaConfig;
+    use mcr2::crate_layer::CrateConfig;
+    use mcr2::crate_mae::CrateMaeConfig;
+    // (image_size, patch_size, channels) and the parameter the error names
+    let bad = [
+        ((32, 0, 3), "patch_size"),
+        ((0, 8, 3), "image_size"),
+        ((30, 8, 3), "image_size"),
+        ((32, 8, 0), "channels"),
+    ];
+    for ((image, patch, channels), name) in bad {
+        let mut plain = CrateConfig::new(image, patch, 10, 16, 2, 2, 8);
+        plain.channels = channels;
+        let mut alpha = CrateAlphaConfig::new(image, patch, 10, 16, 2, 2, 8);
+        alpha.channels = channels;
+        let mut mae = CrateMaeConfig::new(image, patch, 16, 2, 2, 16, 1, 2);
+        mae.channels = channels;
+        for r in [plain.check(), alpha.check(), mae.check()] {
+            match r {
+                Err(Error::InvalidParameter { name: got, .. }) => assert_eq!(got, name),
+                other => panic!("({image}, {patch}, {channels}): {other:?}"),
+            }
+        }
+    }
+    // and accept a good one
+    let plain = CrateConfig::new(32, 8, 10, 16, 2, 2, 8);
+    let alpha = CrateAlphaConfig::new(32, 8, 10, 16, 2, 2, 8);
+    let mae = CrateMaeConfig::new(32, 8, 16, 2, 2, 16, 1, 2);
+    assert!(plain.check().is_ok() && alpha.check().is_ok() && mae.check().is_ok());
+}

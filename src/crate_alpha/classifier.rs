@@ -131,30 +131,9 @@ impl CrateAlphaConfig {
     /// Errors unless every size is ≥ 1, the image is a whole number of patches and the
     /// layers' configuration is valid.
     pub fn check(&self) -> Result<()> {
-        let bad = |name: &'static str, v: usize, reason: &'static str| {
-            Err(Error::InvalidParameter {
-                name,
-                value: v.to_string(),
-                reason,
-            })
-        };
-        if self.patch_size == 0 {
-            return bad("patch_size", 0, "must be ≥ 1");
-        }
-        if self.image_size == 0 || self.image_size % self.patch_size != 0 {
-            return bad(
-                "image_size",
-                self.image_size,
-                "must be a positive multiple of patch_size",
-            );
-        }
-        for (name, v) in [
-            ("channels", self.channels),
-            ("num_classes", self.num_classes),
-            ("depth", self.depth),
-        ] {
-            crate::validate::at_least_one(name, v)?;
-        }
+        crate::validate::patch_grid(self.patch_size, self.image_size, self.channels)?;
+        crate::validate::at_least_one("num_classes", self.num_classes)?;
+        crate::validate::at_least_one("depth", self.depth)?;
         self.block.check()?;
         let d = self.dim();
         crate::validate::elements(&[self.num_patches().saturating_add(1), d])?;

@@ -9,7 +9,7 @@ use super::encoder::{CrateEncoder, CrateEncoderConfig, LayerDiagnostics, measure
 use crate::nn::{
     Checkpoint, LayerNorm, LayerNormConfig, Linear, LinearConfig, ScopedWriter, TensorReader,
 };
-use crate::{Error, Float, Result};
+use crate::{Float, Result};
 
 /// How the encoder's tokens become one vector per image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -129,31 +129,10 @@ impl CrateConfig {
 
     /// Errors unless every size is ≥ 1, the patch divides the image side, the encoder
     /// configuration is valid, and the embedding matrices fit the memory budget
-    /// ([`Error::TooLarge`] otherwise).
+    /// ([`Error::TooLarge`](crate::Error::TooLarge) otherwise).
     pub fn check(&self) -> Result<()> {
-        let bad = |name: &'static str, value: usize, reason: &'static str| {
-            Err(Error::InvalidParameter {
-                name,
-                value: value.to_string(),
-                reason,
-            })
-        };
-        if self.patch_size == 0 {
-            return bad("patch_size", 0, "must be ≥ 1");
-        }
-        if self.image_size == 0 || self.image_size % self.patch_size != 0 {
-            return bad(
-                "image_size",
-                self.image_size,
-                "must be a positive multiple of patch_size",
-            );
-        }
-        if self.channels == 0 {
-            return bad("channels", 0, "must be ≥ 1");
-        }
-        if self.num_classes == 0 {
-            return bad("num_classes", 0, "must be ≥ 1");
-        }
+        crate::validate::patch_grid(self.patch_size, self.image_size, self.channels)?;
+        crate::validate::at_least_one("num_classes", self.num_classes)?;
         self.encoder.check()?;
         let d = self.dim();
         let tokens = self.num_patches().saturating_add(1);
@@ -375,8 +354,9 @@ impl<T: Float> CrateClassifier<T> {
 
     /// A forward pass that keeps every layer's tokens, attention maps and diagnostics (the
     /// compression and sparsity measures of [`CrateEncoder::forward_with_diagnostics`]).
-    /// Keeps depth × batch × heads × tokens² attention entries: [`Error::TooLarge`] when
-    /// they (or the kept tokens) exceed the memory budget.
+    /// Keeps depth × batch × heads × tokens² attention entries:
+    /// [`Error::TooLarge`](crate::Error::TooLarge) when they (or the kept tokens) exceed the
+    /// memory budget.
     pub fn inspect(&self, images: &ArrayRef4<T>) -> Result<Inspection<T>> {
         let (tokens, n) = self.embed(images)?;
         let b = tokens.nrows() / n;
@@ -422,8 +402,9 @@ impl<T: Float> Checkpoint<T> for CrateClassifier<T> {
     /// `mlp_head.*`). Every name of [`tensor_names`](CrateClassifier::tensor_names) must be
     /// present with its exact shape, and no other may be (under the reader's prefix); tensors
     /// may be F32, F64, BF16 or F16 (converted to `T`). A file that is not valid safetensors
-    /// (for instance truncated) is [`Error::MalformedFile`]; a missing, extra, misshapen,
-    /// non-finite or wrongly typed tensor is [`Error::InvalidWeights`] naming it.
+    /// (for instance truncated) is [`Error::MalformedFile`](crate::Error::MalformedFile); a
+    /// missing, extra, misshapen, non-finite or wrongly typed tensor is
+    /// [`Error::InvalidWeights`](crate::Error::InvalidWeights) naming it.
     fn load(reader: &TensorReader<'_>, config: &CrateConfig) -> Result<Self> {
         config.check()?;
         reader.expect_exactly(&Self::tensor_names(config))?;

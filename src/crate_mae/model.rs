@@ -145,17 +145,9 @@ impl CrateMaeConfig {
     /// are multiples of 4 (the sine-cosine embedding) and the layers' configurations are
     /// valid.
     pub fn check(&self) -> Result<()> {
-        crate::validate::at_least_one("patch_size", self.patch_size)?;
-        crate::validate::at_least_one("channels", self.channels)?;
+        crate::validate::patch_grid(self.patch_size, self.image_size, self.channels)?;
         crate::validate::at_least_one("depth", self.depth)?;
         crate::validate::at_least_one("decoder_depth", self.decoder_depth)?;
-        if self.image_size == 0 || self.image_size % self.patch_size != 0 {
-            return Err(Error::InvalidParameter {
-                name: "image_size",
-                value: self.image_size.to_string(),
-                reason: "must be a positive multiple of patch_size",
-            });
-        }
         self.encoder.check()?;
         self.decoder.check()?;
         for (name, d) in [("dim", self.encoder.dim), ("decoder_dim", self.decoder.dim)] {
