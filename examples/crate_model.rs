@@ -12,7 +12,6 @@ mod common;
 
 use mcr2::crate_layer::{CrateClassifier, CrateConfig};
 use mcr2::nn::Checkpoint;
-use ndarray::Array4;
 use rand::{SeedableRng, rngs::StdRng};
 
 fn config_named(name: &str) -> Result<CrateConfig, String> {
@@ -72,16 +71,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let batch = if common::quick() { 1 } else { 4 };
     let side = config.image_size;
-    let images = Array4::<f32>::from_shape_fn((batch, 3, side, side), |(i, c, y, x)| {
-        let (u, v) = (x as f32 / side as f32, y as f32 / side as f32);
-        let square = (u - 0.3 - 0.1 * i as f32).abs() < 0.15 && (v - 0.5).abs() < 0.15;
-        let base = match c {
-            0 => u,
-            1 => v,
-            _ => 1.0 - u * v,
-        };
-        (if square { 1.0 } else { base } - 0.45) / 0.25
-    });
+    let images = common::synthetic_images(batch, side);
 
     let start = std::time::Instant::now();
     let top = model.top_k(&images, 5)?;
@@ -90,10 +80,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         "\nCRATE-{name}, {batch} image(s) of {side} × {side}: forward in {:.1} ms",
         elapsed.as_secs_f64() * 1e3
     );
-    for (i, t) in top.iter().enumerate() {
-        let classes: Vec<String> = t.iter().map(|(c, l)| format!("{c} ({l:.3})")).collect();
-        println!("  image {i}: top-5 classes {}", classes.join(", "));
-    }
+    common::print_top_k(&top);
 
     let inspection = model.inspect(&images)?;
     println!(

@@ -197,6 +197,29 @@ pub fn white_box_measures(
     Ok(())
 }
 
+/// `batch` synthetic RGB images of `side` × `side`, normalized like ImageNet inputs: colour
+/// gradients with a bright square that moves right from one image to the next.
+pub fn synthetic_images(batch: usize, side: usize) -> mcr2::ndarray::Array4<f32> {
+    mcr2::ndarray::Array4::from_shape_fn((batch, 3, side, side), |(i, c, y, x)| {
+        let (u, v) = (x as f32 / side as f32, y as f32 / side as f32);
+        let square = (u - 0.3 - 0.1 * i as f32).abs() < 0.15 && (v - 0.5).abs() < 0.15;
+        let base = match c {
+            0 => u,
+            1 => v,
+            _ => 1.0 - u * v,
+        };
+        (if square { 1.0 } else { base } - 0.45) / 0.25
+    })
+}
+
+/// Prints each image's top classes as `class (logit)`.
+pub fn print_top_k<T: std::fmt::Display>(top: &[Vec<(usize, T)>]) {
+    for (i, t) in top.iter().enumerate() {
+        let classes: Vec<String> = t.iter().map(|(c, l)| format!("{c} ({l:.3})")).collect();
+        println!("  image {i}: top-5 classes {}", classes.join(", "));
+    }
+}
+
 /// The digits as 1-channel 8 × 8 images scaled to [0, 1].
 pub fn digit_images(pixels: &mcr2::ndarray::Array2<f64>) -> mcr2::ndarray::Array4<f32> {
     mcr2::ndarray::Array4::from_shape_fn((pixels.nrows(), 1, 8, 8), |(i, _, y, x)| {
