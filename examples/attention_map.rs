@@ -12,10 +12,7 @@
 mod common;
 
 use mcr2::crate_layer::{CrateClassifier, CrateConfig};
-use mcr2::train::{
-    AdamW, AdamWConfig, Objective, TrainConfig, TrainEvent, TrainProgress, WarmupCosine,
-    train_classifier,
-};
+use mcr2::train::{AdamW, AdamWConfig, TrainEvent, TrainProgress, train_classifier};
 use ndarray::Array2;
 use plotters::prelude::*;
 use rand::{SeedableRng, rngs::StdRng};
@@ -67,22 +64,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         common::digit_images(&test.pixels),
     );
     let mut model = CrateClassifier::<f32>::new(&config, &mut StdRng::seed_from_u64(0))?;
-    let steps = epochs * train.labels.n_samples().div_ceil(32);
-    let train_config = TrainConfig {
-        epochs: epochs.max(1),
-        batch_size: 32,
-        seed: 0,
-        schedule: WarmupCosine {
-            lr: 2e-3,
-            min_lr: 1e-5,
-            warmup_steps: steps / 20,
-            total_steps: steps,
-        },
-        clip_norm: Some(1.0),
-        objective: Objective::CrossEntropy {
-            label_smoothing: 0.1,
-        },
-    };
+    let train_config = common::crate_digits_recipe(epochs.max(1), 0, train.labels.n_samples());
     let mut optimizer =
         AdamW::new(&model.parameters(), AdamWConfig::new(2e-3))?.with_reference_grouping();
     train_classifier(

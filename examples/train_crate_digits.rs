@@ -3,10 +3,7 @@ mod common;
 
 use mcr2::crate_layer::{CrateClassifier, CrateConfig};
 use mcr2::rand::{SeedableRng, rngs::StdRng};
-use mcr2::train::{
-    AdamW, AdamWConfig, Objective, TrainConfig, TrainEvent, TrainProgress, WarmupCosine,
-    train_classifier,
-};
+use mcr2::train::{AdamW, AdamWConfig, TrainEvent, TrainProgress, train_classifier};
 
 const ABOUT: &str = "Trains a small CRATE (8 × 8 digits in patches of 4 × 4: 4 tokens and a class token, width 64, depth 3, 4 heads of 16) with cross-entropy on the built-in digits (every fourth image held out for testing; the training images also shifted by one pixel), printing the loss and test accuracy per epoch, writing SVG curves, and measuring per layer the compression and sparsity of the trained model against its initialization.";
 
@@ -50,23 +47,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     config.channels = 1;
     let mut model = CrateClassifier::<f32>::new(&config, &mut StdRng::seed_from_u64(seed))?;
     let initial = model.clone();
-    let batch_size = 32;
-    let steps = epochs * ytr.n_samples().div_ceil(batch_size);
-    let train_config = TrainConfig {
-        epochs,
-        batch_size,
-        seed,
-        schedule: WarmupCosine {
-            lr: 2e-3,
-            min_lr: 1e-5,
-            warmup_steps: steps / 20,
-            total_steps: steps,
-        },
-        clip_norm: Some(1.0),
-        objective: Objective::CrossEntropy {
-            label_smoothing: 0.1,
-        },
-    };
+    let train_config = common::crate_digits_recipe(epochs, seed, ytr.n_samples());
+    let batch_size = train_config.batch_size;
+    let steps = train_config.schedule.total_steps;
     let mut optimizer =
         AdamW::new(&model.parameters(), AdamWConfig::new(2e-3))?.with_reference_grouping();
     println!(
