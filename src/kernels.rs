@@ -4,6 +4,7 @@
 use crate::Float;
 
 mod gelu;
+mod normal_f64;
 
 pub use gelu::Gelu;
 pub(crate) use gelu::{gelu_in_place, mul_gelu_grad};
