@@ -210,8 +210,8 @@ pub(crate) fn softmax_rows_in_place<T: Float>(mut a: ndarray::ArrayViewMut2<'_, 
 }
 
 /// `GELU(x) = x Φ(x) = ½ x (1 + erf(x/√2))`, the exact form PyTorch's `nn.GELU()` uses,
-/// evaluated in `f64` with `libm::erf`. (The MLP applies it to `f32` matrices with a
-/// vectorized form that agrees to a few units in the last place.)
+/// evaluated in `f64` with `libm::erf`. (The MLP applies it to matrices with vectorized
+/// forms that agree to a few units in the last place of their type.)
 pub fn gelu<T: Float>(x: T) -> T {
     let v = x.as_f64();
     // the limits: GELU(+∞) = +∞, GELU(−∞) = 0 (x Φ(x) would be −∞ · 0)
