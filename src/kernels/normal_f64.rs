@@ -11,9 +11,10 @@
 //!
 //! With `z = |x|/√2`, `Φ(x) = ½(1 ± erf(z))` on the first interval and `1 − ½ erfc(z)`
 //! (x ≥ 0) or `½ erfc(z)` (x < 0) beyond, so that the negative tail keeps its relative
-//! accuracy. Every entry evaluates the three rational functions, one division after choosing
-//! its numerator and denominator, and `exp(−z²)` with the rounding of `z²` corrected
-//! (`z² = h + l` exactly, `exp(−z²) = exp(−h)·(1 − l)`). The same `exp(−z²) = exp(−x²/2)` is
+//! accuracy. Every entry evaluates the three rational functions and divides once, after
+//! choosing its numerator and denominator (the tail's `r = 1/z²` is the other division). It
+//! computes `exp(−z²)` with the rounding of `z²` corrected (`z² = h + l` exactly,
+//! `exp(−z²) = exp(−h)·(1 − l)`). The same `exp(−z²) = exp(−x²/2)` is
 //! the density's, `φ(x) = exp(−x²/2)/√(2π)`, which GELU′ reuses.
 
 // the coefficients as Cody printed them (18 digits); the compiler rounds them to f64
