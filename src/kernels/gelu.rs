@@ -14,7 +14,7 @@
 //! of the exact values (test `f32_gelu_is_the_exact_gelu_to_a_few_ulp`).
 
 use super::exp_in_place;
-use super::normal_f64::normal_cdf_f64;
+use super::normal_f64::{CHUNK, normal_cdf_f64};
 
 /// The GELU kernels of one float type (implemented on [`crate::float::Body`]).
 pub trait Gelu<S> {
@@ -115,9 +115,6 @@ const ERFC_FIT: [f64; 10] = [
     -0.822_152_23,
     0.170_872_77,
 ];
-
-/// Entries per pass (the kernels' f64 buffers live on the stack).
-use super::normal_f64::CHUNK;
 
 /// `Φ(x)` in f64 of up to [`CHUNK`] f32 values into `cdf`.
 #[inline(always)]
@@ -281,10 +278,10 @@ mod tests {
         cdf + v * pdf
     }
 
-    /// Against `libm` on a dense grid over [−40, 40] (values below 10⁻²⁹⁰ as 0 from x = −37
-    /// on), at the ends of Cody's intervals and at
-    /// the special values: GELU (as `½ x erfc(−x/√2)`) relative to the value, GELU' absolute
-    /// (it crosses zero near x = −0.75), both within a few units of f64's rounding.
+    /// Against `libm` on a dense grid over [−40, 40], at the ends of Cody's intervals and at
+    /// the special values: GELU (as `½ x erfc(−x/√2)`) relative to the value (below x = −37,
+    /// where it is under 10⁻²⁹⁰, as 0), GELU' absolute (it crosses zero near x = −0.75), both
+    /// within a few units of f64's rounding.
     #[test]
     fn f64_gelu_is_the_exact_gelu_to_a_few_ulp() {
         let mut xs: Vec<f64> = (0..800_001).map(|i| -40.0 + i as f64 * 1e-4).collect();
