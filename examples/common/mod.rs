@@ -216,7 +216,8 @@ pub fn synthetic_images(batch: usize, side: usize) -> mcr2::ndarray::Array4<f32>
 pub fn print_top_k<T: std::fmt::Display>(top: &[Vec<(usize, T)>]) {
     for (i, t) in top.iter().enumerate() {
         let classes: Vec<String> = t.iter().map(|(c, l)| format!("{c} ({l:.3})")).collect();
-        println!("  image {i}: top-5 classes {}", classes.join(", "));
+        let k = t.len();
+        println!("  image {i}: top-{k} classes {}", classes.join(", "));
     }
 }
 
