@@ -37,71 +37,6 @@ pub(crate) fn mul_gelu_grad<T: crate::Float>(d: &mut [T], x: &[T]) {
     <T::Kernels as Gelu<T>>::mul_gelu_grad(d, x)
 }
 
-/// `x ← GELU(x)` of f64 values.
-#[inline(always)]
-fn gelu_f64(xs: &mut [f64]) {
-    let (mut cdf, mut gauss) = ([0.0f64; CHUNK], [0.0f64; CHUNK]);
-    for chunk in xs.chunks_mut(CHUNK) {
-        let (cdf, gauss) = (&mut cdf[..chunk.len()], &mut gauss[..chunk.len()]);
-        normal_cdf_f64(chunk, cdf, gauss);
-        for (x, &c) in chunk.iter_mut().zip(cdf.iter()) {
-            // Φ = 0 far in the negative tail (and at −∞, where x·Φ would be NaN)
-            *x = if c == 0.0 { 0.0 } else { *x * c };
-        }
-    }
-}
-
-/// `d ← d · GELU'(x)` of f64 values.
-#[inline(always)]
-fn mul_gelu_grad_f64(d: &mut [f64], x: &[f64]) {
-    let (mut cdf, mut gauss) = ([0.0f64; CHUNK], [0.0f64; CHUNK]);
-    let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
-    for (dc, xc) in d.chunks_mut(CHUNK).zip(x.chunks(CHUNK)) {
-        let (cdf, gauss) = (&mut cdf[..xc.len()], &mut gauss[..xc.len()]);
-        normal_cdf_f64(xc, cdf, gauss);
-        for (((d, &v), &c), &e) in dc.iter_mut().zip(xc).zip(cdf.iter()).zip(gauss.iter()) {
-            let g = if v.is_infinite() {
-                c
-            } else {
-                c + v * e * inv_sqrt_2pi
-            };
-            *d *= g;
-        }
-    }
-}
-
-/// Runs [`gelu_f64`] compiled for the widest vector instructions the processor has.
-struct GeluF64<'a>(&'a mut [f64]);
-
-impl pulp::WithSimd for GeluF64<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        gelu_f64(self.0)
-    }
-}
-
-/// Runs [`mul_gelu_grad_f64`] compiled for the widest vector instructions the processor has.
-struct MulGeluGradF64<'a>(&'a mut [f64], &'a [f64]);
-
-impl pulp::WithSimd for MulGeluGradF64<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        mul_gelu_grad_f64(self.0, self.1)
-    }
-}
-
-impl Gelu<f64> for crate::float::Body<f64> {
-    fn gelu_in_place(xs: &mut [f64]) {
-        pulp::Arch::new().dispatch(GeluF64(xs))
-    }
-
-    fn mul_gelu_grad(d: &mut [f64], x: &[f64]) {
-        pulp::Arch::new().dispatch(MulGeluGradF64(d, x))
-    }
-}
-
 /// The coefficients of `P(t)` from the constant term up (Numerical Recipes, `erfcc`).
 const ERFC_FIT: [f64; 10] = [
     -1.265_512_23,
@@ -137,78 +72,113 @@ fn normal_cdf(x: &[f32], cdf: &mut [f64]) {
     }
 }
 
-/// `x ← GELU(x)` of f32 values.
+/// Φ of a chunk, in f64, for each float type: the fit above for f32, Cody's approximations
+/// (`normal_f64`) for f64.
+trait NormalCdf: crate::Float {
+    /// `Φ(x)` into `cdf` for up to [`CHUNK`] values, and `exp(−x²/2)` into `gauss` when
+    /// `with_gauss` (f64 fills it always: its Φ computes it on the way).
+    fn normal_cdf(x: &[Self], cdf: &mut [f64], gauss: &mut [f64], with_gauss: bool);
+}
+
+impl NormalCdf for f32 {
+    #[inline(always)]
+    fn normal_cdf(x: &[f32], cdf: &mut [f64], gauss: &mut [f64], with_gauss: bool) {
+        normal_cdf(x, cdf);
+        if with_gauss {
+            for (e, &v) in gauss.iter_mut().zip(x) {
+                let v = f64::from(v);
+                *e = -0.5 * v * v;
+            }
+            exp_in_place::<f64>(gauss);
+        }
+    }
+}
+
+impl NormalCdf for f64 {
+    #[inline(always)]
+    fn normal_cdf(x: &[f64], cdf: &mut [f64], gauss: &mut [f64], _: bool) {
+        normal_cdf_f64(x, cdf, gauss);
+    }
+}
+
+/// `x ← GELU(x)`, evaluated in f64.
 #[inline(always)]
-fn gelu_f32(xs: &mut [f32]) {
-    let mut cdf = [0.0f64; CHUNK];
+fn gelu_slice<T: NormalCdf>(xs: &mut [T]) {
+    let (mut cdf, mut gauss) = ([0.0f64; CHUNK], [0.0f64; CHUNK]);
     for chunk in xs.chunks_mut(CHUNK) {
-        let cdf = &mut cdf[..chunk.len()];
-        normal_cdf(chunk, cdf);
+        let (cdf, gauss) = (&mut cdf[..chunk.len()], &mut gauss[..chunk.len()]);
+        T::normal_cdf(chunk, cdf, gauss, false);
         for (x, &c) in chunk.iter_mut().zip(cdf.iter()) {
             // Φ = 0 far in the negative tail (and at −∞, where x·Φ would be NaN)
             *x = if c == 0.0 {
-                0.0
+                T::zero()
             } else {
-                (f64::from(*x) * c) as f32
+                T::from_f64(x.as_f64() * c)
             };
         }
     }
 }
 
-/// `d ← d · GELU'(x)` of f32 values.
+/// `d ← d · GELU'(x)`, evaluated in f64.
 #[inline(always)]
-fn mul_gelu_grad_f32(d: &mut [f32], x: &[f32]) {
-    let (mut cdf, mut pdf) = ([0.0f64; CHUNK], [0.0f64; CHUNK]);
+fn mul_gelu_grad_slice<T: NormalCdf>(d: &mut [T], x: &[T]) {
+    let (mut cdf, mut gauss) = ([0.0f64; CHUNK], [0.0f64; CHUNK]);
     let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
     for (dc, xc) in d.chunks_mut(CHUNK).zip(x.chunks(CHUNK)) {
-        let (cdf, pdf) = (&mut cdf[..xc.len()], &mut pdf[..xc.len()]);
-        normal_cdf(xc, cdf);
-        for (e, &v) in pdf.iter_mut().zip(xc) {
-            let v = f64::from(v);
-            *e = -0.5 * v * v;
-        }
-        exp_in_place::<f64>(pdf);
-        for (((d, &v), &c), &e) in dc.iter_mut().zip(xc).zip(cdf.iter()).zip(pdf.iter()) {
-            let v = f64::from(v);
+        let (cdf, gauss) = (&mut cdf[..xc.len()], &mut gauss[..xc.len()]);
+        T::normal_cdf(xc, cdf, gauss, true);
+        for (((d, &v), &c), &e) in dc.iter_mut().zip(xc).zip(cdf.iter()).zip(gauss.iter()) {
+            let v = v.as_f64();
             let g = if v.is_infinite() {
                 c
             } else {
                 c + v * e * inv_sqrt_2pi
             };
-            *d = (f64::from(*d) * g) as f32;
+            *d = T::from_f64(d.as_f64() * g);
         }
     }
 }
 
-/// Runs [`gelu_f32`] compiled for the widest vector instructions the processor has.
-struct GeluF32<'a>(&'a mut [f32]);
+/// Runs [`gelu_slice`] compiled for the widest vector instructions the processor has.
+struct GeluKernel<'a, T>(&'a mut [T]);
 
-impl pulp::WithSimd for GeluF32<'_> {
+impl<T: NormalCdf> pulp::WithSimd for GeluKernel<'_, T> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        gelu_f32(self.0)
+        gelu_slice(self.0)
     }
 }
 
-/// Runs [`mul_gelu_grad_f32`] compiled for the widest vector instructions the processor has.
-struct MulGeluGradF32<'a>(&'a mut [f32], &'a [f32]);
+/// Runs [`mul_gelu_grad_slice`] compiled for the widest vector instructions the processor
+/// has.
+struct MulGeluGradKernel<'a, T>(&'a mut [T], &'a [T]);
 
-impl pulp::WithSimd for MulGeluGradF32<'_> {
+impl<T: NormalCdf> pulp::WithSimd for MulGeluGradKernel<'_, T> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        mul_gelu_grad_f32(self.0, self.1)
+        mul_gelu_grad_slice(self.0, self.1)
     }
 }
 
 impl Gelu<f32> for crate::float::Body<f32> {
     fn gelu_in_place(xs: &mut [f32]) {
-        pulp::Arch::new().dispatch(GeluF32(xs))
+        pulp::Arch::new().dispatch(GeluKernel(xs))
     }
 
     fn mul_gelu_grad(d: &mut [f32], x: &[f32]) {
-        pulp::Arch::new().dispatch(MulGeluGradF32(d, x))
+        pulp::Arch::new().dispatch(MulGeluGradKernel(d, x))
+    }
+}
+
+impl Gelu<f64> for crate::float::Body<f64> {
+    fn gelu_in_place(xs: &mut [f64]) {
+        pulp::Arch::new().dispatch(GeluKernel(xs))
+    }
+
+    fn mul_gelu_grad(d: &mut [f64], x: &[f64]) {
+        pulp::Arch::new().dispatch(MulGeluGradKernel(d, x))
     }
 }
 
