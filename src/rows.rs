@@ -79,27 +79,33 @@ where
     })
 }
 
-/// Runs `f(r0, a_block, b_block)` on matching blocks of whole rows of two matrices with the
-/// same number of rows, both written, `r0` being the blocks' first row (in parallel when
-/// large).
-pub(crate) fn for_row_pairs<T, U, F>(mut a: ArrayViewMut2<'_, T>, mut b: ArrayViewMut2<'_, U>, f: F)
-where
+/// Runs `f(r0, a_block, b_block, c_block)` on matching blocks of whole rows of three
+/// matrices with the same number of rows, all written, `r0` being the blocks' first row (in
+/// parallel when large).
+pub(crate) fn for_row_triples<T, U, V, F>(
+    mut a: ArrayViewMut2<'_, T>,
+    mut b: ArrayViewMut2<'_, U>,
+    mut c: ArrayViewMut2<'_, V>,
+    f: F,
+) where
     T: Send + Sync,
     U: Send + Sync,
-    F: Fn(usize, ArrayViewMut2<'_, T>, ArrayViewMut2<'_, U>) + Send + Sync,
+    V: Send + Sync,
+    F: Fn(usize, ArrayViewMut2<'_, T>, ArrayViewMut2<'_, U>, ArrayViewMut2<'_, V>) + Send + Sync,
 {
-    debug_assert_eq!(a.nrows(), b.nrows());
-    match rows_per_task(a.nrows(), a.ncols().max(b.ncols())) {
+    debug_assert!(a.nrows() == b.nrows() && b.nrows() == c.nrows());
+    match rows_per_task(a.nrows(), a.ncols().max(b.ncols()).max(c.ncols())) {
         #[cfg(feature = "parallel")]
         Some(per) => {
             use rayon::prelude::*;
             a.axis_chunks_iter_mut(Axis(0), per)
                 .into_par_iter()
                 .zip(b.axis_chunks_iter_mut(Axis(0), per).into_par_iter())
+                .zip(c.axis_chunks_iter_mut(Axis(0), per).into_par_iter())
                 .enumerate()
-                .for_each(|(i, (a, b))| f(i * per, a, b))
+                .for_each(|(i, ((a, b), c))| f(i * per, a, b, c))
         }
-        _ => f(0, a.view_mut(), b.view_mut()),
+        _ => f(0, a.view_mut(), b.view_mut(), c.view_mut()),
     }
 }
 

@@ -27,10 +27,11 @@ use crate::Float;
 /// Buffers kept per thread and type: enough for the caches of a deep model's
 /// training step.
 pub(crate) const KEEP: usize = 256;
-/// Largest buffer kept: 64 MiB.
-pub(crate) const MAX_BYTES: usize = 64 << 20;
+/// Largest buffer kept: 256 MiB (the attention maps of a CRATE-S block at batch 32 in f64
+/// are 119 MB).
+pub(crate) const MAX_BYTES: usize = 256 << 20;
 /// Most kept per thread and type: 1 GiB (a CRATE-S block's forward+backward at batch 32 in
-/// f64 uses about 0.4 GiB of caches and temporaries).
+/// f64 uses about 0.5 GiB of caches and temporaries).
 pub(crate) const TOTAL_BYTES: usize = 1 << 30;
 
 fn max_elems<T>() -> usize {
@@ -54,7 +55,7 @@ fn pool<T: Float>() -> &'static LocalKey<Pool<T>> {
 /// Frees every scratch buffer that the calling thread keeps for later calls.
 ///
 /// Layers and the rate functions borrow temporaries, and the training forwards their caches,
-/// from a per-thread cache (at most 256 buffers of at most 64 MiB, 1 GiB in all, per thread
+/// from a per-thread cache (at most 256 buffers of at most 256 MiB, 1 GiB in all, per thread
 /// and float type) so that repeated forward passes, rate evaluations and training steps do
 /// not pay for fresh memory each time.
 /// The cache lives as long as its thread; call this to give the memory back sooner, e.g.
@@ -111,8 +112,15 @@ pub(crate) fn take<T: Float>(rows: usize, cols: usize) -> Scratch<T> {
     } else {
         None
     };
-    let mut v = reused.unwrap_or_else(|| Vec::with_capacity(len));
-    v.resize(len, T::zero());
+    let v = match reused {
+        Some(mut v) => {
+            v.resize(len, T::zero());
+            v
+        }
+        // zeroed by the allocator: fresh pages from the operating system come zeroed, so a
+        // large buffer is not written twice
+        None => vec![T::zero(); len],
+    };
     Scratch {
         a: Some(Array2::from_shape_vec((rows, cols), v).expect("len = rows·cols")),
     }

@@ -426,13 +426,15 @@ pub struct CrateBlockCache<T: Float> {
     ista: IstaCache<T>,
 }
 
-/// `LN(x)` with its cache, or `x` itself where there is no LayerNorm (white box).
+/// `LN(x)` with its cache, or `x` itself where there is no LayerNorm (white box). `x` has the
+/// block's width; it is finite or, for LN₂, the sum of two finite matrices (an overflow there
+/// shows in LN₂'s output, which is checked).
 fn norm_train<T: Float>(
     ln: &Option<LayerNorm<T>>,
     x: ArrayView2<T>,
 ) -> Result<(Array2<T>, Option<LayerNormCache<T>>)> {
     match ln {
-        Some(ln) => ln.forward_train(x, 1).map(|(y, c)| (y, Some(c))),
+        Some(ln) => ln.forward_train_checked(x).map(|(y, c)| (y, Some(c))),
         None => Ok((crate::workspace::copied(x), None)),
     }
 }

@@ -116,6 +116,51 @@ pub(super) fn for_each_head_rows<T: Float>(
     for_each_head_block(p, n, n, rows, |sq, k, _, block| task(sq, k, block));
 }
 
+/// [`for_each_head_rows`] with each pair's n × n block of `maps` as well ((b·heads·n) × n,
+/// the block of sequence s and head k at rows `(s·heads + k)·n`): the training forward writes
+/// each head's attention map there for the backward.
+pub(super) fn for_each_head_rows_and_map<T: Float>(
+    p: usize,
+    n: usize,
+    rows: &mut Array2<T>,
+    maps: &mut Array2<T>,
+    task: impl Fn(usize, usize, ArrayViewMut2<T>, ArrayViewMut2<T>) + Sync + Send,
+) {
+    let heads = rows.ncols() / p.max(1);
+    debug_assert_eq!(maps.dim(), (rows.nrows() / n.max(1) * heads * n, n));
+    let run = |sq: usize, k: usize, head: ArrayViewMut2<T>, map: ArrayViewMut2<T>| {
+        crate::linalg::clear_upper_simd_state();
+        task(sq, k, head, map)
+    };
+    #[cfg(feature = "parallel")]
+    if crate::rows::threads() > 1 && rows.len().saturating_mul(n) >= PARALLEL_WORK {
+        use rayon::prelude::*;
+        rows.axis_chunks_iter_mut(Axis(0), n)
+            .into_par_iter()
+            .zip(maps.axis_chunks_iter_mut(Axis(0), heads * n))
+            .enumerate()
+            .for_each(|(sq, (mut rs, mut ms))| {
+                rs.axis_chunks_iter_mut(Axis(1), p)
+                    .into_par_iter()
+                    .zip(ms.axis_chunks_iter_mut(Axis(0), n))
+                    .enumerate()
+                    .for_each(|(k, (head, map))| run(sq, k, head, map))
+            });
+        return;
+    }
+    let sequences = rows
+        .axis_chunks_iter_mut(Axis(0), n)
+        .zip(maps.axis_chunks_iter_mut(Axis(0), heads * n));
+    for (sq, (mut rs, mut ms)) in sequences.enumerate() {
+        let pairs = rs
+            .axis_chunks_iter_mut(Axis(1), p)
+            .zip(ms.axis_chunks_iter_mut(Axis(0), n));
+        for (k, (head, map)) in pairs.enumerate() {
+            run(sq, k, head, map);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +179,24 @@ mod tests {
         // too short to split
         assert_eq!(query_splits(3, 20, 16), 1);
         assert_eq!(query_splits(0, 197, 16), 1);
+    }
+
+    #[test]
+    fn head_maps_pair_with_their_rows() {
+        let (n, p, heads, b) = (5, 2, 3, 2);
+        let mut a = Array2::<f64>::zeros((b * n, heads * p));
+        let mut maps = Array2::<f64>::zeros((b * heads * n, n));
+        for_each_head_rows_and_map(p, n, &mut a, &mut maps, |sq, k, mut rows, mut map| {
+            rows.fill((10 * sq + k) as f64);
+            map.fill((10 * sq + k) as f64);
+        });
+        for ((i, j), v) in a.indexed_iter() {
+            assert_eq!(*v, (10 * (i / n) + j / p) as f64);
+        }
+        for ((i, _), v) in maps.indexed_iter() {
+            let pair = i / n;
+            assert_eq!(*v, (10 * (pair / heads) + pair % heads) as f64);
+        }
     }
 
     #[test]

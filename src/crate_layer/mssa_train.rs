@@ -7,14 +7,15 @@
 //!
 //! * output: `dO = dY W_out`, `∂W_out += dYᵀ O`, `∂b += Σ_rows dY` (reference); `dO = dY`
 //!   (identity); `dO = κβ²·dY Uᵀ`, `∂U += κβ²·Oᵀ dY`, `dX += −κβ·dY` (white box);
-//! * each head (`A_k` computed again from `W_k`, not kept): `dA_k = dO_k W_kᵀ`,
+//! * each head (`A_k` kept by the forward, or computed again from `W_k`; see [`MssaCache`]):
+//!   `dA_k = dO_k W_kᵀ`,
 //!   `dS_k = A_k ⊙ (dA_k − rowsum(dA_k ⊙ A_k))` (softmax),
 //!   `dW_k = A_kᵀ dO_k + s·(dS_k + dS_kᵀ) W_k` (the symmetric part as one product);
 //! * projection: `∂U += dWᵀ X`, `dX += dW U`.
 
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMut2, ArrayViewMutD, s};
 
-use super::heads::for_each_head_rows;
+use super::heads::{for_each_head_rows, for_each_head_rows_and_map};
 use super::mssa::{Mssa, Output};
 use crate::kernels::{softmax_backward_rows_in_place, softmax_rows_in_place};
 use crate::nn::{
@@ -25,17 +26,30 @@ use crate::workspace::Scratch;
 use crate::{Float, Result};
 
 /// What [`Mssa`]'s backward needs, for m = b·n tokens: the input X (m × dim), the projected
-/// tokens W and the head outputs O (m × heads·dim_head each): `m·(dim + 2·heads·dim_head)`
-/// values. The attention maps are not kept: the backward computes each head's map again
-/// from W (one n × n product and a softmax per head, bit for bit the forward's), in n × n
-/// scratch of the thread that runs the head (two per task), so the cache does not grow with
-/// b·heads·n².
+/// tokens W and the head outputs O (m × heads·dim_head each), `m·(dim + 2·heads·dim_head)`
+/// values, and the attention maps (b·heads·n² values) when they are at most twice that:
+/// `heads·n ≤ 2·(dim + 2·heads·dim_head)` (see [`keeps_maps`]; CRATE's sizes at 197 tokens
+/// all keep them, as PyTorch's autograd does). Longer sequences do not keep them: the
+/// backward computes each head's map again from W (one n × n product and a softmax per
+/// head, bit for bit the forward's), so the cache does not grow with b·heads·n². The
+/// gradients are the same either way, bit for bit.
 #[derive(Debug, Clone)]
 pub struct MssaCache<T: Float> {
     x: Scratch<T>,
     w: Scratch<T>,
     o: Scratch<T>,
+    maps: Option<Scratch<T>>,
     n: usize,
+}
+
+/// Whether the training forward keeps the attention maps of sequences of `n` tokens: when
+/// `heads·n ≤ 2·(dim + 2·heads·dim_head)`, the maps (heads·n² values per sequence) at most
+/// twice the rest of the cache (n·(dim + 2·heads·dim_head)), and within the memory budget.
+/// Keeping them saves the backward one n × n product and one softmax per head.
+fn keeps_maps<T: Float>(mssa: &Mssa<T>, m: usize, n: usize) -> bool {
+    let rest = mssa.dim() + 2 * mssa.heads * mssa.dim_head;
+    mssa.heads.saturating_mul(n) <= rest.saturating_mul(2)
+        && crate::validate::elements_of::<T>("attention maps", &[m, mssa.heads, n]).is_ok()
 }
 
 impl<T: Float> Mssa<T> {
@@ -68,7 +82,7 @@ impl<T: Float> Mssa<T> {
         super::check_projection(self, x.nrows())?;
         let mut w = crate::workspace::take::<T>(x.nrows(), self.qkv.nrows());
         crate::linalg::gemm(T::one(), x.view(), self.qkv.t(), false, w.view_mut(), true);
-        let o = self.attend_training(&w, n);
+        let (o, maps) = self.attend_training(&w, n);
         // `finish` reads y as the input only in the white box; the others overwrite it whole
         let mut y = match self.output {
             Output::Compression { .. } => crate::workspace::copied(x.view()),
@@ -76,23 +90,33 @@ impl<T: Float> Mssa<T> {
         };
         self.finish(o.view(), n, None, &mut y);
         crate::validate::finite_output("MSSA output", &y)?;
-        let cache = MssaCache { x, w, o, n };
+        let cache = MssaCache { x, w, o, maps, n };
         Ok((y, cache))
     }
 
     /// `O_k = A_k W_k` for every sequence s and head k, from the projected tokens (one task
-    /// per (sequence, head) pair, see [`for_each_head_rows`]).
-    fn attend_training(&self, w: &Array2<T>, n: usize) -> Scratch<T> {
+    /// per (sequence, head) pair, see [`for_each_head_rows`]), and the maps `A_k` where the
+    /// cache keeps them ([`keeps_maps`]).
+    fn attend_training(&self, w: &Array2<T>, n: usize) -> (Scratch<T>, Option<Scratch<T>>) {
         let (m, inner) = w.dim();
         let p = self.dim_head;
         let mut o = crate::workspace::take::<T>(m, inner);
-        for_each_head_rows(p, n, &mut o, |sq, k, ok| {
+        let head = |sq: usize, k: usize, ok: ArrayViewMut2<T>, mut a: ArrayViewMut2<T>| {
             let wk = w.slice(s![sq * n..(sq + 1) * n, k * p..(k + 1) * p]);
-            let mut a = crate::workspace::take::<T>(n, n);
             self.head_map(wk, a.view_mut());
             crate::linalg::gemm(T::one(), a.view(), wk, false, ok, false);
+        };
+        if keeps_maps(self, m, n) {
+            // written whole: each task's map by its score product
+            let mut maps = crate::workspace::take::<T>(m * self.heads, n);
+            for_each_head_rows_and_map(p, n, &mut o, &mut maps, head);
+            return (o, Some(maps));
+        }
+        for_each_head_rows(p, n, &mut o, |sq, k, ok| {
+            let mut a = crate::workspace::take::<T>(n, n);
+            head(sq, k, ok, a.view_mut());
         });
-        o
+        (o, None)
     }
 }
 
@@ -184,11 +208,20 @@ impl<T: Float> Mssa<T> {
             let cols = k * p..(k + 1) * p;
             let wk = cache.w.slice(s![rows.clone(), cols.clone()]);
             let dok = d_o.slice(s![rows, cols]);
-            // A_k again, and dS_k, in two n × n scratches of this thread: dA = dO_k W_kᵀ,
-            // then the softmax's backward in place
-            let mut a = crate::workspace::take::<T>(n, n);
-            self.head_map(wk, a.view_mut());
-            let a = a.view();
+            // A_k, kept or computed again in an n × n scratch of this thread, and dS_k in
+            // another: dA = dO_k W_kᵀ, then the softmax's backward in place
+            let mut again = None;
+            let a = match &cache.maps {
+                Some(maps) => {
+                    let first = (sq * self.heads + k) * n;
+                    maps.slice(s![first..first + n, ..])
+                }
+                None => {
+                    let a = again.insert(crate::workspace::take::<T>(n, n));
+                    self.head_map(wk, a.view_mut());
+                    a.view()
+                }
+            };
             let mut ds = crate::workspace::take::<T>(n, n);
             crate::linalg::gemm(T::one(), dok, wk.t(), false, ds.view_mut(), false);
             softmax_backward_rows_in_place(ds.view_mut(), a);
@@ -201,15 +234,100 @@ impl<T: Float> Mssa<T> {
 }
 
 /// `S ← S + Sᵀ` for a square S, in place: the scores enter the map through both factors of
-/// `W_k W_kᵀ`, so `s·dS W_k + s·dSᵀ W_k` is one product `s·(dS + dSᵀ) W_k`.
+/// `W_k W_kᵀ`, so `s·dS W_k + s·dSᵀ W_k` is one product `s·(dS + dSᵀ) W_k`. Visited in
+/// 32 × 32 tiles, each with its mirror, so that the column reads stay in cache.
 fn symmetrize_in_place<T: Float>(mut s: ArrayViewMut2<T>) {
+    const TILE: usize = 32;
     let n = s.nrows();
-    for i in 0..n {
-        s[[i, i]] = s[[i, i]] + s[[i, i]];
-        for j in i + 1..n {
-            let v = s[[i, j]] + s[[j, i]];
-            s[[i, j]] = v;
-            s[[j, i]] = v;
+    debug_assert_eq!(n, s.ncols());
+    let Some(a) = s.as_slice_mut() else {
+        for i in 0..n {
+            for j in i..n {
+                let v = s[[i, j]] + s[[j, i]];
+                s[[i, j]] = v;
+                s[[j, i]] = v;
+            }
         }
+        return;
+    };
+    for bi in (0..n).step_by(TILE) {
+        for bj in (bi..n).step_by(TILE) {
+            for i in bi..(bi + TILE).min(n) {
+                for j in bj.max(i)..(bj + TILE).min(n) {
+                    let v = a[i * n + j] + a[j * n + i];
+                    a[i * n + j] = v;
+                    a[j * n + i] = v;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crate_layer::MssaConfig;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    /// The backward from kept maps and from maps computed again gives the same gradients,
+    /// bit for bit, for the reference and the white-box outputs; the policy keeps the maps
+    /// at CRATE's sizes and drops them for long sequences.
+    #[test]
+    fn kept_and_recomputed_maps_give_the_same_gradients() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let config = MssaConfig {
+            dim: 12,
+            heads: 3,
+            dim_head: 4,
+        };
+        let reference = Mssa::<f64>::new(&config, &mut rng).unwrap();
+        let bases: Vec<Array2<f64>> = (0..3)
+            .map(|k| {
+                reference
+                    .qkv
+                    .slice(s![k * 4..(k + 1) * 4, ..])
+                    .t()
+                    .to_owned()
+            })
+            .collect();
+        let white =
+            Mssa::from_subspaces(&bases, crate::Precision::from_eps(0.5).unwrap(), 0.1).unwrap();
+        let (b, n) = (3, 9);
+        let x = Array2::from_shape_simple_fn((b * n, 12), || rng.random_range(-1.0..1.0));
+        let dy = Array2::from_shape_simple_fn((b * n, 12), || rng.random_range(-1.0..1.0));
+        for mssa in [&reference, &white] {
+            let (_, kept) = mssa.forward_train(x.view(), n).unwrap();
+            assert!(kept.maps.is_some());
+            let mut again = kept.clone();
+            again.maps = None;
+            let run = |cache: &MssaCache<f64>| {
+                let mut grads: Vec<_> = mssa
+                    .gradient_buffers()
+                    .into_iter()
+                    .map(|(_, g)| g)
+                    .collect();
+                let dx = mssa.backward(cache, dy.view(), &mut grads).unwrap();
+                (dx, grads)
+            };
+            assert_eq!(run(&kept), run(&again));
+        }
+        let tiny = |heads, dim_head, dim| {
+            keeps_maps(
+                &Mssa::<f32>::new(
+                    &MssaConfig {
+                        dim,
+                        heads,
+                        dim_head,
+                    },
+                    &mut StdRng::seed_from_u64(0),
+                )
+                .unwrap(),
+                197 * 32,
+                197,
+            )
+        };
+        // CRATE-T, CRATE-S and CRATE-B at 197 tokens keep their maps
+        assert!(tiny(6, 64, 384) && tiny(12, 48, 576) && tiny(12, 64, 768));
+        assert!(!keeps_maps(&reference, 1 << 20, 1 << 10));
     }
 }

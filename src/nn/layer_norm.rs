@@ -183,30 +183,79 @@ impl<T: Float> pulp::WithSimd for NormRows<'_, T> {
 /// `(x − mean)/√(var + eps)·w + b` on every row of `flat` (rows of `dim`).
 #[inline(always)]
 fn normalize_rows<T: Float>(flat: &mut [T], w: &[T], b: &[T], eps: T, dim: usize) {
-    let d = T::from_usize(dim);
     for xs in flat.chunks_exact_mut(dim) {
-        let mean = crate::kernels::sum8(xs) / d;
-        // Σ (x − mean)², eight independent lanes
-        let mut acc = [T::zero(); 8];
-        let chunks = xs.chunks_exact(8);
-        let mut rest = T::zero();
-        for &v in chunks.remainder() {
-            rest += (v - mean) * (v - mean);
-        }
-        for c in chunks {
-            for k in 0..8 {
-                let t = c[k] - mean;
-                acc[k] += t * t;
-            }
-        }
-        let var = (((acc[0] + acc[4]) + (acc[1] + acc[5]))
-            + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
-            + rest)
-            / d;
-        let inv = T::one() / (var + eps).sqrt();
+        let (mean, inv) = row_stats(xs, eps);
         for ((v, &wk), &bk) in xs.iter_mut().zip(w).zip(b) {
             *v = (*v - mean) * inv * wk + bk;
         }
+    }
+}
+
+/// The mean of a row and `1/√(var + eps)`, its variance taken about the mean in eight
+/// independent lanes (vectorizes without reassociation flags). The inference forward and the
+/// training forward both use it, so that their outputs agree bit for bit.
+#[inline(always)]
+fn row_stats<T: Float>(xs: &[T], eps: T) -> (T, T) {
+    let d = T::from_usize(xs.len());
+    let mean = crate::kernels::sum8(xs) / d;
+    let mut acc = [T::zero(); 8];
+    let chunks = xs.chunks_exact(8);
+    let mut rest = T::zero();
+    for &v in chunks.remainder() {
+        rest += (v - mean) * (v - mean);
+    }
+    for c in chunks {
+        for k in 0..8 {
+            let t = c[k] - mean;
+            acc[k] += t * t;
+        }
+    }
+    let var =
+        (((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + rest)
+            / d;
+    (mean, T::one() / (var + eps).sqrt())
+}
+
+/// The training forward's rows: input `x` and the outputs `xhat`, `inv_std` and `y` (rows
+/// of `weight.len()`; see [`standardize_rows`]).
+struct TrainRows<'a, T> {
+    x: &'a [T],
+    xhat: &'a mut [T],
+    inv_std: &'a mut [T],
+    y: &'a mut [T],
+    weight: &'a [T],
+    bias: &'a [T],
+    eps: T,
+}
+
+/// The training forward: `x̂ = (x − mean)/√(var + eps)` into `xhat`, each row's
+/// `1/√(var + eps)` into `inv_std` and `y = x̂·w + b` into `y`, in one pass over `x` after
+/// its statistics ([`normalize_rows`]'s arithmetic, so `y` is the inference output).
+#[inline(always)]
+fn standardize_rows<T: Float>(rows: TrainRows<'_, T>) {
+    let dim = rows.weight.len();
+    let blocks = rows
+        .x
+        .chunks_exact(dim)
+        .zip(rows.xhat.chunks_exact_mut(dim))
+        .zip(rows.y.chunks_exact_mut(dim));
+    for (((xs, xh), ys), s) in blocks.zip(rows.inv_std) {
+        let (mean, inv) = row_stats(xs, rows.eps);
+        *s = inv;
+        let entries = xs.iter().zip(xh).zip(ys).zip(rows.weight).zip(rows.bias);
+        for ((((&v, h), out), &wk), &bk) in entries {
+            let t = (v - mean) * inv;
+            *h = t;
+            *out = t * wk + bk;
+        }
+    }
+}
+
+impl<T: Float> pulp::WithSimd for TrainRows<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        standardize_rows(self)
     }
 }
 
@@ -252,44 +301,47 @@ pub struct LayerNormCache<T: Float> {
     inv_std: Array1<T>,
 }
 
-impl<T: Float> Trainable<T> for LayerNorm<T> {
-    type Cache = LayerNormCache<T>;
-
-    fn forward_train(&self, x: ArrayView2<T>, _n: usize) -> Result<(Array2<T>, Self::Cache)> {
-        crate::validate::matrix_with_cols("tokens", &x, self.dim())?;
-        let d = T::from_usize(self.dim());
+impl<T: Float> LayerNorm<T> {
+    /// [`Trainable::forward_train`] on tokens the caller has checked (finite, `dim` columns).
+    pub(crate) fn forward_train_checked(
+        &self,
+        x: ArrayView2<T>,
+    ) -> Result<(Array2<T>, LayerNormCache<T>)> {
         let eps = T::from_f64(self.eps);
-        // x̂ is written whole below
+        // x̂ and y are written whole below
         let mut xhat = crate::workspace::take::<T>(x.nrows(), x.ncols());
         let mut inv_std = Array2::<T>::zeros((x.nrows(), 1));
-        // written whole below
         let mut y = crate::workspace::for_overwrite::<T>(x.nrows(), x.ncols());
-        crate::rows::for_row_pairs(xhat.view_mut(), inv_std.view_mut(), |r0, mut xh, mut s| {
-            let rows = r0..r0 + xh.nrows();
-            xh.assign(&x.slice(s![rows, ..]));
-            for (mut row, s) in xh.rows_mut().into_iter().zip(s.iter_mut()) {
-                let mean = row.sum() / d;
-                row.mapv_inplace(|v| v - mean);
-                let var = row.iter().map(|&v| v * v).sum::<T>() / d;
-                *s = T::one() / (var + eps).sqrt();
-                let inv = *s;
-                row.mapv_inplace(|v| v * inv);
-            }
-        });
-        crate::rows::zip_rows(y.view_mut(), xhat.view(), |mut y, xh| {
-            for (mut row, xr) in y.rows_mut().into_iter().zip(xh.rows()) {
-                Zip::from(&mut row)
-                    .and(&xr)
-                    .and(&self.weight)
-                    .and(&self.bias)
-                    .for_each(|v, &x, &w, &b| *v = x * w + b);
-            }
+        let (weight, bias) = (self.weight.view(), self.bias.view());
+        let parts = (xhat.view_mut(), inv_std.view_mut(), y.view_mut());
+        crate::rows::for_row_triples(parts.0, parts.1, parts.2, |r0, mut xh, mut s, mut y| {
+            let xs = x.slice(s![r0..r0 + xh.nrows(), ..]);
+            let xs = xs.as_standard_layout();
+            pulp::Arch::new().dispatch(TrainRows {
+                x: xs.as_slice().expect("standard layout"),
+                xhat: xh.as_slice_mut().expect("standard layout"),
+                inv_std: s.as_slice_mut().expect("one column"),
+                y: y.as_slice_mut().expect("standard layout"),
+                weight: weight.as_slice().expect("contiguous weight"),
+                bias: bias.as_slice().expect("contiguous bias"),
+                eps,
+            });
         });
         let inv_std = inv_std
             .into_shape_with_order(x.nrows())
             .expect("one column");
         crate::validate::finite_output("LayerNorm output", &y)?;
         Ok((y, LayerNormCache { xhat, inv_std }))
+    }
+}
+
+impl<T: Float> Trainable<T> for LayerNorm<T> {
+    type Cache = LayerNormCache<T>;
+
+    /// The output is the inference forward's, bit for bit (the same row statistics).
+    fn forward_train(&self, x: ArrayView2<T>, _n: usize) -> Result<(Array2<T>, Self::Cache)> {
+        crate::validate::matrix_with_cols("tokens", &x, self.dim())?;
+        self.forward_train_checked(x)
     }
 
     /// `∂γ += Σ_i dy_i ⊙ x̂_i`, `∂β += Σ_i dy_i`; with `g = dy ⊙ γ`,
@@ -361,5 +413,40 @@ impl<T: Float> Trainable<T> for LayerNorm<T> {
     ) -> Result<()> {
         update_array(update, "weight", &mut self.weight)?;
         update_array(update, "bias", &mut self.bias)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    /// The training forward's output is the inference forward's, bit for bit, in both float
+    /// types and at widths with and without a remainder after the eight lanes.
+    #[test]
+    fn training_forward_is_the_inference_forward() {
+        fn check<T: Float>(dim: usize, rng: &mut StdRng) {
+            let weight =
+                Array1::from_shape_simple_fn(dim, || T::from_f64(rng.random_range(0.5..1.5)));
+            let bias =
+                Array1::from_shape_simple_fn(dim, || T::from_f64(rng.random_range(-1.0..1.0)));
+            let ln = LayerNorm::from_parts(weight, bias, 1e-5).unwrap();
+            let x = Array2::from_shape_simple_fn((300, dim), || {
+                T::from_f64(rng.random_range(-3.0..3.0))
+            });
+            let (y, cache) = ln.forward_train(x.view(), 1).unwrap();
+            assert_eq!(y, ln.forward(&x).unwrap());
+            // x̂ has mean 0 and, past one column, unit variance per row (up to eps)
+            let row = cache.xhat.row(7);
+            let mean = row.sum().as_f64() / dim as f64;
+            let var = row.iter().map(|v| v.as_f64() * v.as_f64()).sum::<f64>() / dim as f64;
+            assert!(mean.abs() < 1e-5, "{mean}");
+            assert!(dim == 1 || (var - 1.0).abs() < 1e-3, "{var}");
+        }
+        let mut rng = StdRng::seed_from_u64(3);
+        for dim in [1, 7, 8, 13, 384] {
+            check::<f32>(dim, &mut rng);
+            check::<f64>(dim, &mut rng);
+        }
     }
 }
