@@ -81,17 +81,21 @@ where
 
 /// Runs `f(r0, a_block, b_block, c_block)` on matching blocks of whole rows of three
 /// matrices with the same number of rows, all written, `r0` being the blocks' first row (in
-/// parallel when large).
-pub(crate) fn for_row_triples<T, U, V, F>(
+/// parallel when large); whether `f` returned true on every block (each block runs either
+/// way).
+pub(crate) fn all_row_triples<T, U, V, F>(
     mut a: ArrayViewMut2<'_, T>,
     mut b: ArrayViewMut2<'_, U>,
     mut c: ArrayViewMut2<'_, V>,
     f: F,
-) where
+) -> bool
+where
     T: Send + Sync,
     U: Send + Sync,
     V: Send + Sync,
-    F: Fn(usize, ArrayViewMut2<'_, T>, ArrayViewMut2<'_, U>, ArrayViewMut2<'_, V>) + Send + Sync,
+    F: Fn(usize, ArrayViewMut2<'_, T>, ArrayViewMut2<'_, U>, ArrayViewMut2<'_, V>) -> bool
+        + Send
+        + Sync,
 {
     debug_assert!(a.nrows() == b.nrows() && b.nrows() == c.nrows());
     match rows_per_task(a.nrows(), a.ncols().max(b.ncols()).max(c.ncols())) {
@@ -103,10 +107,22 @@ pub(crate) fn for_row_triples<T, U, V, F>(
                 .zip(b.axis_chunks_iter_mut(Axis(0), per).into_par_iter())
                 .zip(c.axis_chunks_iter_mut(Axis(0), per).into_par_iter())
                 .enumerate()
-                .for_each(|(i, ((a, b), c))| f(i * per, a, b, c))
+                .map(|(i, ((a, b), c))| f(i * per, a, b, c))
+                .reduce(|| true, |x, y| x && y)
         }
         _ => f(0, a.view_mut(), b.view_mut(), c.view_mut()),
     }
+}
+
+/// [`all_row_triples`] on two matrices.
+pub(crate) fn all_row_pairs<T, U, F>(a: ArrayViewMut2<'_, T>, b: ArrayViewMut2<'_, U>, f: F) -> bool
+where
+    T: Send + Sync,
+    U: Send + Sync,
+    F: Fn(usize, ArrayViewMut2<'_, T>, ArrayViewMut2<'_, U>) -> bool + Send + Sync,
+{
+    let mut none = ndarray::Array2::<u8>::zeros((a.nrows(), 0));
+    all_row_triples(a, b, none.view_mut(), |r0, a, b, _| f(r0, a, b))
 }
 
 /// Whether `test` holds for every block of a slice (blocks of 2¹⁵ entries, tested in

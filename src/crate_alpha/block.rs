@@ -334,10 +334,9 @@ impl<T: Float> Trainable<T> for CrateAlphaBlock<T> {
         crate::nn::check_sequences(x.nrows(), n)?;
         let (h, ln1) = self.ln1.forward_train(x, 1)?;
         // the normalized tokens go into the MSSA and ODL caches as they are
-        let (mut y, mssa) = self
-            .mssa
-            .forward_train_owned(crate::workspace::adopt(h), n)?;
-        crate::rows::zip_rows(y.view_mut(), x, |mut y, x| y += &x);
+        let (mut y, mssa) =
+            self.mssa
+                .forward_train_owned(crate::workspace::adopt(h), n, Some(x))?;
         let (h2, ln2) = self.ln2.forward_train(y.view(), 1)?;
         let (update, odl) = self.odl.forward_train_owned(h2)?;
         crate::rows::zip_rows(y.view_mut(), update.view(), |mut y, u| y += &u);

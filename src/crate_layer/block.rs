@@ -464,10 +464,9 @@ impl<T: Float> Trainable<T> for CrateBlock<T> {
         crate::nn::check_sequences(x.nrows(), n)?;
         // the normalized tokens go into the MSSA and ISTA caches as they are
         let (h, ln1) = norm_train(&self.ln1, x)?;
-        let (mut y, mssa) = self
+        let (y, mssa) = self
             .mssa
-            .forward_train_owned(crate::workspace::adopt(h), n)?;
-        crate::rows::zip_rows(y.view_mut(), x, |mut y, x| y += &x);
+            .forward_train_owned(crate::workspace::adopt(h), n, Some(x))?;
         let (h2, ln2) = norm_train(&self.ln2, y.view())?;
         crate::workspace::recycle(y);
         let (out, ista) = self.ista.forward_train_owned(crate::workspace::adopt(h2))?;

@@ -159,10 +159,7 @@ impl<T: Float> Ista<T> {
     fn threshold(&self, out: ArrayViewMut2<T>) {
         let shift = T::from_f64(self.step * self.lambda);
         crate::rows::for_rows(out, |_, mut block| {
-            block.map_inplace(|v| {
-                let t = *v - shift;
-                *v = if t <= T::zero() { T::zero() } else { t }
-            })
+            block.map_inplace(|v| *v = relu_shift(*v, shift))
         });
     }
 
@@ -255,13 +252,33 @@ impl<T: Float> Ista<T> {
     /// checked it (finite, `dim` columns).
     pub(crate) fn forward_train_owned(&self, x: Scratch<T>) -> Result<(Array2<T>, IstaCache<T>)> {
         debug_assert_eq!(x.ncols(), self.dim());
-        // written whole by the product
+        // written whole by the product, then thresholded into y and its copy for the cache
         let mut y = crate::workspace::for_overwrite::<T>(x.nrows(), x.ncols());
-        self.apply_into(x.view(), y.view_mut());
-        crate::validate::finite_output("ISTA output", &y)?;
-        let y_kept = crate::workspace::copy_of(y.view());
-        Ok((y, IstaCache { x, y: y_kept }))
+        crate::linalg::gemm(T::one(), x.view(), self.m.view(), false, y.view_mut(), true);
+        let mut kept = crate::workspace::take::<T>(x.nrows(), x.ncols());
+        let shift = T::from_f64(self.step * self.lambda);
+        let finite = crate::rows::all_row_pairs(y.view_mut(), kept.view_mut(), |_, y, k| {
+            let mut finite = true;
+            ndarray::Zip::from(y).and(k).for_each(|v, k| {
+                *v = relu_shift(*v, shift);
+                *k = *v;
+                finite &= v.is_finite();
+            });
+            finite
+        });
+        if !finite {
+            // names the first non-finite entry
+            crate::validate::finite_output("ISTA output", &y)?;
+        }
+        Ok((y, IstaCache { x, y: kept }))
     }
+}
+
+/// `ReLU(v − shift)`, keeping NaN (see [`Ista::threshold`]).
+#[inline(always)]
+fn relu_shift<T: Float>(v: T, shift: T) -> T {
+    let t = v - shift;
+    if t <= T::zero() { T::zero() } else { t }
 }
 
 /// `M = I + η(D − DᵀD)`, so that `ISTA(x) = ReLU(x M − ηλ)` in rows.

@@ -70,11 +70,13 @@ impl<T: Float> Mssa<T> {
 
     /// [`Trainable::forward_train`] on tokens it may keep as they are (a layer's output that
     /// its caller no longer needs), without copying them into the cache. The caller has
-    /// checked them (finite, `dim` columns).
+    /// checked them (finite, `dim` columns). With a `residual` r (same shape), returns
+    /// `r + MSSA(x)`, formed as the inference forward forms a block's `z½` (bit for bit).
     pub(crate) fn forward_train_owned(
         &self,
         x: Scratch<T>,
         n: usize,
+        residual: Option<ArrayView2<T>>,
     ) -> Result<(Array2<T>, MssaCache<T>)> {
         debug_assert_eq!(x.ncols(), self.dim());
         crate::nn::check_sequences(x.nrows(), n)?;
@@ -88,7 +90,7 @@ impl<T: Float> Mssa<T> {
             Output::Compression { .. } => crate::workspace::copied(x.view()),
             _ => crate::workspace::for_overwrite(x.nrows(), x.ncols()),
         };
-        self.finish(o.view(), n, None, &mut y);
+        self.finish(o.view(), n, residual, &mut y);
         crate::validate::finite_output("MSSA output", &y)?;
         let cache = MssaCache { x, w, o, maps, n };
         Ok((y, cache))
@@ -125,7 +127,7 @@ impl<T: Float> Trainable<T> for Mssa<T> {
 
     fn forward_train(&self, x: ArrayView2<T>, n: usize) -> Result<(Array2<T>, Self::Cache)> {
         crate::validate::matrix_with_cols("tokens", &x, self.dim())?;
-        self.forward_train_owned(crate::workspace::copy_of(x), n)
+        self.forward_train_owned(crate::workspace::copy_of(x), n, None)
     }
 
     fn backward(

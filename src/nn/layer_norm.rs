@@ -230,9 +230,11 @@ struct TrainRows<'a, T> {
 
 /// The training forward: `x̂ = (x − mean)/√(var + eps)` into `xhat`, each row's
 /// `1/√(var + eps)` into `inv_std` and `y = x̂·w + b` into `y`, in one pass over `x` after
-/// its statistics ([`normalize_rows`]'s arithmetic, so `y` is the inference output).
+/// its statistics ([`normalize_rows`]'s arithmetic, so `y` is the inference output); whether
+/// every entry of `y` is finite.
 #[inline(always)]
-fn standardize_rows<T: Float>(rows: TrainRows<'_, T>) {
+fn standardize_rows<T: Float>(rows: TrainRows<'_, T>) -> bool {
+    let mut finite = true;
     let dim = rows.weight.len();
     let blocks = rows
         .x
@@ -247,14 +249,16 @@ fn standardize_rows<T: Float>(rows: TrainRows<'_, T>) {
             let t = (v - mean) * inv;
             *h = t;
             *out = t * wk + bk;
+            finite &= out.is_finite();
         }
     }
+    finite
 }
 
 impl<T: Float> pulp::WithSimd for TrainRows<'_, T> {
-    type Output = ();
+    type Output = bool;
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> bool {
         standardize_rows(self)
     }
 }
@@ -314,23 +318,27 @@ impl<T: Float> LayerNorm<T> {
         let mut y = crate::workspace::for_overwrite::<T>(x.nrows(), x.ncols());
         let (weight, bias) = (self.weight.view(), self.bias.view());
         let parts = (xhat.view_mut(), inv_std.view_mut(), y.view_mut());
-        crate::rows::for_row_triples(parts.0, parts.1, parts.2, |r0, mut xh, mut s, mut y| {
-            let xs = x.slice(s![r0..r0 + xh.nrows(), ..]);
-            let xs = xs.as_standard_layout();
-            pulp::Arch::new().dispatch(TrainRows {
-                x: xs.as_slice().expect("standard layout"),
-                xhat: xh.as_slice_mut().expect("standard layout"),
-                inv_std: s.as_slice_mut().expect("one column"),
-                y: y.as_slice_mut().expect("standard layout"),
-                weight: weight.as_slice().expect("contiguous weight"),
-                bias: bias.as_slice().expect("contiguous bias"),
-                eps,
+        let finite =
+            crate::rows::all_row_triples(parts.0, parts.1, parts.2, |r0, mut xh, mut s, mut y| {
+                let xs = x.slice(s![r0..r0 + xh.nrows(), ..]);
+                let xs = xs.as_standard_layout();
+                pulp::Arch::new().dispatch(TrainRows {
+                    x: xs.as_slice().expect("standard layout"),
+                    xhat: xh.as_slice_mut().expect("standard layout"),
+                    inv_std: s.as_slice_mut().expect("one column"),
+                    y: y.as_slice_mut().expect("standard layout"),
+                    weight: weight.as_slice().expect("contiguous weight"),
+                    bias: bias.as_slice().expect("contiguous bias"),
+                    eps,
+                })
             });
-        });
         let inv_std = inv_std
             .into_shape_with_order(x.nrows())
             .expect("one column");
-        crate::validate::finite_output("LayerNorm output", &y)?;
+        if !finite {
+            // names the first non-finite entry
+            crate::validate::finite_output("LayerNorm output", &y)?;
+        }
         Ok((y, LayerNormCache { xhat, inv_std }))
     }
 }
