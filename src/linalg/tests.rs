@@ -206,7 +206,8 @@ fn tiled_products_are_the_single_threaded_ones_bit_for_bit() {
                         fb::gemm(of(1.5), a.view(), b.t(), accumulate, one.view_mut(), false);
                         let mut many = fresh();
                         pool.install(|| {
-                            assert!(fb::tiles(m, k, n).0 * fb::tiles(m, k, n).1 > 1);
+                            let (r, c) = fb::tiles(m, k, n, threads);
+                            assert!(r * c > 1);
                             fb::gemm(of(1.5), a.view(), b.t(), accumulate, many.view_mut(), true)
                         });
                         assert_eq!(
@@ -242,13 +243,21 @@ fn long_reductions_use_faer_threads_on_few_threads() {
 #[test]
 fn tile_grids() {
     use super::faer_backend::tiles;
-    assert_eq!(tiles(197, 384, 384), (3, 8));
-    assert_eq!(tiles(197, 576, 576), (3, 12));
-    assert_eq!(tiles(6304, 384, 384), (32, 3));
-    assert_eq!(tiles(1576, 384, 384), (24, 4));
-    assert_eq!(tiles(64, 64, 64), (1, 1));
-    for (m, k, n) in [(1, 1, 1), (0, 5, 5), (100_000, 2, 100_000), (5, 100_000, 5)] {
-        let (r, c) = tiles(m, k, n);
-        assert!(r >= 1 && c >= 1 && r * c <= 96, "{m} {k} {n}: {r} × {c}");
+    // 16 threads: the sweep's grids
+    assert_eq!(tiles(197, 384, 384, 16), (3, 8));
+    assert_eq!(tiles(197, 576, 576, 16), (3, 12));
+    assert_eq!(tiles(6304, 384, 384, 16), (32, 3));
+    assert_eq!(tiles(1576, 384, 384, 16), (24, 4));
+    assert_eq!(tiles(64, 64, 64, 16), (1, 1));
+    // 2 threads: column tiles of whole multiples of 96
+    assert_eq!(tiles(6304, 384, 384, 2), (32, 2));
+    assert_eq!(tiles(6304, 576, 576, 2), (32, 3));
+    assert_eq!(tiles(197, 384, 384, 2), (3, 4));
+    assert_eq!(tiles(64, 64, 64, 2), (1, 1));
+    for threads in [1, 2, 16] {
+        for (m, k, n) in [(1, 1, 1), (0, 5, 5), (100_000, 2, 100_000), (5, 100_000, 5)] {
+            let (r, c) = tiles(m, k, n, threads);
+            assert!(r >= 1 && c >= 1 && r * c <= 96, "{m} {k} {n}: {r} × {c}");
+        }
     }
 }
