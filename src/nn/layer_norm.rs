@@ -366,52 +366,48 @@ impl<T: Float> Trainable<T> for LayerNorm<T> {
         let (gw, gb) = grads.split_at_mut(1);
         let mut gw = grad_vector(&mut gw[0]);
         let mut gb = grad_vector(&mut gb[0]);
-        // [Σ_i dy_i ⊙ x̂_i, Σ_i dy_i] in fixed blocks of rows (see `sum_over_row_blocks`)
+        // dx row by row, and [Σ_i dy_i ⊙ x̂_i, Σ_i dy_i] over the same fixed blocks of rows
+        // (see `sum_over_written_row_blocks`) in the same pass
         let dim = self.dim();
-        let sums = crate::rows::sum_over_row_blocks(dy.nrows(), 2 * dim, |rows, mut acc| {
-            let (mut sw, mut sb) = acc.view_mut().split_at(ndarray::Axis(0), dim);
-            for (dyr, xr) in dy
-                .slice(s![rows.clone(), ..])
-                .rows()
-                .into_iter()
-                .zip(cache.xhat.slice(s![rows, ..]).rows())
-            {
-                Zip::from(&mut sw)
-                    .and(&dyr)
-                    .and(&xr)
-                    .for_each(|g, &a, &b| *g += a * b);
-                sb += &dyr;
-            }
-        });
-        gw += &sums.slice(s![..dim]);
-        gb += &sums.slice(s![dim..]);
         // written whole below
         let mut dx = crate::workspace::for_overwrite::<T>(dy.nrows(), dy.ncols());
-        crate::rows::for_rows(dx.view_mut(), |r0, mut dx| {
-            let rows = r0..r0 + dx.nrows();
-            for (((dyr, xr), &inv), mut dxr) in dy
-                .slice(s![rows.clone(), ..])
-                .rows()
-                .into_iter()
-                .zip(cache.xhat.slice(s![rows.clone(), ..]).rows())
-                .zip(cache.inv_std.slice(s![rows]))
-                .zip(dx.rows_mut())
-            {
-                Zip::from(&mut dxr)
-                    .and(&dyr)
-                    .and(&self.weight)
-                    .for_each(|o, &a, &w| *o = a * w);
-                let mean_g = dxr.sum() / d;
-                let gx = match (dxr.as_slice(), xr.as_slice()) {
-                    (Some(g), Some(x)) => crate::kernels::dot8(g, x),
-                    _ => dxr.dot(&xr),
-                };
-                let mean_gx = gx / d;
-                Zip::from(&mut dxr)
-                    .and(&xr)
-                    .for_each(|o, &x| *o = (*o - mean_g - x * mean_gx) * inv);
-            }
-        });
+        let sums = crate::rows::sum_over_written_row_blocks(
+            dx.view_mut(),
+            2 * dim,
+            |r0, mut dx, mut acc| {
+                let rows = r0..r0 + dx.nrows();
+                let (mut sw, mut sb) = acc.view_mut().split_at(ndarray::Axis(0), dim);
+                for (((dyr, xr), &inv), mut dxr) in dy
+                    .slice(s![rows.clone(), ..])
+                    .rows()
+                    .into_iter()
+                    .zip(cache.xhat.slice(s![rows.clone(), ..]).rows())
+                    .zip(cache.inv_std.slice(s![rows]))
+                    .zip(dx.rows_mut())
+                {
+                    Zip::from(&mut sw)
+                        .and(&dyr)
+                        .and(&xr)
+                        .for_each(|g, &a, &b| *g += a * b);
+                    sb += &dyr;
+                    Zip::from(&mut dxr)
+                        .and(&dyr)
+                        .and(&self.weight)
+                        .for_each(|o, &a, &w| *o = a * w);
+                    let mean_g = dxr.sum() / d;
+                    let gx = match (dxr.as_slice(), xr.as_slice()) {
+                        (Some(g), Some(x)) => crate::kernels::dot8(g, x),
+                        _ => dxr.dot(&xr),
+                    };
+                    let mean_gx = gx / d;
+                    Zip::from(&mut dxr)
+                        .and(&xr)
+                        .for_each(|o, &x| *o = (*o - mean_g - x * mean_gx) * inv);
+                }
+            },
+        );
+        gw += &sums.slice(s![..dim]);
+        gb += &sums.slice(s![dim..]);
         Ok(dx)
     }
 
