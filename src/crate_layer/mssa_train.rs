@@ -27,9 +27,9 @@ use crate::{Float, Result};
 
 /// What [`Mssa`]'s backward needs, for m = b·n tokens: the input X (m × dim), the projected
 /// tokens W and the head outputs O (m × heads·dim_head each), `m·(dim + 2·heads·dim_head)`
-/// values, and the attention maps (b·heads·n² values) when they are at most twice that:
-/// `heads·n ≤ 2·(dim + 2·heads·dim_head)` (see [`keeps_maps`]; CRATE's sizes at 197 tokens
-/// all keep them, as PyTorch's autograd does). Longer sequences do not keep them: the
+/// values, and the attention maps (b·heads·n² values) when they are at most twice that,
+/// `heads·n ≤ 2·(dim + 2·heads·dim_head)`, and fit the memory budget (CRATE's sizes at 197
+/// tokens all keep them, as PyTorch's autograd does). Longer sequences do not keep them: the
 /// backward computes each head's map again from W (one n × n product and a softmax per
 /// head, bit for bit the forward's), so the cache does not grow with b·heads·n². The
 /// gradients are the same either way, bit for bit.
