@@ -237,7 +237,8 @@ impl<T: Float> Mssa<T> {
 
 /// `S ← S + Sᵀ` for a square S, in place: the scores enter the map through both factors of
 /// `W_k W_kᵀ`, so `s·dS W_k + s·dSᵀ W_k` is one product `s·(dS + dSᵀ) W_k`. Visited in
-/// 32 × 32 tiles, each with its mirror, so that the column reads stay in cache.
+/// 32 × 32 tiles, each with its mirror (each entry the same sum as in the plain double loop;
+/// the tiles measured no faster or slower at CRATE's n = 197).
 fn symmetrize_in_place<T: Float>(mut s: ArrayViewMut2<T>) {
     const TILE: usize = 32;
     let n = s.nrows();
