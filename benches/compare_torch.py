@@ -26,6 +26,12 @@ its size); the softmax, norms and sums are left out, so the bound is generous.
 
 Both sides use the same thread count (torch.set_num_threads, RAYON_NUM_THREADS) and our side
 the `parallel` feature. Needs `pip install torch numpy safetensors`.
+
+`--rounds R` (default 1) runs the two sides alternately R times (PyTorch, ours, PyTorch,
+ours, …) and reports, for each row, the median over the rounds of each side's median (the
+best PyTorch variant taken per round), with every round's ratio beside it. On a shared
+machine whose speed drifts over minutes, one round times the two sides in different phases;
+alternating rounds spread the drift over both.
 """
 import argparse
 import glob
@@ -88,18 +94,51 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--what", choices=["rate", "crate", "model", "roofline"], default="rate")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="alternate the two sides this many times and take medians over the rounds")
     args = ap.parse_args()
     if args.what == "roofline":
         return roofline(args)
-    torch = run_torch(args.torch_bench, args.threads, args.reps, args.what)
-    ours = run_ours(args.threads, args.what)
+    rounds = []
+    for _ in range(max(args.rounds, 1)):
+        torch = run_torch(args.torch_bench, args.threads, args.reps, args.what)
+        rounds.append((best_torch(torch, args.what), run_ours(args.threads, args.what)))
+    print(f"\nthreads: {args.threads} (torch.set_num_threads and RAYON_NUM_THREADS); torch {torch['meta'].get('torch')}"
+          f"; rounds: {len(rounds)}")
+    many = len(rounds) > 1
+    print("\n| case | dtype | measure | best PyTorch variant | PyTorch median ms | mcr2 median ms | PyTorch / mcr2 |"
+          + (" ratio in each round |" if many else ""))
+    print("|---|---|---|---|---:|---:|---:|" + ("---|" if many else ""))
+    for key in sorted(rounds[0][0], key=lambda k: ([int(x) for x in re.findall(r"\d+", k[0])], k[1], k[2])):
+        per_round = [(best[key], ours[key]) for best, ours in rounds if key in best and key in ours]
+        if not per_round:
+            continue
+        t_ms = median([t for (t, _), _ in per_round])
+        o = median([o for _, o in per_round])
+        # the variant of the round whose PyTorch time is the median
+        variant = min(per_round, key=lambda r: abs(r[0][0] - t_ms))[0][1]
+        case, dtype, kind = key
+        line = f"| {case} | {dtype} | {kind} | {variant} | {t_ms:.3f} | {o:.3f} | {t_ms / o:.2f}× |"
+        if many:
+            line += " " + ", ".join(f"{t / o_r:.2f}" for (t, _), o_r in per_round) + " |"
+        print(line)
+
+
+def median(xs):
+    xs = sorted(xs)
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+
+
+def best_torch(torch, what):
+    """The fastest PyTorch variant of every (case, dtype, measure): (median ms, its name)."""
     best = {}
     for r in torch["rows"]:
-        if args.what == "rate" and r["group"] == "DeltaR":
+        if what == "rate" and r["group"] == "DeltaR":
             kind, variant = r["variant"].split(": ", 1)
-        elif args.what == "crate" and r["group"] == "CRATE" and " block " in r["case"]:
+        elif what == "crate" and r["group"] == "CRATE" and " block " in r["case"]:
             kind, variant = r["variant"], variant_name(r, "official block semantics")
-        elif args.what == "model" and r["group"] == "CRATE" and " full model " in r["case"]:
+        elif what == "model" and r["group"] == "CRATE" and " full model " in r["case"]:
             kind, variant = r["variant"], variant_name(r, "official model semantics")
         else:
             continue
@@ -107,15 +146,7 @@ def main():
         key = (case, r["dtype"], kind)
         if key not in best or r["median_ms"] < best[key][0]:
             best[key] = (r["median_ms"], variant)
-    print(f"\nthreads: {args.threads} (torch.set_num_threads and RAYON_NUM_THREADS); torch {torch['meta'].get('torch')}")
-    print("\n| case | dtype | measure | best PyTorch variant | PyTorch median ms | mcr2 median ms | PyTorch / mcr2 |")
-    print("|---|---|---|---|---:|---:|---:|")
-    for (case, dtype, kind), (t_ms, variant) in sorted(best.items(), key=lambda kv: (
-            [int(x) for x in re.findall(r"\d+", kv[0][0])], kv[0][1], kv[0][2])):
-        o = ours.get((case, dtype, kind))
-        if o is None:
-            continue
-        print(f"| {case} | {dtype} | {kind} | {variant} | {t_ms:.3f} | {o:.3f} | {t_ms / o:.2f}× |")
+    return best
 
 
 def torch_gemm_ms(threads, reps):
