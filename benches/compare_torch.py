@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Side-by-side timing against a PyTorch CPU baseline.
 
-    python3 benches/compare_torch.py --torch-bench PATH/TO/bench_torch.py [--what rate|crate|model] [--threads 2]
+    python3 benches/compare_torch.py --torch-bench PATH/TO/bench_torch.py [--what rate|crate|model] [--threads 2] [--rounds 3]
 
 `--what rate` (default): ΔR value and value+gradient. Runs, one after the other on the same
 machine, the PyTorch baseline script (all its ΔR variants: primal Cholesky, primal
@@ -27,7 +27,7 @@ its size); the softmax, norms and sums are left out, so the bound is generous.
 Both sides use the same thread count (torch.set_num_threads, RAYON_NUM_THREADS) and our side
 the `parallel` feature. Needs `pip install torch numpy safetensors`.
 
-`--rounds R` (default 1) runs the two sides alternately R times (PyTorch, ours, PyTorch,
+`--rounds R` (default 3) runs the two sides alternately R times (PyTorch, ours, PyTorch,
 ours, …) and reports, for each row, the median over the rounds of each side's median (the
 best PyTorch variant taken per round), with every round's ratio beside it. On a shared
 machine whose speed drifts over minutes, one round times the two sides in different phases;
@@ -94,7 +94,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--what", choices=["rate", "crate", "model", "roofline"], default="rate")
-    ap.add_argument("--rounds", type=int, default=1,
+    ap.add_argument("--rounds", type=int, default=3,
                     help="alternate the two sides this many times and take medians over the rounds")
     args = ap.parse_args()
     if args.what == "roofline":
