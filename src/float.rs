@@ -33,7 +33,7 @@ pub struct Body<T>(PhantomData<T>);
 /// ```
 /// ```compile_fail
 /// fn exp<T: mcr2::Float>(xs: &mut [T]) {
-///     T::Kernels::exp_in_place(xs);
+///     T::Kernels::exp_shifted_in_place(xs, T::zero());
 /// }
 /// ```
 /// ```compile_fail
@@ -43,7 +43,7 @@ pub struct Body<T>(PhantomData<T>);
 /// ```
 /// ```compile_fail
 /// fn also_not<T: mcr2::Float>(xs: &mut [T]) {
-///     T::exp_in_place(xs);
+///     T::exp_shifted_in_place(xs, T::zero());
 /// }
 /// ```
 pub trait Float:
