@@ -41,6 +41,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from statistics import median
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -122,12 +123,6 @@ def main():
         if many:
             line += " " + ", ".join(f"{t / o_r:.2f}" for (t, _), o_r in per_round) + " |"
         print(line)
-
-
-def median(xs):
-    xs = sorted(xs)
-    mid = len(xs) // 2
-    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
 
 
 def best_torch(torch, what):
