@@ -136,25 +136,51 @@ const MIN_TILE_WORK: usize = 1 << 18;
 /// grids had 3–4 row tiles for 197 rows, 24–32 for 6304, 6–12 column tiles for 384 to 1152
 /// columns, 24 to 96 tiles in all.
 ///
-/// On at most 4 `threads`, each column tile is a whole multiple of 96 columns (so a CRATE-T
-/// product of 384 columns is 2 tiles of 192, not 3 of 128, whose last 32 columns run a
-/// narrower microkernel). On a 2-core Intel Xeon, 2 threads, 6304 × 384 by 384 × 384 in f32
-/// ran at 279–291 GFLOP/s as 32 × 3 tiles and 292–305 as 32 × 2, and a CRATE-T block's
-/// forward+backward at batch 32 took 119.7–120.3 ms against 116.7–117.9 (medians of 25 and
-/// of 21 runs).
+/// On at most 4 `threads` ([`FEW_THREADS`]):
+///
+/// * each column tile is a whole multiple of 96 columns (so a CRATE-T product of 6304 rows
+///   by 384 columns is 2 tiles of 192, not 3 of 128, whose last 32 columns run a narrower
+///   microkernel). On a 2-core Intel Xeon, 2 threads, 6304 × 384 by 384 × 384 in f32 ran
+///   at 279–291 GFLOP/s as 32 × 3 tiles and 292–305 as 32 × 2, and a CRATE-T block's
+///   forward+backward at batch 32 took 119.7–120.3 ms against 116.7–117.9 (medians of 25 and
+///   of 21 runs);
+/// * a product of fewer than [`FEW_THREADS_TALL`] rows is one row tile per thread by two
+///   column tiles (more column tiles when there are fewer than 64 rows per thread): small
+///   tiles cost more than they balance there. The same machine, 2
+///   threads, medians of 200 runs of each grid taken in turn, µs, the grid above against
+///   2 × 2: 197 × 384 by 384 × 384, f32 260–419 against 228–362, f64 548–574 against
+///   461–505; 1576 × 384 by 384 × 384, f32 1882–1897 against 1549–1561, f64 3616–3724
+///   against 3025–3048; 1576 × 576 by 576 × 576, f32 3933–4100 against 3432–3510, f64
+///   7988–8259 against 6889–7428; 197 × 576 by 576 × 576, f32 533–625 against 508–528, f64
+///   1080–1142 against 1078–1150. At 6304 rows the grid above held its own (f32, 384
+///   columns: 7603 against 8287 µs, 100 runs each).
 #[cfg(feature = "parallel")]
 pub(crate) fn tiles(m: usize, k: usize, n: usize, threads: usize) -> (usize, usize) {
     const MAX_TILES: usize = 96;
     let most = (m.saturating_mul(k).saturating_mul(n) / MIN_TILE_WORK).clamp(1, MAX_TILES);
+    let few = threads <= FEW_THREADS;
+    if few && m < FEW_THREADS_TALL {
+        let rows = threads.min(m / 64).clamp(1, most);
+        // two column tiles, more when there are fewer row tiles than threads
+        let wanted = threads.div_ceil(rows).max(2);
+        let cols = wanted.min((n / 48).max(1)).min(most / rows).max(1);
+        return (rows, cols);
+    }
     let rows = (m / 64).clamp(1, 32).min(most);
     let mut cols = (n / 48).clamp(1, 12).min(most / rows).max(1);
-    if threads <= FEW_THREADS && n >= 2 * KERNEL_COLUMNS {
+    if few && n >= 2 * KERNEL_COLUMNS {
         // whole multiples of the microkernel's width: 384 columns as 2 tiles, not 3 of 128
         let width = n.div_ceil(cols).next_multiple_of(KERNEL_COLUMNS);
         cols = n.div_ceil(width);
     }
     (rows, cols)
 }
+
+/// Rows from which a product on [`FEW_THREADS`] is cut into the many row tiles of
+/// [`tiles`] rather than one per thread (measured: 1576 rows gain from one per thread,
+/// 6304 do not).
+#[cfg(feature = "parallel")]
+const FEW_THREADS_TALL: usize = 4096;
 
 /// Columns of faer's widest f32 microkernel on AVX-512 (six vectors of 16; f64's is half,
 /// so a multiple of this suits both).

@@ -249,10 +249,13 @@ fn tile_grids() {
     assert_eq!(tiles(6304, 384, 384, 16), (32, 3));
     assert_eq!(tiles(1576, 384, 384, 16), (24, 4));
     assert_eq!(tiles(64, 64, 64, 16), (1, 1));
-    // 2 threads: column tiles of whole multiples of 96
+    // 2 threads: column tiles of whole multiples of 96 for tall products, one row tile per
+    // thread by two column tiles below 4096 rows
     assert_eq!(tiles(6304, 384, 384, 2), (32, 2));
     assert_eq!(tiles(6304, 576, 576, 2), (32, 3));
-    assert_eq!(tiles(197, 384, 384, 2), (3, 4));
+    assert_eq!(tiles(197, 384, 384, 2), (2, 2));
+    assert_eq!(tiles(1576, 576, 576, 2), (2, 2));
+    assert_eq!(tiles(100, 300, 130, 4), (1, 2));
     assert_eq!(tiles(64, 64, 64, 2), (1, 1));
     for threads in [1, 2, 16] {
         for (m, k, n) in [(1, 1, 1), (0, 5, 5), (100_000, 2, 100_000), (5, 100_000, 5)] {
