@@ -146,14 +146,15 @@ const MIN_TILE_WORK: usize = 1 << 18;
 ///   of 21 runs);
 /// * a product of fewer than [`FEW_THREADS_TALL`] rows is one row tile per thread by two
 ///   column tiles (more column tiles when there are fewer than 64 rows per thread): small
-///   tiles cost more than they balance there. The same machine, 2
-///   threads, medians of 200 runs of each grid taken in turn, µs, the grid above against
-///   2 × 2: 197 × 384 by 384 × 384, f32 260–419 against 228–362, f64 548–574 against
-///   461–505; 1576 × 384 by 384 × 384, f32 1882–1897 against 1549–1561, f64 3616–3724
-///   against 3025–3048; 1576 × 576 by 576 × 576, f32 3933–4100 against 3432–3510, f64
-///   7988–8259 against 6889–7428; 197 × 576 by 576 × 576, f32 533–625 against 508–528, f64
-///   1080–1142 against 1078–1150. At 6304 rows the grid above held its own (f32, 384
-///   columns: 7603 against 8287 µs, 100 runs each).
+///   tiles cost more than they balance there. The same machine, 2 threads, two runs, each
+///   grid's median over 300 and 200 runs with the grids taken in turn, µs, the grid above
+///   against 2 × 2: 197 × 384 by 384 × 384, f32 341 and 419 against 274 and 362, f64 581
+///   and 562 against 474 and 469; 1576 × 384 by 384 × 384, f32 1821 and 1897 against 1545
+///   and 1549, f64 4033 and 3724 against 3727 and 3048; 1576 × 576 by 576 × 576, f32 4042
+///   and 4057 against 3480 and 3470, f64 8287 and 8259 against 7013 and 7428; 197 × 576 by
+///   576 × 576, f32 703 and 625 against 686 and 528, f64 1137 and 1080 against 1100 and
+///   1150. At 6304 rows the grid above held its own (100 runs: f32, 384 columns, 7603
+///   against 8287; f64, 576 columns, 37551 against 44196).
 #[cfg(feature = "parallel")]
 pub(crate) fn tiles(m: usize, k: usize, n: usize, threads: usize) -> (usize, usize) {
     const MAX_TILES: usize = 96;
