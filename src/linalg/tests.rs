@@ -178,7 +178,7 @@ fn tiled_products_are_the_single_threaded_ones_bit_for_bit() {
     fn check<T: crate::Float + faer::traits::RealField>(of: fn(f64) -> T) {
         let mut uniform = uniform(3);
         let mut next = || of(uniform());
-        for threads in [3, 16] {
+        for threads in [2, 3, 16] {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
