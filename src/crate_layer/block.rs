@@ -282,9 +282,11 @@ impl<T: Float> CrateBlock<T> {
 
     /// Forward on checked rows, returning only the output.
     ///
-    /// Only the output is a fresh allocation: the temporaries (`LN₁(x)`, overwritten by `z½`
-    /// and then normalized in place; the projected tokens; the head outputs; the attention
-    /// scores) come from the thread's scratch cache (see `pool`).
+    /// The temporaries (`LN₁(x)`, overwritten by `z½` and then normalized in place; the
+    /// projected tokens; the head outputs; the attention scores) and the output's buffer come
+    /// from the thread's scratch cache (see `crate::workspace`), so no memory is zeroed; the
+    /// output leaves as a plain array (a stack of blocks gives each layer's input back with
+    /// `workspace::recycle` once the next layer has run).
     pub(crate) fn apply(&self, x: ArrayView2<T>, n: usize) -> Array2<T> {
         let mut y = crate::workspace::take::<T>(x.nrows(), x.ncols());
         match &self.ln1 {
@@ -298,7 +300,7 @@ impl<T: Float> CrateBlock<T> {
         if let Some(ln) = &self.ln2 {
             ln.apply_in_place(&mut y);
         }
-        let mut out = Array2::zeros(y.dim());
+        let mut out = crate::workspace::for_overwrite(y.nrows(), y.ncols());
         self.ista.apply_into(y.view(), out.view_mut());
         out
     }

@@ -340,7 +340,8 @@ impl<T: Float> CrateClassifier<T> {
         let (tokens, n) = self.embed(images)?;
         let mut z = tokens;
         for block in self.encoder.blocks() {
-            z = block.apply(z.view(), n);
+            let next = block.apply(z.view(), n);
+            crate::workspace::recycle(std::mem::replace(&mut z, next));
         }
         let logits = self.head(z.view(), n);
         crate::validate::finite_output("logits", &logits)?;

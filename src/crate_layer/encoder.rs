@@ -111,7 +111,8 @@ impl<T: Float> CrateEncoder<T> {
         self.blocks[0].check_input(d, n, b * n)?;
         let mut z = self.blocks[0].apply(rows.view(), n);
         for block in &self.blocks[1..] {
-            z = block.apply(z.view(), n);
+            let next = block.apply(z.view(), n);
+            crate::workspace::recycle(std::mem::replace(&mut z, next));
         }
         crate::validate::finite_output("CRATE encoder output", &z)?;
         Ok(z.into_shape_with_order((b, n, d)).expect("rows are b·n"))

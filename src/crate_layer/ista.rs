@@ -149,9 +149,14 @@ impl<T: Float> Ista<T> {
     }
 
     /// CRATE's step written into `out` (same shape as `x`; its contents are overwritten).
-    pub(crate) fn apply_into(&self, x: ArrayView2<T>, mut out: ArrayViewMut2<T>) {
-        crate::linalg::gemm(T::one(), x, self.m.view(), false, out.view_mut(), true);
-        self.threshold(out.view_mut());
+    /// The threshold is applied to each tile of the product as it is formed (see
+    /// [`crate::linalg::gemm_then`]).
+    pub(crate) fn apply_into(&self, x: ArrayView2<T>, out: ArrayViewMut2<T>) {
+        let shift = T::from_f64(self.step * self.lambda);
+        let threshold = |mut block: ArrayViewMut2<T>| {
+            block.map_inplace(|v| *v = relu_shift(*v, shift));
+        };
+        crate::linalg::gemm_then(T::one(), x, self.m.view(), out, true, &threshold);
     }
 
     /// `v ← ReLU(v − ηλ)` on every entry, a ReLU that keeps NaN (`max` would map it to 0

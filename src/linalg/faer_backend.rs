@@ -8,6 +8,8 @@ use faer::{Accum, Par, Side};
 use faer_ext::{IntoFaer, IntoNdarray};
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
 
+use super::Then;
+
 /// The parallelism a kernel uses: the current rayon pool when asked for and the `parallel`
 /// feature is on, sequential otherwise.
 #[inline]
@@ -74,6 +76,32 @@ pub(crate) fn gemm<T: RealField + Copy>(
     c: ArrayViewMut2<T>,
     parallel: bool,
 ) {
+    product(alpha, a, b, accumulate, c, parallel, None);
+}
+
+/// `c ← then(alpha·a b)` (see [`crate::linalg::gemm_then`]): on the tiled path each tile is
+/// mapped right after it is formed; otherwise the whole result once it is complete.
+pub(crate) fn gemm_then<T: RealField + Copy>(
+    alpha: T,
+    a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    c: ArrayViewMut2<T>,
+    parallel: bool,
+    then: &Then<'_, T>,
+) {
+    product(alpha, a, b, false, c, parallel, Some(then));
+}
+
+/// [`gemm`], and `then` on the result where given.
+fn product<T: RealField + Copy>(
+    alpha: T,
+    a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    accumulate: bool,
+    mut c: ArrayViewMut2<T>,
+    parallel: bool,
+    then: Option<&Then<'_, T>>,
+) {
     #[cfg(feature = "parallel")]
     if parallel
         && rayon::current_num_threads() > 1
@@ -81,26 +109,33 @@ pub(crate) fn gemm<T: RealField + Copy>(
     {
         let (m, n) = c.dim();
         if !long_reduction_on_few_threads(m, a.ncols(), n, rayon::current_num_threads()) {
-            return tiled_gemm(alpha, a, b, accumulate, c);
+            return tiled_gemm(alpha, a, b, accumulate, c, then);
         }
-        return faer::linalg::matmul::matmul(
-            c.into_faer(),
+        faer::linalg::matmul::matmul(
+            c.view_mut().into_faer(),
             accum(accumulate),
             a.into_faer(),
             b.into_faer(),
             alpha,
             Par::rayon(0),
         );
+        if let Some(then) = then {
+            crate::rows::for_rows(c, |_, block| then(block));
+        }
+        return;
     }
     let _ = parallel;
     faer::linalg::matmul::matmul(
-        c.into_faer(),
+        c.view_mut().into_faer(),
         accum(accumulate),
         a.into_faer(),
         b.into_faer(),
         alpha,
         Par::Seq,
     );
+    if let Some(then) = then {
+        then(c);
+    }
 }
 
 /// Whether an m × n product over k is worth the pool: at least two tiles' work (2·2¹⁸
@@ -200,6 +235,7 @@ fn tiled_gemm<T: RealField + Copy>(
     b: ArrayView2<T>,
     accumulate: bool,
     mut c: ArrayViewMut2<T>,
+    then: Option<&Then<'_, T>>,
 ) {
     use ndarray::Axis;
     use rayon::prelude::*;
@@ -214,15 +250,18 @@ fn tiled_gemm<T: RealField + Copy>(
                 .axis_chunks_iter_mut(Axis(1), cs)
                 .into_par_iter()
                 .zip(b.axis_chunks_iter(Axis(1), cs).into_par_iter())
-                .for_each(|(c_tile, b_cols)| {
+                .for_each(|(mut c_tile, b_cols)| {
                     faer::linalg::matmul::matmul(
-                        c_tile.into_faer(),
+                        c_tile.view_mut().into_faer(),
                         accum(accumulate),
                         a_rows.into_faer(),
                         b_cols.into_faer(),
                         alpha,
                         Par::Seq,
                     );
+                    if let Some(then) = then {
+                        then(c_tile);
+                    }
                     super::clear_upper_simd_state();
                 })
         });

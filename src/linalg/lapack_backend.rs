@@ -27,6 +27,20 @@ pub(crate) fn gemm<T: Lapack + Scalar<Real = T>>(
     general_mat_mul(alpha, &a, &b, beta, &mut c);
 }
 
+/// `c ← then(alpha·a b)`: the BLAS product, then `then` on blocks of rows (in parallel when
+/// large).
+pub(crate) fn gemm_then<T: Lapack + Scalar<Real = T> + Send + Sync>(
+    alpha: T,
+    a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    mut c: ArrayViewMut2<T>,
+    _parallel: bool,
+    then: &super::Then<'_, T>,
+) {
+    general_mat_mul(alpha, &a, &b, T::zero(), &mut c);
+    crate::rows::for_rows(c, |_, block| then(block));
+}
+
 pub(crate) fn cholesky_in_place<T: Lapack + Scalar<Real = T>>(
     mut a: ArrayViewMut2<T>,
     _parallel: bool,

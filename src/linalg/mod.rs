@@ -35,6 +35,16 @@ pub trait Backend<S> {
         c: ArrayViewMut2<S>,
         parallel: bool,
     );
+    /// `c ← then(alpha·a b)`: `then` maps blocks of `c` in place once their entries are
+    /// final (each tile of a tiled product right after it is formed, while it is in cache).
+    fn gemm_then(
+        alpha: S,
+        a: ArrayView2<S>,
+        b: ArrayView2<S>,
+        c: ArrayViewMut2<S>,
+        parallel: bool,
+        then: &Then<'_, S>,
+    );
     /// Lower Cholesky factor in place (reads and writes the lower triangle; the strict upper
     /// triangle is left as it was). `Err(pivot)` when the matrix is not positive definite.
     fn cholesky_in_place(a: ArrayViewMut2<S>, parallel: bool) -> Result<(), usize>;
@@ -74,6 +84,21 @@ macro_rules! impl_backend {
                 {
                     use $imp as b;
                     b::gemm(alpha, a, bm, acc, c, p);
+                }
+                clear_upper_simd_state();
+            }
+            #[inline]
+            fn gemm_then(
+                alpha: $t,
+                a: ArrayView2<$t>,
+                bm: ArrayView2<$t>,
+                c: ArrayViewMut2<$t>,
+                p: bool,
+                then: &Then<'_, $t>,
+            ) {
+                {
+                    use $imp as b;
+                    b::gemm_then(alpha, a, bm, c, p, then);
                 }
                 clear_upper_simd_state();
             }
@@ -185,6 +210,26 @@ pub(crate) fn gemm<T: Float>(
 ) {
     let parallel = threads_pay(parallel, a.nrows(), a.ncols(), b.ncols());
     <T::Kernels as Backend<T>>::gemm(alpha, a, b, accumulate, c, parallel)
+}
+
+/// An in-place map of a block of a product's result (see [`gemm_then`]).
+pub(crate) type Then<'a, T> = dyn Fn(ArrayViewMut2<'_, T>) + Sync + 'a;
+
+/// `c ← then(alpha·a b)`, `then` an entry-wise map applied to blocks of `c` (any blocks: it
+/// must not depend on where a block lies). A product cut into tiles on the pool maps each
+/// tile as soon as it is formed, while it is still in cache, instead of in a second pass
+/// over `c`; the result is the same bits either way.
+#[inline]
+pub(crate) fn gemm_then<T: Float>(
+    alpha: T,
+    a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    c: ArrayViewMut2<T>,
+    parallel: bool,
+    then: &Then<'_, T>,
+) {
+    let parallel = threads_pay(parallel, a.nrows(), a.ncols(), b.ncols());
+    <T::Kernels as Backend<T>>::gemm_then(alpha, a, b, c, parallel, then)
 }
 
 /// Symmetric eigendecomposition from the lower triangle (eigenvalues ascending, eigenvectors

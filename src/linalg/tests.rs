@@ -1,4 +1,4 @@
-use ndarray::{Array2, array};
+use ndarray::{Array2, ArrayViewMut2, array};
 
 use super::*;
 
@@ -263,4 +263,54 @@ fn tile_grids() {
             assert!(r >= 1 && c >= 1 && r * c <= 96, "{m} {k} {n}: {r} × {c}");
         }
     }
+}
+
+/// `gemm_then` maps every entry of the product exactly once (the map `v ↦ 2v + 1` would
+/// show a second application), and gives the bits of the product followed by the map: on
+/// one thread, on tiles of 2, 3 and 16 threads, and on the long reductions that go to
+/// faer's own threads.
+#[test]
+fn mapped_products_map_each_entry_once() {
+    fn check<T: crate::Float>(of: fn(f64) -> T) {
+        let mut uniform = uniform(4);
+        let mut next = || of(uniform());
+        let once = |mut block: ArrayViewMut2<'_, T>| {
+            block.map_inplace(|v| *v = of(2.0) * *v + T::one());
+        };
+        #[cfg(feature = "parallel")]
+        let pools: Vec<_> = [1, 2, 3, 16]
+            .into_iter()
+            .map(|t| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        for (m, k, n) in [(197, 96, 96), (1000, 64, 200), (130, 1500, 100), (5, 3, 4)] {
+            let a = Array2::from_shape_simple_fn((m, k), &mut next);
+            let b = Array2::from_shape_simple_fn((k, n), &mut next);
+            let mut want = Array2::from_elem((m, n), of(f64::NAN));
+            gemm(of(1.5), a.view(), b.view(), false, want.view_mut(), false);
+            want.mapv_inplace(|v| of(2.0) * v + T::one());
+            let run = |parallel: bool| {
+                // the stale contents of a reused buffer must not leak into the result
+                let mut got = Array2::from_elem((m, n), of(f64::NAN));
+                gemm_then(of(1.5), a.view(), b.view(), got.view_mut(), parallel, &once);
+                got
+            };
+            assert_eq!(run(false), want, "{m}×{k}×{n}, one thread");
+            #[cfg(feature = "parallel")]
+            for pool in &pools {
+                let threads = pool.current_num_threads();
+                assert_eq!(
+                    pool.install(|| run(true)),
+                    want,
+                    "{m}×{k}×{n}, {threads} threads"
+                );
+            }
+        }
+    }
+    check::<f32>(|v| v as f32);
+    check::<f64>(|v| v);
 }
