@@ -78,10 +78,7 @@ impl<T: Float> CrateClassifier<T> {
 
     /// Zero buffers matching [`parameters`](Self::parameters) one to one.
     pub fn gradient_buffers(&self) -> Vec<(String, ArrayD<T>)> {
-        self.parameters()
-            .into_iter()
-            .map(|(n, p)| (n, ArrayD::zeros(p.raw_dim())))
-            .collect()
+        crate::nn::zero_buffers(self.parameters())
     }
 
     /// The logits (b × classes) of a batch of images, and the cache for

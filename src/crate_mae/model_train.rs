@@ -103,10 +103,7 @@ impl<T: Float> CrateMae<T> {
 
     /// Zero buffers matching [`parameters`](Self::parameters) one to one.
     pub fn gradient_buffers(&self) -> Vec<(String, ArrayD<T>)> {
-        self.parameters()
-            .into_iter()
-            .map(|(n, p)| (n, ArrayD::zeros(p.raw_dim())))
-            .collect()
+        crate::nn::zero_buffers(self.parameters())
     }
 
     /// The loss targets: the images' patches (b·L × patch_dim, `(p1 p2 c)` order), per-patch
