@@ -152,20 +152,20 @@ impl<T: Float> Ista<T> {
     /// The threshold is applied to each tile of the product as it is formed (see
     /// [`crate::linalg::gemm_then`]).
     pub(crate) fn apply_into(&self, x: ArrayView2<T>, out: ArrayViewMut2<T>) {
-        let shift = T::from_f64(self.step * self.lambda);
-        let threshold = |mut block: ArrayViewMut2<T>| {
-            block.map_inplace(|v| *v = relu_shift(*v, shift));
-        };
+        let threshold = |block: ArrayViewMut2<T>| self.threshold_block(block);
         crate::linalg::gemm_then(T::one(), x, self.m.view(), out, true, &threshold);
     }
 
     /// `v ← ReLU(v − ηλ)` on every entry, a ReLU that keeps NaN (`max` would map it to 0
-    /// and hide an overflow upstream).
+    /// and hide an overflow upstream); blocks of rows in parallel when large.
     fn threshold(&self, out: ArrayViewMut2<T>) {
+        crate::rows::for_rows(out, |_, block| self.threshold_block(block));
+    }
+
+    /// [`threshold`](Self::threshold) on one block, on the calling thread.
+    fn threshold_block(&self, mut block: ArrayViewMut2<T>) {
         let shift = T::from_f64(self.step * self.lambda);
-        crate::rows::for_rows(out, |_, mut block| {
-            block.map_inplace(|v| *v = relu_shift(*v, shift))
-        });
+        block.map_inplace(|v| *v = relu_shift(*v, shift));
     }
 
     /// CRATE's ISTA step `ReLU(x + η Dᵀ(x − D x) − ηλ)` on every row (token) of `x` (n × d).
