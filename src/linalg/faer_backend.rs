@@ -189,13 +189,38 @@ const MIN_TILE_WORK: usize = 1 << 18;
 ///   and 4057 against 3480 and 3470, f64 8287 and 8259 against 7013 and 7428; 197 × 576 by
 ///   576 × 576, f32 703 and 625 against 686 and 528, f64 1137 and 1080 against 1100 and
 ///   1150. At 6304 rows the grid above held its own (100 runs: f32, 384 columns, 7603
-///   against 8287; f64, 576 columns, 37551 against 44196).
+///   against 8287; f64, 576 columns, 37551 against 44196);
+/// * a short product (at most [`FEW_THREADS_SHORT`] rows, no more than its k) whose
+///   columns make a multiple of `threads` tiles of [`KERNEL_COLUMNS`], at least three per
+///   thread, is one row tile by those column tiles: each thread packs only its own columns
+///   of b once. The same
+///   machine, 2 threads, two runs of 150–200 rounds with the grids taken in turn, medians
+///   in µs, 2 × 2 against 1 × n/96: 197 × 576 by 576 × 576, f32 505 and 514 against 475
+///   and 483, f64 1048 and 1062 against 927 and 967; 197 × 384 by 384 × 1536, f32 965
+///   against 842, f64 1991 and 1925 against 1645 and 1601; 197 × 576 by 576 × 1728, f32
+///   2053 and 2001 against 1390 and 1392; 197 × 1536 by 1536 × 384, f64 1764 and 1721
+///   against 1638 and 1597; 100 × 576 by 576 × 576, f64 684 and 643 against 528 and 529;
+///   197 × 384 by 384 × 384 alike (f32 226–254 either way) alone, but as 1 × 4 the
+///   CRATE-T block forward at batch 1 was 5–8 % slower in three of three alternating runs,
+///   hence three tiles per thread. With more rows (394 to 788) or fewer k than rows (the
+///   weight gradients 384 × 197 by 197 × 384, f32 247 against 268), the grids above were
+///   as fast or faster.
 #[cfg(feature = "parallel")]
 pub(crate) fn tiles(m: usize, k: usize, n: usize, threads: usize) -> (usize, usize) {
     const MAX_TILES: usize = 96;
     let most = (m.saturating_mul(k).saturating_mul(n) / MIN_TILE_WORK).clamp(1, MAX_TILES);
     let few = threads <= FEW_THREADS;
     if few && m < FEW_THREADS_TALL {
+        let kernel_tiles = n.div_ceil(KERNEL_COLUMNS);
+        if m <= FEW_THREADS_SHORT
+            && k >= m
+            && kernel_tiles % threads.max(1) == 0
+            && kernel_tiles >= 3 * threads
+            && kernel_tiles <= most
+        {
+            // one row tile, column tiles one microkernel wide
+            return (1, kernel_tiles);
+        }
         let rows = threads.min(m / 64).clamp(1, most);
         // two column tiles, more when there are fewer row tiles than threads
         let wanted = threads.div_ceil(rows).max(2);
@@ -211,6 +236,11 @@ pub(crate) fn tiles(m: usize, k: usize, n: usize, threads: usize) -> (usize, usi
     }
     (rows, cols)
 }
+
+/// Rows up to which a product on [`FEW_THREADS`] may be one row tile by column tiles of
+/// [`KERNEL_COLUMNS`] (see [`tiles`]).
+#[cfg(feature = "parallel")]
+const FEW_THREADS_SHORT: usize = 256;
 
 /// Rows from which a product on [`FEW_THREADS`] is cut into the many row tiles of
 /// [`tiles`] rather than one per thread (measured: 1576 rows gain from one per thread,

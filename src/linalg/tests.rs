@@ -169,8 +169,9 @@ fn backends_agree() {
 
 /// The product on several threads is bit for bit the single-threaded product, for the
 /// blocks' shapes (and ragged ones), row- and column-major outputs, with and without
-/// accumulation: as tiles (16 threads, and 3 threads for short reductions) and as faer's
-/// own parallel product (long reductions on 3 threads).
+/// accumulation: as tiles (16 threads; 2 and 3 threads for short reductions, among them
+/// one row tile by column tiles 96 wide) and as faer's own parallel product (long
+/// reductions on 2 and 3 threads).
 #[cfg(all(feature = "parallel", not(feature = "lapack")))]
 #[test]
 fn tiled_products_are_the_single_threaded_ones_bit_for_bit() {
@@ -185,6 +186,7 @@ fn tiled_products_are_the_single_threaded_ones_bit_for_bit() {
                 .unwrap();
             for (m, k, n) in [
                 (197, 96, 96),
+                (197, 300, 570),
                 (384, 197, 130),
                 (1000, 64, 200),
                 (70, 300, 130),
@@ -253,8 +255,16 @@ fn tile_grids() {
     // thread by two column tiles below 4096 rows
     assert_eq!(tiles(6304, 384, 384, 2), (32, 2));
     assert_eq!(tiles(6304, 576, 576, 2), (32, 3));
-    assert_eq!(tiles(197, 384, 384, 2), (2, 2));
     assert_eq!(tiles(1576, 576, 576, 2), (2, 2));
+    // short products: one row tile by column tiles 96 wide, when they give each thread
+    // three or more, share the threads evenly, and k is at least the rows
+    assert_eq!(tiles(197, 384, 384, 2), (2, 2));
+    assert_eq!(tiles(197, 576, 576, 2), (1, 6));
+    assert_eq!(tiles(197, 384, 1536, 4), (1, 16));
+    assert_eq!(tiles(197, 576, 1152, 3), (1, 12));
+    assert_eq!(tiles(197, 576, 576, 4), (3, 2));
+    assert_eq!(tiles(384, 197, 384, 2), (2, 2));
+    assert_eq!(tiles(394, 576, 576, 2), (2, 2));
     assert_eq!(tiles(100, 300, 130, 4), (1, 2));
     assert_eq!(tiles(64, 64, 64, 2), (1, 1));
     for threads in [1, 2, 16] {
