@@ -201,8 +201,8 @@ const MIN_TILE_WORK: usize = 1 << 18;
 ///   2053 and 2001 against 1390 and 1392; 197 × 1536 by 1536 × 384, f64 1764 and 1721
 ///   against 1638 and 1597; 100 × 576 by 576 × 576, f64 684 and 643 against 528 and 529;
 ///   197 × 384 by 384 × 384 alike (f32 226–254 either way) alone, but as 1 × 4 the
-///   CRATE-T block forward at batch 1 was 5–8 % slower in three of three alternating runs,
-///   hence three tiles per thread. With more rows (394 to 788) or fewer k than rows (the
+///   CRATE-T block forward at batch 1 was 3–10 % slower in three of three alternating
+///   runs, hence three tiles per thread. With more rows (394 to 788) or fewer k than rows (the
 ///   weight gradients 384 × 197 by 197 × 384, f32 247 against 268), the grids above were
 ///   as fast or faster.
 #[cfg(feature = "parallel")]
