@@ -202,7 +202,8 @@ const MIN_TILE_WORK: usize = 1 << 18;
 ///   against 1638 and 1597; 100 × 576 by 576 × 576, f64 684 and 643 against 528 and 529;
 ///   197 × 384 by 384 × 384 alike (f32 226–254 either way) alone, but as 1 × 4 the
 ///   CRATE-T block forward at batch 1 was 3–10 % slower in three of three alternating
-///   runs, hence three tiles per thread. With more rows (394 to 788) or fewer k than rows (the
+///   runs, hence three tiles per thread. At 394 rows the gain was smaller (576 columns,
+///   f64 1949 and 1939 against 1811 and 1861); at 788 rows, or with fewer k than rows (the
 ///   weight gradients 384 × 197 by 197 × 384, f32 247 against 268), the grids above were
 ///   as fast or faster.
 #[cfg(feature = "parallel")]
