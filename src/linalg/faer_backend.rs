@@ -193,9 +193,8 @@ const MIN_TILE_WORK: usize = 1 << 18;
 /// * a short product (at most [`FEW_THREADS_SHORT`] rows, no more than its k) whose
 ///   columns make a multiple of `threads` tiles of [`KERNEL_COLUMNS`], at least three per
 ///   thread, is one row tile by those column tiles: each thread packs only its own columns
-///   of b once. The same
-///   machine, 2 threads, two runs of 150–200 rounds with the grids taken in turn, medians
-///   in µs, 2 × 2 against 1 × n/96: 197 × 576 by 576 × 576, f32 505 and 514 against 475
+///   of b once. The same machine, 2 threads, two runs of 150–200 rounds with the grids
+///   taken in turn, medians in µs, 2 × 2 against 1 × n/96: 197 × 576 by 576 × 576, f32 505 and 514 against 475
 ///   and 483, f64 1048 and 1062 against 927 and 967; 197 × 384 by 384 × 1536, f32 965
 ///   against 842, f64 1991 and 1925 against 1645 and 1601; 197 × 576 by 576 × 1728, f32
 ///   2053 and 2001 against 1390 and 1392; 197 × 1536 by 1536 × 384, f64 1764 and 1721
