@@ -190,21 +190,21 @@ const MIN_TILE_WORK: usize = 1 << 18;
 ///   576 × 576, f32 703 and 625 against 686 and 528, f64 1137 and 1080 against 1100 and
 ///   1150. At 6304 rows the grid above held its own (100 runs: f32, 384 columns, 7603
 ///   against 8287; f64, 576 columns, 37551 against 44196);
-/// * a short product (at most [`FEW_THREADS_SHORT`] rows, no more than its k) whose
-///   columns make a multiple of `threads` tiles of [`KERNEL_COLUMNS`], at least three per
-///   thread, is one row tile by those column tiles: each thread packs only its own columns
-///   of b once. The same machine, 2 threads, two runs of 150–200 rounds with the grids
-///   taken in turn, medians in µs, 2 × 2 against 1 × n/96: 197 × 576 by 576 × 576, f32 505 and 514 against 475
-///   and 483, f64 1048 and 1062 against 927 and 967; 197 × 384 by 384 × 1536, f32 965
-///   against 842, f64 1991 and 1925 against 1645 and 1601; 197 × 576 by 576 × 1728, f32
-///   2053 and 2001 against 1390 and 1392; 197 × 1536 by 1536 × 384, f64 1764 and 1721
+/// * a short product (at most [`FEW_THREADS_SHORT`] rows, no more than its k) whose columns
+///   make a multiple of `threads` tiles of [`KERNEL_COLUMNS`], at least three per thread,
+///   is one row tile by those column tiles: each thread packs only its own columns of b
+///   once. The same machine, 2 threads, two runs of 150–200 rounds with the grids taken in
+///   turn, medians in µs, 2 × 2 against 1 × n/96: 197 × 576 by 576 × 576, f32 505 and 514
+///   against 475 and 483, f64 1048 and 1062 against 927 and 967; 197 × 384 by 384 × 1536,
+///   f32 965 against 842, f64 1991 and 1925 against 1645 and 1601; 197 × 576 by 576 × 1728,
+///   f32 2053 and 2001 against 1390 and 1392; 197 × 1536 by 1536 × 384, f64 1764 and 1721
 ///   against 1638 and 1597; 100 × 576 by 576 × 576, f64 684 and 643 against 528 and 529;
-///   197 × 384 by 384 × 384 alike (f32 226–254 either way) alone, but as 1 × 4 the
-///   CRATE-T block forward at batch 1 was 3–10 % slower in three of three alternating
-///   runs, hence three tiles per thread. At 394 rows the gain was smaller (576 columns,
-///   f64 1949 and 1939 against 1811 and 1861); at 788 rows, or with fewer k than rows (the
-///   weight gradients 384 × 197 by 197 × 384, f32 247 against 268), the grids above were
-///   as fast or faster.
+///   197 × 384 by 384 × 384 alike (f32 226–254 either way) alone, but as 1 × 4 the CRATE-T
+///   block forward at batch 1 was 3–10 % slower in three of three alternating runs, hence
+///   three tiles per thread. At 394 rows the gain was smaller (576 columns, f64 1949 and
+///   1939 against 1811 and 1861); at 788 rows, or with fewer k than rows (the weight
+///   gradients 384 × 197 by 197 × 384, f32 247 against 268), the grids above were as fast
+///   or faster.
 #[cfg(feature = "parallel")]
 pub(crate) fn tiles(m: usize, k: usize, n: usize, threads: usize) -> (usize, usize) {
     const MAX_TILES: usize = 96;

@@ -99,10 +99,11 @@ pub trait Layer<T: Float> {
 /// zeroed allocation (`ArrayD::zeros`, `calloc`) of fresh pages maps every page to the
 /// kernel's shared zero page on that first read and copies it on the write that follows;
 /// with the pool's threads running on other cores, each such copy also flushes their TLBs
-/// by interrupt. On a 2-core Intel Xeon (2 threads) the CRATE-T block's forward+backward at
-/// batch 1, into fresh buffers each pass, took 8.3–10.6 ms that way and 5.6–5.8 ms with
-/// the zeros written first (throwaway program, medians of 200 passes; whether the pages
-/// are fresh depends on the allocator's history).
+/// by interrupt. On a 2-core Intel Xeon (2 threads) the CRATE-T f32 block's
+/// forward+backward at batch 1, into fresh buffers each pass, took 8.2–9.5 ms that way and
+/// 6.1–6.7 ms with the zeros written first (throwaway program, the two builds in turn, four
+/// runs, medians of 200 passes; BENCHMARKS.md, "Gradient buffers with written zeros";
+/// whether the pages are fresh depends on the allocator's history).
 pub(crate) fn zero_buffers<T: Float>(
     parameters: Vec<(String, ArrayViewD<'_, T>)>,
 ) -> Vec<(String, ArrayD<T>)> {
