@@ -97,6 +97,38 @@ fn query_blocks_of_one_sequence_are_bit_for_bit_the_whole_heads() {
     check::<f64>(11);
 }
 
+/// Called from a thread outside any pool (the test's own), a large computation moves onto the
+/// global pool as a whole before its parallel steps start; the results are still those of one
+/// thread, bit for bit: a CRATE block's output and gradients, a classifier's logits, ΔR
+/// with its gradient.
+#[test]
+fn computations_started_outside_the_pool_are_those_of_one_thread() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let block = CrateBlock::<f64>::new(&CrateBlockConfig::new(96, 3, 32), &mut rng).unwrap();
+    let x = Array3::from_shape_simple_fn((24, 50, 96), || rng.sample(StandardNormal));
+    let dy = Array2::from_shape_simple_fn((24 * 50, 96), || rng.sample(StandardNormal));
+    let outside = block_pass(&block, &x, &dy);
+    let one = on_threads(1, || block_pass(&block, &x, &dy));
+    assert_eq!(outside.0, one.0, "block output");
+    assert_eq!(outside.1, one.1, "block ∂L/∂x");
+    assert_eq!(outside.2, one.2, "block parameter gradients");
+
+    let config = CrateConfig::new(32, 4, 10, 64, 2, 2, 32);
+    let model = CrateClassifier::<f32>::new(&config, &mut rng).unwrap();
+    let images = Array4::from_shape_simple_fn((16, 3, 32, 32), || rng.sample(StandardNormal));
+    let logits = model.forward(&images).unwrap();
+    assert_eq!(logits, on_threads(1, || model.forward(&images).unwrap()));
+
+    let z = Array2::<f64>::from_shape_simple_fn((3000, 64), || rng.sample(StandardNormal));
+    let labels: Vec<usize> = (0..3000).map(|i| (i * 7) % 5).collect();
+    let m = mcr2::Membership::hard(&labels, 5).unwrap();
+    let eps = mcr2::Precision::from_eps_sq(0.5).unwrap();
+    let (rr, g) = mcr2::rate_reduction_with_grad(&z, &m, eps).unwrap();
+    let (rr1, g1) = on_threads(1, || mcr2::rate_reduction_with_grad(&z, &m, eps).unwrap());
+    assert_eq!(rr.delta_r.to_bits(), rr1.delta_r.to_bits());
+    assert_eq!(g, g1);
+}
+
 #[test]
 fn a_crate_classifier_is_bit_for_bit_the_same_on_any_thread_count() {
     let mut rng = StdRng::seed_from_u64(8);

@@ -313,13 +313,15 @@ impl<T: Float> CrateAlphaClassifier<T> {
     /// height and width multiples of the patch size, at most the configured number of
     /// patches, as the reference slices its position embedding).
     pub fn forward(&self, images: &ArrayRef4<T>) -> Result<Array2<T>> {
-        let (mut z, n) = self.embed(images)?;
-        for block in &self.blocks {
-            z = block.apply(z.view(), n);
-        }
-        let logits = self.head_of(z.view(), n);
-        crate::validate::finite_output("logits", &logits)?;
-        Ok(logits)
+        crate::rows::on_pool(images.len().saturating_mul(self.config.dim()), || {
+            let (mut z, n) = self.embed(images)?;
+            for block in &self.blocks {
+                z = block.apply(z.view(), n);
+            }
+            let logits = self.head_of(z.view(), n);
+            crate::validate::finite_output("logits", &logits)?;
+            Ok(logits)
+        })
     }
 
     /// The fraction of zeros in each layer's sparse codes `A²` (the ODL step's codes, over

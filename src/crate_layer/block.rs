@@ -307,35 +307,41 @@ impl<T: Float> CrateBlock<T> {
 
     /// One sequence: `x` is n × dim (tokens are rows).
     pub fn forward(&self, x: &ArrayRef2<T>) -> Result<Array2<T>> {
-        crate::validate::matrix("tokens", x)?;
-        self.check_input(x.ncols(), x.nrows(), x.nrows())?;
-        let y = self.apply(x.view(), x.nrows());
-        crate::validate::finite_output("CRATE block output", &y)?;
-        Ok(y)
+        crate::rows::on_pool_rows(x.nrows(), x.ncols(), || {
+            crate::validate::matrix("tokens", x)?;
+            self.check_input(x.ncols(), x.nrows(), x.nrows())?;
+            let y = self.apply(x.view(), x.nrows());
+            crate::validate::finite_output("CRATE block output", &y)?;
+            Ok(y)
+        })
     }
 
     /// A batch: `x` is b × n × dim.
     pub fn forward_batch(&self, x: &ArrayRef3<T>) -> Result<Array3<T>> {
         let (b, n, d) = x.dim();
-        let rows = batch_rows(x)?;
-        self.check_input(d, n, b * n)?;
-        let y = self.apply(rows.view(), n);
-        crate::validate::finite_output("CRATE block output", &y)?;
-        Ok(unflat(y, b, n))
+        crate::rows::on_pool_rows(b.saturating_mul(n), d, || {
+            let rows = batch_rows(x)?;
+            self.check_input(d, n, b * n)?;
+            let y = self.apply(rows.view(), n);
+            crate::validate::finite_output("CRATE block output", &y)?;
+            Ok(unflat(y, b, n))
+        })
     }
 
     /// A batch with every intermediate.
     pub fn forward_trace(&self, x: &ArrayRef3<T>) -> Result<BlockTrace<T>> {
         let (b, n, d) = x.dim();
-        let rows = batch_rows(x)?;
-        self.check_input(d, n, b * n)?;
-        let [ln1, mssa, y, ln2, out] = self.apply_trace(rows.view(), n);
-        Ok(BlockTrace {
-            ln1: unflat(ln1, b, n),
-            mssa: unflat(mssa, b, n),
-            y: unflat(y, b, n),
-            ln2: unflat(ln2, b, n),
-            out: unflat(out, b, n),
+        crate::rows::on_pool_rows(b.saturating_mul(n), d, || {
+            let rows = batch_rows(x)?;
+            self.check_input(d, n, b * n)?;
+            let [ln1, mssa, y, ln2, out] = self.apply_trace(rows.view(), n);
+            Ok(BlockTrace {
+                ln1: unflat(ln1, b, n),
+                mssa: unflat(mssa, b, n),
+                y: unflat(y, b, n),
+                ln2: unflat(ln2, b, n),
+                out: unflat(out, b, n),
+            })
         })
     }
 }
@@ -462,25 +468,27 @@ impl<T: Float> Trainable<T> for CrateBlock<T> {
     type Cache = CrateBlockCache<T>;
 
     fn forward_train(&self, x: ArrayView2<T>, n: usize) -> Result<(Array2<T>, Self::Cache)> {
-        crate::validate::matrix_with_cols("tokens", &x, self.dim())?;
-        crate::nn::check_sequences(x.nrows(), n)?;
-        // the normalized tokens go into the MSSA and ISTA caches as they are
-        let (h, ln1) = norm_train(&self.ln1, x)?;
-        let (y, mssa) = self
-            .mssa
-            .forward_train_owned(crate::workspace::adopt(h), n, Some(x))?;
-        let (h2, ln2) = norm_train(&self.ln2, y.view())?;
-        crate::workspace::recycle(y);
-        let (out, ista) = self.ista.forward_train_owned(crate::workspace::adopt(h2))?;
-        Ok((
-            out,
-            CrateBlockCache {
-                ln1,
-                mssa,
-                ln2,
-                ista,
-            },
-        ))
+        crate::rows::on_pool_rows(x.nrows(), x.ncols(), || {
+            crate::validate::matrix_with_cols("tokens", &x, self.dim())?;
+            crate::nn::check_sequences(x.nrows(), n)?;
+            // the normalized tokens go into the MSSA and ISTA caches as they are
+            let (h, ln1) = norm_train(&self.ln1, x)?;
+            let (y, mssa) =
+                self.mssa
+                    .forward_train_owned(crate::workspace::adopt(h), n, Some(x))?;
+            let (h2, ln2) = norm_train(&self.ln2, y.view())?;
+            crate::workspace::recycle(y);
+            let (out, ista) = self.ista.forward_train_owned(crate::workspace::adopt(h2))?;
+            Ok((
+                out,
+                CrateBlockCache {
+                    ln1,
+                    mssa,
+                    ln2,
+                    ista,
+                },
+            ))
+        })
     }
 
     /// Through ISTA and LN₂ to `dz½`, then `dz = dz½ + LN₁ᵀ(MSSAᵀ(dz½))` (the residual).
@@ -490,18 +498,20 @@ impl<T: Float> Trainable<T> for CrateBlock<T> {
         dy: ArrayView2<T>,
         grads: &mut [ArrayD<T>],
     ) -> Result<Array2<T>> {
-        crate::nn::check_gradients(&self.parameters(), grads)?;
-        let count = |ln: &Option<LayerNorm<T>>| ln.as_ref().map_or(0, |l| l.parameters().len());
-        let (g_ln1, rest) = grads.split_at_mut(count(&self.ln1));
-        let (g_mssa, rest) = rest.split_at_mut(self.mssa.parameters().len());
-        let (g_ln2, g_ista) = rest.split_at_mut(count(&self.ln2));
-        let dh2 = self.ista.backward(&cache.ista, dy, g_ista)?;
-        let dmid = norm_backward(&self.ln2, &cache.ln2, dh2, g_ln2)?;
-        let dh = self.mssa.backward(&cache.mssa, dmid.view(), g_mssa)?;
-        let mut dx = norm_backward(&self.ln1, &cache.ln1, dh, g_ln1)?;
-        crate::rows::zip_rows(dx.view_mut(), dmid.view(), |mut dx, d| dx += &d);
-        crate::workspace::recycle(dmid);
-        Ok(dx)
+        crate::rows::on_pool_rows(dy.nrows(), dy.ncols(), || {
+            crate::nn::check_gradients(&self.parameters(), grads)?;
+            let count = |ln: &Option<LayerNorm<T>>| ln.as_ref().map_or(0, |l| l.parameters().len());
+            let (g_ln1, rest) = grads.split_at_mut(count(&self.ln1));
+            let (g_mssa, rest) = rest.split_at_mut(self.mssa.parameters().len());
+            let (g_ln2, g_ista) = rest.split_at_mut(count(&self.ln2));
+            let dh2 = self.ista.backward(&cache.ista, dy, g_ista)?;
+            let dmid = norm_backward(&self.ln2, &cache.ln2, dh2, g_ln2)?;
+            let dh = self.mssa.backward(&cache.mssa, dmid.view(), g_mssa)?;
+            let mut dx = norm_backward(&self.ln1, &cache.ln1, dh, g_ln1)?;
+            crate::rows::zip_rows(dx.view_mut(), dmid.view(), |mut dx, d| dx += &d);
+            crate::workspace::recycle(dmid);
+            Ok(dx)
+        })
     }
 
     fn update_parameters(

@@ -337,15 +337,17 @@ impl<T: Float> CrateClassifier<T> {
     /// Class logits (b × classes) of a batch of images (b × channels × height × width; height
     /// and width multiples of the patch size, at most the configured number of patches).
     pub fn forward(&self, images: &ArrayRef4<T>) -> Result<Array2<T>> {
-        let (tokens, n) = self.embed(images)?;
-        let mut z = tokens;
-        for block in self.encoder.blocks() {
-            let next = block.apply(z.view(), n);
-            crate::workspace::recycle(std::mem::replace(&mut z, next));
-        }
-        let logits = self.head(z.view(), n);
-        crate::validate::finite_output("logits", &logits)?;
-        Ok(logits)
+        crate::rows::on_pool(images.len().saturating_mul(self.config.dim()), || {
+            let (tokens, n) = self.embed(images)?;
+            let mut z = tokens;
+            for block in self.encoder.blocks() {
+                let next = block.apply(z.view(), n);
+                crate::workspace::recycle(std::mem::replace(&mut z, next));
+            }
+            let logits = self.head(z.view(), n);
+            crate::validate::finite_output("logits", &logits)?;
+            Ok(logits)
+        })
     }
 
     /// The `k` most likely classes of each image, as (class, logit), best first.

@@ -107,15 +107,17 @@ impl<T: Float> CrateEncoder<T> {
     /// Runs every layer on a batch (b × n × dim).
     pub fn forward_batch(&self, x: &ArrayRef3<T>) -> Result<Array3<T>> {
         let (b, n, d) = x.dim();
-        let rows = batch_rows(x)?;
-        self.blocks[0].check_input(d, n, b * n)?;
-        let mut z = self.blocks[0].apply(rows.view(), n);
-        for block in &self.blocks[1..] {
-            let next = block.apply(z.view(), n);
-            crate::workspace::recycle(std::mem::replace(&mut z, next));
-        }
-        crate::validate::finite_output("CRATE encoder output", &z)?;
-        Ok(z.into_shape_with_order((b, n, d)).expect("rows are b·n"))
+        crate::rows::on_pool_rows(b.saturating_mul(n), d, || {
+            let rows = batch_rows(x)?;
+            self.blocks[0].check_input(d, n, b * n)?;
+            let mut z = self.blocks[0].apply(rows.view(), n);
+            for block in &self.blocks[1..] {
+                let next = block.apply(z.view(), n);
+                crate::workspace::recycle(std::mem::replace(&mut z, next));
+            }
+            crate::validate::finite_output("CRATE encoder output", &z)?;
+            Ok(z.into_shape_with_order((b, n, d)).expect("rows are b·n"))
+        })
     }
 
     /// Runs every layer and measures each one ([`LayerDiagnostics`]).
@@ -124,19 +126,21 @@ impl<T: Float> CrateEncoder<T> {
         x: &ArrayRef3<T>,
     ) -> Result<(Array3<T>, Vec<LayerDiagnostics<T>>)> {
         let (b, n, d) = x.dim();
-        let mut z = batch_rows(x)?.into_owned();
-        self.blocks[0].check_input(d, n, b * n)?;
-        let mut diags = Vec::with_capacity(self.blocks.len());
-        for block in &self.blocks {
-            let [h, _, _, _, out] = block.apply_trace(z.view(), n);
-            let w = block.mssa.project(h.view());
-            diags.push(measure(block, w.view(), out.view(), n)?);
-            z = out;
-        }
-        Ok((
-            z.into_shape_with_order((b, n, d)).expect("rows are b·n"),
-            diags,
-        ))
+        crate::rows::on_pool_rows(b.saturating_mul(n), d, || {
+            let mut z = batch_rows(x)?.into_owned();
+            self.blocks[0].check_input(d, n, b * n)?;
+            let mut diags = Vec::with_capacity(self.blocks.len());
+            for block in &self.blocks {
+                let [h, _, _, _, out] = block.apply_trace(z.view(), n);
+                let w = block.mssa.project(h.view());
+                diags.push(measure(block, w.view(), out.view(), n)?);
+                z = out;
+            }
+            Ok((
+                z.into_shape_with_order((b, n, d)).expect("rows are b·n"),
+                diags,
+            ))
+        })
     }
 }
 
@@ -198,7 +202,9 @@ impl<T: Float> Trainable<T> for CrateEncoder<T> {
     type Cache = Vec<CrateBlockCache<T>>;
 
     fn forward_train(&self, x: ArrayView2<T>, n: usize) -> Result<(Array2<T>, Self::Cache)> {
-        crate::nn::stack_forward_train(&self.blocks, crate::workspace::copied(x), n)
+        crate::rows::on_pool_rows(x.nrows(), x.ncols(), || {
+            crate::nn::stack_forward_train(&self.blocks, crate::workspace::copied(x), n)
+        })
     }
 
     fn backward(
@@ -207,27 +213,29 @@ impl<T: Float> Trainable<T> for CrateEncoder<T> {
         dy: ArrayView2<T>,
         grads: &mut [ArrayD<T>],
     ) -> Result<Array2<T>> {
-        crate::nn::check_gradients(&self.parameters(), grads)?;
-        if cache.len() != self.blocks.len() {
-            return Err(Error::ShapeMismatch {
-                what: "encoder cache",
-                expected: format!("{} layers", self.blocks.len()),
-                got: format!("{}", cache.len()),
-            });
-        }
-        let mut bounds = Vec::with_capacity(self.blocks.len());
-        let mut rest: &mut [ArrayD<T>] = grads;
-        for block in &self.blocks {
-            let (head, tail) = rest.split_at_mut(block.parameters().len());
-            bounds.push(head);
-            rest = tail;
-        }
-        let mut d = crate::workspace::copied(dy);
-        for ((block, c), g) in self.blocks.iter().zip(cache).zip(bounds).rev() {
-            let dx = block.backward(c, d.view(), g)?;
-            crate::workspace::recycle(std::mem::replace(&mut d, dx));
-        }
-        Ok(d)
+        crate::rows::on_pool_rows(dy.nrows(), dy.ncols(), || {
+            crate::nn::check_gradients(&self.parameters(), grads)?;
+            if cache.len() != self.blocks.len() {
+                return Err(Error::ShapeMismatch {
+                    what: "encoder cache",
+                    expected: format!("{} layers", self.blocks.len()),
+                    got: format!("{}", cache.len()),
+                });
+            }
+            let mut bounds = Vec::with_capacity(self.blocks.len());
+            let mut rest: &mut [ArrayD<T>] = grads;
+            for block in &self.blocks {
+                let (head, tail) = rest.split_at_mut(block.parameters().len());
+                bounds.push(head);
+                rest = tail;
+            }
+            let mut d = crate::workspace::copied(dy);
+            for ((block, c), g) in self.blocks.iter().zip(cache).zip(bounds).rev() {
+                let dx = block.backward(c, d.view(), g)?;
+                crate::workspace::recycle(std::mem::replace(&mut d, dx));
+            }
+            Ok(d)
+        })
     }
 
     fn update_parameters(

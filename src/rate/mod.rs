@@ -104,18 +104,22 @@ fn check<T: Float>(z: &ArrayRef2<T>, membership: Option<&Membership<T>>) -> Resu
 /// # Ok::<(), mcr2::Error>(())
 /// ```
 pub fn coding_rate<T: Float>(z: &ArrayRef2<T>, eps: Precision) -> Result<T> {
-    check(z, None)?;
-    Ok(Evaluation::new(z.view(), None, paper(eps), true)?.r)
+    on_pool(z, || {
+        check(z, None)?;
+        Ok(Evaluation::new(z.view(), None, paper(eps), true)?.r)
+    })
 }
 
 /// `R(Z)` and its gradient `∂R/∂Z = a Z (I + a ZᵀZ)⁻¹`, `a = d/(nε²)` (n × d), from one
 /// factorization.
 pub fn coding_rate_with_grad<T: Float>(z: &ArrayRef2<T>, eps: Precision) -> Result<(T, Array2<T>)> {
-    check(z, None)?;
-    let ev = Evaluation::new(z.view(), None, paper(eps), true)?;
-    let mut g = Array2::zeros(z.dim());
-    ev.gradient_into(1.0, 0.0, g.view_mut());
-    Ok((ev.r, g))
+    on_pool(z, || {
+        check(z, None)?;
+        let ev = Evaluation::new(z.view(), None, paper(eps), true)?;
+        let mut g = Array2::zeros(z.dim());
+        ev.gradient_into(1.0, 0.0, g.view_mut());
+        Ok((ev.r, g))
+    })
 }
 
 /// Class-conditional coding rate
@@ -125,8 +129,10 @@ pub fn class_coding_rate<T: Float>(
     membership: &Membership<T>,
     eps: Precision,
 ) -> Result<T> {
-    check(z, Some(membership))?;
-    Ok(Evaluation::new(z.view(), Some(membership), paper(eps), false)?.rc())
+    on_pool(z, || {
+        check(z, Some(membership))?;
+        Ok(Evaluation::new(z.view(), Some(membership), paper(eps), false)?.rc())
+    })
 }
 
 /// `Rc(Z | Π)` and its gradient `∂Rc/∂Z = d/(nε²) Σ_j Π_j Z (I + a_j Zᵀ Π_j Z)⁻¹` (n × d).
@@ -135,11 +141,13 @@ pub fn class_coding_rate_with_grad<T: Float>(
     membership: &Membership<T>,
     eps: Precision,
 ) -> Result<(T, Array2<T>)> {
-    check(z, Some(membership))?;
-    let ev = Evaluation::new(z.view(), Some(membership), paper(eps), false)?;
-    let mut g = Array2::zeros(z.dim());
-    ev.gradient_into(0.0, 1.0, g.view_mut());
-    Ok((ev.rc(), g))
+    on_pool(z, || {
+        check(z, Some(membership))?;
+        let ev = Evaluation::new(z.view(), Some(membership), paper(eps), false)?;
+        let mut g = Array2::zeros(z.dim());
+        ev.gradient_into(0.0, 1.0, g.view_mut());
+        Ok((ev.rc(), g))
+    })
 }
 
 /// Rate reduction `ΔR = R − Rc` with its terms.
@@ -160,9 +168,11 @@ pub fn rate_reduction<T: Float>(
     membership: &Membership<T>,
     eps: Precision,
 ) -> Result<RateReduction<T>> {
-    check(z, Some(membership))?;
-    let ev = Evaluation::new(z.view(), Some(membership), paper(eps), true)?;
-    Ok(report(&ev))
+    on_pool(z, || {
+        check(z, Some(membership))?;
+        let ev = Evaluation::new(z.view(), Some(membership), paper(eps), true)?;
+        Ok(report(&ev))
+    })
 }
 
 fn report<T: Float>(ev: &Evaluation<'_, '_, T>) -> RateReduction<T> {
@@ -196,9 +206,18 @@ pub fn rate_reduction_with_grad_into<T: Float>(
     eps: Precision,
     grad: &mut ArrayRef2<T>,
 ) -> Result<RateReduction<T>> {
-    check(z, Some(membership))?;
-    engine::check_out(grad, z.nrows(), z.ncols())?;
-    let ev = Evaluation::new(z.view(), Some(membership), paper(eps), true)?;
-    ev.gradient_into(1.0, -1.0, grad.view_mut());
-    Ok(report(&ev))
+    on_pool(z, || {
+        check(z, Some(membership))?;
+        engine::check_out(grad, z.nrows(), z.ncols())?;
+        let ev = Evaluation::new(z.view(), Some(membership), paper(eps), true)?;
+        ev.gradient_into(1.0, -1.0, grad.view_mut());
+        Ok(report(&ev))
+    })
+}
+
+/// Runs one evaluation on `z` (n × d) through [`crate::rows::on_pool`]: its Gram products
+/// have about n·d·min(n, d) multiply-adds.
+fn on_pool<T: Float, R: Send>(z: &ArrayRef2<T>, f: impl FnOnce() -> R + Send) -> R {
+    let (n, d) = z.dim();
+    crate::rows::on_pool(n.saturating_mul(d).saturating_mul(n.min(d)), f)
 }

@@ -164,10 +164,12 @@ impl<T: Float> ToStBlock<T> {
 
     /// One sequence (n × dim).
     pub fn forward(&self, x: &ArrayRef2<T>) -> Result<Array2<T>> {
-        crate::validate::matrix_with_cols("tokens", x, self.dim())?;
-        let y = self.apply(x.view());
-        crate::validate::finite_output("ToST block output", &y)?;
-        Ok(y)
+        crate::rows::on_pool_rows(x.nrows(), x.ncols(), || {
+            crate::validate::matrix_with_cols("tokens", x, self.dim())?;
+            let y = self.apply(x.view());
+            crate::validate::finite_output("ToST block output", &y)?;
+            Ok(y)
+        })
     }
 
     /// A batch (b × n × dim).

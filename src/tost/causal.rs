@@ -133,11 +133,13 @@ impl<T: Float> CausalTssa<T> {
 
     /// The causal update of one sequence (n × dim, n ≤ block_size).
     pub fn forward(&self, x: &ArrayRef2<T>) -> Result<Array2<T>> {
-        crate::validate::matrix_with_cols("tokens", x, self.dim())?;
-        self.check_len(x.nrows())?;
-        let y = self.apply(x.view());
-        crate::validate::finite_output("causal TSSA output", &y)?;
-        Ok(y)
+        crate::rows::on_pool_rows(x.nrows(), x.ncols(), || {
+            crate::validate::matrix_with_cols("tokens", x, self.dim())?;
+            self.check_len(x.nrows())?;
+            let y = self.apply(x.view());
+            crate::validate::finite_output("causal TSSA output", &y)?;
+            Ok(y)
+        })
     }
 
     /// The causal update of a batch (b × n × dim).

@@ -174,10 +174,12 @@ impl<T: Float> Tssa<T> {
 
     /// The attention update of one sequence (n × dim, tokens as rows).
     pub fn forward(&self, x: &ArrayRef2<T>) -> Result<Array2<T>> {
-        crate::validate::matrix_with_cols("tokens", x, self.dim())?;
-        let y = self.apply(x.view());
-        crate::validate::finite_output("TSSA output", &y)?;
-        Ok(y)
+        crate::rows::on_pool_rows(x.nrows(), x.ncols(), || {
+            crate::validate::matrix_with_cols("tokens", x, self.dim())?;
+            let y = self.apply(x.view());
+            crate::validate::finite_output("TSSA output", &y)?;
+            Ok(y)
+        })
     }
 
     /// The attention update of a batch (b × n × dim).
