@@ -134,7 +134,9 @@
 //! ## Features
 //!
 //! * `parallel`: multi-threaded kernels on the current rayon pool (off by default; choose the
-//!   thread count with `rayon::ThreadPoolBuilder`).
+//!   thread count with `rayon::ThreadPoolBuilder`). A large forward pass of a network or a
+//!   rate evaluation called from outside the pool runs as a whole on one of its threads,
+//!   whose steps the other threads share; its results are the same bits on any thread count.
 //! * `serde`: (de)serialization of [`Precision`], [`RateReduction`], [`RateStats`], [`ReferenceLoss`].
 //! * `lapack`: LAPACK through `ndarray-linalg` instead of the default pure-Rust faer backend;
 //!   pick the library in the final binary with `openblas-system` or `netlib-static`.

@@ -35,10 +35,16 @@ pub(crate) fn threads() -> usize {
 /// to sleep until the pool is done: two thread wake-ups per step, and the woken threads were
 /// seen sharing one core for milliseconds while the other sat idle. Started from a pool
 /// thread, the steps only share their work with the other threads, which are still
-/// spinning from the previous step. On the 2-core Intel Xeon, 2 threads, medians: CRATE-T
-/// block forward at batch 1 (f32) 1.37 → 1.21 ms (context switches 4× fewer), the
-/// CRATE-T classifier on 8 images 110–116 → 104 ms, ΔR value+gradient at (d, n, k) = (512,
-/// 10⁴, 10) 61 → 56 ms. The same code runs either way, so the results are the same bits.
+/// spinning from the previous step. On the 2-core Intel Xeon, 2 threads, the old and the new
+/// build in turn, medians: CRATE-T block forward at batch 1 (f32) 1.33–1.36 → 1.16–1.19 ms
+/// (context switches 4× fewer), the CRATE-T classifier on 8 images (f32) 111–113 → 104–107
+/// ms, ΔR value+gradient at (d, n, k) = (512, 10⁴, 10) 60–63 → 56–63 ms. The same code runs
+/// either way, so the results are the same bits.
+///
+/// Not for training passes: a step's forward and backward, each moved, may land on
+/// different threads, and the buffers of its caches, kept per thread for the next step
+/// (`workspace`), then pile up on the wrong one (the CRATE-T block's f64 forward+backward at
+/// batch 32 took 429–484 ms instead of 229–239).
 pub(crate) fn on_pool<R: Send>(multiply_adds: usize, f: impl FnOnce() -> R + Send) -> R {
     #[cfg(feature = "parallel")]
     if multiply_adds >= crate::linalg::PARALLEL_WORK

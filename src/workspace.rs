@@ -52,20 +52,29 @@ fn pool<T: Float>() -> &'static LocalKey<Pool<T>> {
     <T::Kernels as Pooled<T>>::pool()
 }
 
-/// Frees every scratch buffer that the calling thread keeps for later calls.
+/// Frees every scratch buffer that the calling thread and, with the `parallel` feature, the
+/// threads of the current rayon pool keep for later calls.
 ///
 /// Layers and the rate functions borrow temporaries, and the training forwards their caches,
 /// from a per-thread cache (at most 256 buffers of at most 256 MiB, 1 GiB in all, per thread
 /// and float type) so that repeated forward passes, rate evaluations and training steps do
-/// not pay for fresh memory each time.
-/// The cache lives as long as its thread; call this to give the memory back sooner, e.g.
-/// after the last forward pass or training step of a long-lived thread. The next call that
-/// needs a temporary allocates again.
+/// not pay for fresh memory each time. A large forward pass or rate evaluation runs on a
+/// thread of the rayon pool (the `parallel` feature), so its temporaries are kept there.
+/// The caches live as long as their threads; call this to give the memory back sooner, e.g.
+/// after the last forward pass or training step. The next call that needs a temporary
+/// allocates again.
 ///
 /// ```
 /// mcr2::release_workspace();
 /// ```
 pub fn release_workspace() {
+    release_this_thread();
+    #[cfg(feature = "parallel")]
+    rayon::broadcast(|_| release_this_thread());
+}
+
+/// Frees the calling thread's kept buffers.
+fn release_this_thread() {
     let _ = pool::<f32>().try_with(|p| p.borrow_mut().clear());
     let _ = pool::<f64>().try_with(|p| p.borrow_mut().clear());
 }
@@ -218,6 +227,20 @@ fn trim<T>(p: &mut Vec<Vec<T>>, keep: usize, limit: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `release_workspace` empties the caches of every thread of the pool it is called on.
+    #[cfg(feature = "parallel")]
+    #[test]
+    fn release_empties_every_thread_of_the_pool() {
+        let kept = || pool::<f32>().with(|p| p.borrow().len());
+        let pool3 = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        pool3.install(|| {
+            rayon::broadcast(|_| drop(take::<f32>(16, 16)));
+            assert!(rayon::broadcast(|_| kept()).iter().all(|&k| k >= 1));
+            release_workspace();
+            assert_eq!(rayon::broadcast(|_| kept()), vec![0; 3]);
+        });
+    }
 
     #[test]
     fn buffers_are_reused_and_bounded() {

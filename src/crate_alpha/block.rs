@@ -334,28 +334,26 @@ impl<T: Float> Trainable<T> for CrateAlphaBlock<T> {
     type Cache = CrateAlphaBlockCache<T>;
 
     fn forward_train(&self, x: ArrayView2<T>, n: usize) -> Result<(Array2<T>, Self::Cache)> {
-        crate::rows::on_pool_rows(x.nrows(), x.ncols(), || {
-            crate::validate::matrix_with_cols("tokens", &x, self.dim())?;
-            crate::nn::check_sequences(x.nrows(), n)?;
-            let (h, ln1) = self.ln1.forward_train(x, 1)?;
-            // the normalized tokens go into the MSSA and ODL caches as they are
-            let (mut y, mssa) =
-                self.mssa
-                    .forward_train_owned(crate::workspace::adopt(h), n, Some(x))?;
-            let (h2, ln2) = self.ln2.forward_train(y.view(), 1)?;
-            let (update, odl) = self.odl.forward_train_owned(h2)?;
-            crate::rows::zip_rows(y.view_mut(), update.view(), |mut y, u| y += &u);
-            crate::validate::finite_output("CRATE-α layer output", &y)?;
-            Ok((
-                y,
-                CrateAlphaBlockCache {
-                    ln1,
-                    mssa,
-                    ln2,
-                    odl,
-                },
-            ))
-        })
+        crate::validate::matrix_with_cols("tokens", &x, self.dim())?;
+        crate::nn::check_sequences(x.nrows(), n)?;
+        let (h, ln1) = self.ln1.forward_train(x, 1)?;
+        // the normalized tokens go into the MSSA and ODL caches as they are
+        let (mut y, mssa) =
+            self.mssa
+                .forward_train_owned(crate::workspace::adopt(h), n, Some(x))?;
+        let (h2, ln2) = self.ln2.forward_train(y.view(), 1)?;
+        let (update, odl) = self.odl.forward_train_owned(h2)?;
+        crate::rows::zip_rows(y.view_mut(), update.view(), |mut y, u| y += &u);
+        crate::validate::finite_output("CRATE-α layer output", &y)?;
+        Ok((
+            y,
+            CrateAlphaBlockCache {
+                ln1,
+                mssa,
+                ln2,
+                odl,
+            },
+        ))
     }
 
     /// `dz½ = dz⁺ + LN₂ᵀ(ODLᵀ(dz⁺))`, then `dz = dz½ + LN₁ᵀ(MSSAᵀ(dz½))`.
@@ -365,19 +363,17 @@ impl<T: Float> Trainable<T> for CrateAlphaBlock<T> {
         dy: ArrayView2<T>,
         grads: &mut [ArrayD<T>],
     ) -> Result<Array2<T>> {
-        crate::rows::on_pool_rows(dy.nrows(), dy.ncols(), || {
-            crate::nn::check_gradients(&self.parameters(), grads)?;
-            let (g_ln1, rest) = grads.split_at_mut(2);
-            let (g_mssa, rest) = rest.split_at_mut(self.mssa.parameters().len());
-            let (g_ln2, g_odl) = rest.split_at_mut(2);
-            let dh2 = self.odl.backward(&cache.odl, dy, g_odl)?;
-            let mut dmid = self.ln2.backward(&cache.ln2, dh2.view(), g_ln2)?;
-            dmid += &dy;
-            let dh = self.mssa.backward(&cache.mssa, dmid.view(), g_mssa)?;
-            let mut dx = self.ln1.backward(&cache.ln1, dh.view(), g_ln1)?;
-            dx += &dmid;
-            Ok(dx)
-        })
+        crate::nn::check_gradients(&self.parameters(), grads)?;
+        let (g_ln1, rest) = grads.split_at_mut(2);
+        let (g_mssa, rest) = rest.split_at_mut(self.mssa.parameters().len());
+        let (g_ln2, g_odl) = rest.split_at_mut(2);
+        let dh2 = self.odl.backward(&cache.odl, dy, g_odl)?;
+        let mut dmid = self.ln2.backward(&cache.ln2, dh2.view(), g_ln2)?;
+        dmid += &dy;
+        let dh = self.mssa.backward(&cache.mssa, dmid.view(), g_mssa)?;
+        let mut dx = self.ln1.backward(&cache.ln1, dh.view(), g_ln1)?;
+        dx += &dmid;
+        Ok(dx)
     }
 
     fn update_parameters(

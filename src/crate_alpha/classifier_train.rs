@@ -72,34 +72,27 @@ impl<T: Float> CrateAlphaClassifier<T> {
         &self,
         images: &ArrayRef4<T>,
     ) -> Result<(Array2<T>, CrateAlphaClassifierCache<T>)> {
-        crate::rows::on_pool(images.len().saturating_mul(self.config.dim()), || {
-            let (x, patches) = self.patch_rows(images)?;
-            let b = x.nrows() / patches;
-            let (e, patch) = self.patch.forward_train(x.view(), 1)?;
-            drop(x);
-            let (z, n) = crate::nn::with_class_token(
-                e.view(),
-                &self.cls_token,
-                &self.pos_embedding,
-                b,
-                patches,
-            );
-            let (z, blocks) = crate::nn::stack_forward_train(&self.blocks, z, n)?;
-            let pooled = crate::nn::class_tokens(z.view(), n);
-            let (pn, head_norm) = self.head_norm.forward_train(pooled.view(), 1)?;
-            let (logits, head) = self.head.forward_train(pn.view(), 1)?;
-            crate::validate::finite_output("logits", &logits)?;
-            let cache = CrateAlphaClassifierCache {
-                b,
-                n,
-                patch,
-                blocks,
-                features: z,
-                head_norm,
-                head,
-            };
-            Ok((logits, cache))
-        })
+        let (x, patches) = self.patch_rows(images)?;
+        let b = x.nrows() / patches;
+        let (e, patch) = self.patch.forward_train(x.view(), 1)?;
+        drop(x);
+        let (z, n) =
+            crate::nn::with_class_token(e.view(), &self.cls_token, &self.pos_embedding, b, patches);
+        let (z, blocks) = crate::nn::stack_forward_train(&self.blocks, z, n)?;
+        let pooled = crate::nn::class_tokens(z.view(), n);
+        let (pn, head_norm) = self.head_norm.forward_train(pooled.view(), 1)?;
+        let (logits, head) = self.head.forward_train(pn.view(), 1)?;
+        crate::validate::finite_output("logits", &logits)?;
+        let cache = CrateAlphaClassifierCache {
+            b,
+            n,
+            patch,
+            blocks,
+            features: z,
+            head_norm,
+            head,
+        };
+        Ok((logits, cache))
     }
 
     /// The gradient of a loss with respect to every parameter (in
@@ -111,56 +104,54 @@ impl<T: Float> CrateAlphaClassifier<T> {
         d_logits: Option<ArrayView2<T>>,
         d_features: Option<ArrayView2<T>>,
     ) -> Result<Vec<ArrayD<T>>> {
-        crate::rows::on_pool_rows(cache.b.saturating_mul(cache.n), self.config.dim(), || {
-            let (b, n, d) = (cache.b, cache.n, self.config.dim());
-            let mut grads: Vec<ArrayD<T>> = self
-                .gradient_buffers()
-                .into_iter()
-                .map(|(_, g)| g)
-                .collect();
-            let per_block = self.blocks.first().map_or(0, |b| b.parameters().len());
-            let (g_conv, rest) = grads.split_at_mut(2);
-            let (g_tokens, rest) = rest.split_at_mut(2);
-            let (g_blocks, g_head) = rest.split_at_mut(per_block * self.blocks.len());
-            let mut dz = match d_features {
-                Some(df) => {
-                    check_upstream(&df, (b * n, d))?;
-                    df.to_owned()
-                }
-                None => Array2::<T>::zeros((b * n, d)),
-            };
-            match d_logits {
-                Some(dl) => {
-                    let (gn, gl) = g_head.split_at_mut(2);
-                    let dpn = self.head.backward(&cache.head, dl, gl)?;
-                    let dp = self.head_norm.backward(&cache.head_norm, dpn.view(), gn)?;
-                    for (img, row) in dp.rows().into_iter().enumerate() {
-                        let mut r = dz.row_mut(img * n);
-                        r += &row;
-                    }
-                }
-                None if d_features.is_none() => {
-                    return Err(Error::InvalidParameter {
-                        name: "backward",
-                        value: "no upstream gradient".into(),
-                        reason: "give the gradient of the logits, of the features, or both",
-                    });
-                }
-                None => {}
+        let (b, n, d) = (cache.b, cache.n, self.config.dim());
+        let mut grads: Vec<ArrayD<T>> = self
+            .gradient_buffers()
+            .into_iter()
+            .map(|(_, g)| g)
+            .collect();
+        let per_block = self.blocks.first().map_or(0, |b| b.parameters().len());
+        let (g_conv, rest) = grads.split_at_mut(2);
+        let (g_tokens, rest) = rest.split_at_mut(2);
+        let (g_blocks, g_head) = rest.split_at_mut(per_block * self.blocks.len());
+        let mut dz = match d_features {
+            Some(df) => {
+                check_upstream(&df, (b * n, d))?;
+                df.to_owned()
             }
-            let dz = crate::nn::stack_backward(&self.blocks, &cache.blocks, g_blocks, dz)?;
-            let demb = {
-                let (g_cls, g_pos) = g_tokens.split_at_mut(1);
-                let g_cls = g_cls[0].view_mut().into_shape_with_order(d).expect("1×1×d");
-                let g_pos = g_pos[0]
-                    .view_mut()
-                    .into_shape_with_order((n, d))
-                    .expect("1×n×d");
-                crate::nn::with_class_token_backward(dz.view(), b, n, g_cls, g_pos)
-            };
-            crate::nn::conv_backward(&self.patch, &cache.patch, demb.view(), g_conv)?;
-            Ok(grads)
-        })
+            None => Array2::<T>::zeros((b * n, d)),
+        };
+        match d_logits {
+            Some(dl) => {
+                let (gn, gl) = g_head.split_at_mut(2);
+                let dpn = self.head.backward(&cache.head, dl, gl)?;
+                let dp = self.head_norm.backward(&cache.head_norm, dpn.view(), gn)?;
+                for (img, row) in dp.rows().into_iter().enumerate() {
+                    let mut r = dz.row_mut(img * n);
+                    r += &row;
+                }
+            }
+            None if d_features.is_none() => {
+                return Err(Error::InvalidParameter {
+                    name: "backward",
+                    value: "no upstream gradient".into(),
+                    reason: "give the gradient of the logits, of the features, or both",
+                });
+            }
+            None => {}
+        }
+        let dz = crate::nn::stack_backward(&self.blocks, &cache.blocks, g_blocks, dz)?;
+        let demb = {
+            let (g_cls, g_pos) = g_tokens.split_at_mut(1);
+            let g_cls = g_cls[0].view_mut().into_shape_with_order(d).expect("1×1×d");
+            let g_pos = g_pos[0]
+                .view_mut()
+                .into_shape_with_order((n, d))
+                .expect("1×n×d");
+            crate::nn::with_class_token_backward(dz.view(), b, n, g_cls, g_pos)
+        };
+        crate::nn::conv_backward(&self.patch, &cache.patch, demb.view(), g_conv)?;
+        Ok(grads)
     }
 
     /// Calls `update(name, parameter)` for every parameter in

@@ -468,27 +468,25 @@ impl<T: Float> Trainable<T> for CrateBlock<T> {
     type Cache = CrateBlockCache<T>;
 
     fn forward_train(&self, x: ArrayView2<T>, n: usize) -> Result<(Array2<T>, Self::Cache)> {
-        crate::rows::on_pool_rows(x.nrows(), x.ncols(), || {
-            crate::validate::matrix_with_cols("tokens", &x, self.dim())?;
-            crate::nn::check_sequences(x.nrows(), n)?;
-            // the normalized tokens go into the MSSA and ISTA caches as they are
-            let (h, ln1) = norm_train(&self.ln1, x)?;
-            let (y, mssa) =
-                self.mssa
-                    .forward_train_owned(crate::workspace::adopt(h), n, Some(x))?;
-            let (h2, ln2) = norm_train(&self.ln2, y.view())?;
-            crate::workspace::recycle(y);
-            let (out, ista) = self.ista.forward_train_owned(crate::workspace::adopt(h2))?;
-            Ok((
-                out,
-                CrateBlockCache {
-                    ln1,
-                    mssa,
-                    ln2,
-                    ista,
-                },
-            ))
-        })
+        crate::validate::matrix_with_cols("tokens", &x, self.dim())?;
+        crate::nn::check_sequences(x.nrows(), n)?;
+        // the normalized tokens go into the MSSA and ISTA caches as they are
+        let (h, ln1) = norm_train(&self.ln1, x)?;
+        let (y, mssa) = self
+            .mssa
+            .forward_train_owned(crate::workspace::adopt(h), n, Some(x))?;
+        let (h2, ln2) = norm_train(&self.ln2, y.view())?;
+        crate::workspace::recycle(y);
+        let (out, ista) = self.ista.forward_train_owned(crate::workspace::adopt(h2))?;
+        Ok((
+            out,
+            CrateBlockCache {
+                ln1,
+                mssa,
+                ln2,
+                ista,
+            },
+        ))
     }
 
     /// Through ISTA and LN₂ to `dz½`, then `dz = dz½ + LN₁ᵀ(MSSAᵀ(dz½))` (the residual).
@@ -498,20 +496,18 @@ impl<T: Float> Trainable<T> for CrateBlock<T> {
         dy: ArrayView2<T>,
         grads: &mut [ArrayD<T>],
     ) -> Result<Array2<T>> {
-        crate::rows::on_pool_rows(dy.nrows(), dy.ncols(), || {
-            crate::nn::check_gradients(&self.parameters(), grads)?;
-            let count = |ln: &Option<LayerNorm<T>>| ln.as_ref().map_or(0, |l| l.parameters().len());
-            let (g_ln1, rest) = grads.split_at_mut(count(&self.ln1));
-            let (g_mssa, rest) = rest.split_at_mut(self.mssa.parameters().len());
-            let (g_ln2, g_ista) = rest.split_at_mut(count(&self.ln2));
-            let dh2 = self.ista.backward(&cache.ista, dy, g_ista)?;
-            let dmid = norm_backward(&self.ln2, &cache.ln2, dh2, g_ln2)?;
-            let dh = self.mssa.backward(&cache.mssa, dmid.view(), g_mssa)?;
-            let mut dx = norm_backward(&self.ln1, &cache.ln1, dh, g_ln1)?;
-            crate::rows::zip_rows(dx.view_mut(), dmid.view(), |mut dx, d| dx += &d);
-            crate::workspace::recycle(dmid);
-            Ok(dx)
-        })
+        crate::nn::check_gradients(&self.parameters(), grads)?;
+        let count = |ln: &Option<LayerNorm<T>>| ln.as_ref().map_or(0, |l| l.parameters().len());
+        let (g_ln1, rest) = grads.split_at_mut(count(&self.ln1));
+        let (g_mssa, rest) = rest.split_at_mut(self.mssa.parameters().len());
+        let (g_ln2, g_ista) = rest.split_at_mut(count(&self.ln2));
+        let dh2 = self.ista.backward(&cache.ista, dy, g_ista)?;
+        let dmid = norm_backward(&self.ln2, &cache.ln2, dh2, g_ln2)?;
+        let dh = self.mssa.backward(&cache.mssa, dmid.view(), g_mssa)?;
+        let mut dx = norm_backward(&self.ln1, &cache.ln1, dh, g_ln1)?;
+        crate::rows::zip_rows(dx.view_mut(), dmid.view(), |mut dx, d| dx += &d);
+        crate::workspace::recycle(dmid);
+        Ok(dx)
     }
 
     fn update_parameters(

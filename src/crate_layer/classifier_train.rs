@@ -87,32 +87,30 @@ impl<T: Float> CrateClassifier<T> {
         &self,
         images: &ArrayRef4<T>,
     ) -> Result<(Array2<T>, CrateClassifierCache<T>)> {
-        crate::rows::on_pool(images.len().saturating_mul(self.config.dim()), || {
-            let (x, patches) = self.patch_rows(images)?;
-            let b = x.nrows() / patches;
-            let (h, patch_norm) = self.patch_norm.forward_train(x.view(), 1)?;
-            drop(x);
-            let (e, patch_linear) = self.patch_linear.forward_train(h.view(), 1)?;
-            let (emb, embed_norm) = self.embed_norm.forward_train(e.view(), 1)?;
-            let (tokens, n) = self.tokens(emb.view(), b, patches);
-            let (features, encoder) = self.encoder.forward_train(tokens.view(), n)?;
-            let pooled = self.pool(features.view(), b, n);
-            let (pn, head_norm) = self.head_norm.forward_train(pooled.view(), 1)?;
-            let (logits, head_linear) = self.head_linear.forward_train(pn.view(), 1)?;
-            crate::validate::finite_output("logits", &logits)?;
-            let cache = CrateClassifierCache {
-                b,
-                n,
-                patch_norm,
-                patch_linear,
-                embed_norm,
-                encoder,
-                features,
-                head_norm,
-                head_linear,
-            };
-            Ok((logits, cache))
-        })
+        let (x, patches) = self.patch_rows(images)?;
+        let b = x.nrows() / patches;
+        let (h, patch_norm) = self.patch_norm.forward_train(x.view(), 1)?;
+        drop(x);
+        let (e, patch_linear) = self.patch_linear.forward_train(h.view(), 1)?;
+        let (emb, embed_norm) = self.embed_norm.forward_train(e.view(), 1)?;
+        let (tokens, n) = self.tokens(emb.view(), b, patches);
+        let (features, encoder) = self.encoder.forward_train(tokens.view(), n)?;
+        let pooled = self.pool(features.view(), b, n);
+        let (pn, head_norm) = self.head_norm.forward_train(pooled.view(), 1)?;
+        let (logits, head_linear) = self.head_linear.forward_train(pn.view(), 1)?;
+        crate::validate::finite_output("logits", &logits)?;
+        let cache = CrateClassifierCache {
+            b,
+            n,
+            patch_norm,
+            patch_linear,
+            embed_norm,
+            encoder,
+            features,
+            head_norm,
+            head_linear,
+        };
+        Ok((logits, cache))
     }
 
     /// The pooled tokens (b × dim): the class token or the mean over the tokens.
@@ -142,63 +140,61 @@ impl<T: Float> CrateClassifier<T> {
         d_logits: Option<ArrayView2<T>>,
         d_features: Option<ArrayView2<T>>,
     ) -> Result<Vec<ArrayD<T>>> {
-        crate::rows::on_pool_rows(cache.b.saturating_mul(cache.n), self.config.dim(), || {
-            let (b, n, d) = (cache.b, cache.n, self.config.dim());
-            let mut grads: Vec<ArrayD<T>> = self
-                .gradient_buffers()
-                .into_iter()
-                .map(|(_, g)| g)
-                .collect();
-            let (g_embed, rest) = grads.split_at_mut(6);
-            let (g_tokens, rest) = rest.split_at_mut(2);
-            let (g_head, g_encoder) = rest.split_at_mut(4);
-            let mut dz = match d_features {
-                Some(df) => {
-                    check_upstream(&df, (b * n, d))?;
-                    df.to_owned()
-                }
-                None => Array2::<T>::zeros((b * n, d)),
-            };
-            match d_logits {
-                Some(dl) => {
-                    let (gn, gl) = g_head.split_at_mut(2);
-                    let dpn = self.head_linear.backward(&cache.head_linear, dl, gl)?;
-                    let dp = self.head_norm.backward(&cache.head_norm, dpn.view(), gn)?;
-                    self.unpool(dp.view(), &mut dz, n);
-                }
-                None if d_features.is_none() => {
-                    return Err(Error::InvalidParameter {
-                        name: "backward",
-                        value: "no upstream gradient".into(),
-                        reason: "give the gradient of the logits, of the features, or both",
-                    });
-                }
-                None => {}
+        let (b, n, d) = (cache.b, cache.n, self.config.dim());
+        let mut grads: Vec<ArrayD<T>> = self
+            .gradient_buffers()
+            .into_iter()
+            .map(|(_, g)| g)
+            .collect();
+        let (g_embed, rest) = grads.split_at_mut(6);
+        let (g_tokens, rest) = rest.split_at_mut(2);
+        let (g_head, g_encoder) = rest.split_at_mut(4);
+        let mut dz = match d_features {
+            Some(df) => {
+                check_upstream(&df, (b * n, d))?;
+                df.to_owned()
             }
-            let dt = self
-                .encoder
-                .backward(&cache.encoder, dz.view(), g_encoder)?;
-            // tokens = [cls; emb] + pos: cls and pos collect over the images
-            let demb = {
-                let (g_cls, g_pos) = g_tokens.split_at_mut(1);
-                let g_cls = g_cls[0].view_mut().into_shape_with_order(d).expect("1×1×d");
-                let g_pos = g_pos[0]
-                    .view_mut()
-                    .into_shape_with_order((n, d))
-                    .expect("1×n×d");
-                crate::nn::with_class_token_backward(dt.view(), b, n, g_cls, g_pos)
-            };
-            let (g1, rest) = g_embed.split_at_mut(2);
-            let (g2, g3) = rest.split_at_mut(2);
-            let de = self
-                .embed_norm
-                .backward(&cache.embed_norm, demb.view(), g3)?;
-            let dh = self
-                .patch_linear
-                .backward(&cache.patch_linear, de.view(), g2)?;
-            self.patch_norm.backward(&cache.patch_norm, dh.view(), g1)?;
-            Ok(grads)
-        })
+            None => Array2::<T>::zeros((b * n, d)),
+        };
+        match d_logits {
+            Some(dl) => {
+                let (gn, gl) = g_head.split_at_mut(2);
+                let dpn = self.head_linear.backward(&cache.head_linear, dl, gl)?;
+                let dp = self.head_norm.backward(&cache.head_norm, dpn.view(), gn)?;
+                self.unpool(dp.view(), &mut dz, n);
+            }
+            None if d_features.is_none() => {
+                return Err(Error::InvalidParameter {
+                    name: "backward",
+                    value: "no upstream gradient".into(),
+                    reason: "give the gradient of the logits, of the features, or both",
+                });
+            }
+            None => {}
+        }
+        let dt = self
+            .encoder
+            .backward(&cache.encoder, dz.view(), g_encoder)?;
+        // tokens = [cls; emb] + pos: cls and pos collect over the images
+        let demb = {
+            let (g_cls, g_pos) = g_tokens.split_at_mut(1);
+            let g_cls = g_cls[0].view_mut().into_shape_with_order(d).expect("1×1×d");
+            let g_pos = g_pos[0]
+                .view_mut()
+                .into_shape_with_order((n, d))
+                .expect("1×n×d");
+            crate::nn::with_class_token_backward(dt.view(), b, n, g_cls, g_pos)
+        };
+        let (g1, rest) = g_embed.split_at_mut(2);
+        let (g2, g3) = rest.split_at_mut(2);
+        let de = self
+            .embed_norm
+            .backward(&cache.embed_norm, demb.view(), g3)?;
+        let dh = self
+            .patch_linear
+            .backward(&cache.patch_linear, de.view(), g2)?;
+        self.patch_norm.backward(&cache.patch_norm, dh.view(), g1)?;
+        Ok(grads)
     }
 
     /// Adds the pooled tokens' gradient (b × dim) to the tokens' (b·n × dim).

@@ -202,9 +202,7 @@ impl<T: Float> Trainable<T> for CrateEncoder<T> {
     type Cache = Vec<CrateBlockCache<T>>;
 
     fn forward_train(&self, x: ArrayView2<T>, n: usize) -> Result<(Array2<T>, Self::Cache)> {
-        crate::rows::on_pool_rows(x.nrows(), x.ncols(), || {
-            crate::nn::stack_forward_train(&self.blocks, crate::workspace::copied(x), n)
-        })
+        crate::nn::stack_forward_train(&self.blocks, crate::workspace::copied(x), n)
     }
 
     fn backward(
@@ -213,29 +211,27 @@ impl<T: Float> Trainable<T> for CrateEncoder<T> {
         dy: ArrayView2<T>,
         grads: &mut [ArrayD<T>],
     ) -> Result<Array2<T>> {
-        crate::rows::on_pool_rows(dy.nrows(), dy.ncols(), || {
-            crate::nn::check_gradients(&self.parameters(), grads)?;
-            if cache.len() != self.blocks.len() {
-                return Err(Error::ShapeMismatch {
-                    what: "encoder cache",
-                    expected: format!("{} layers", self.blocks.len()),
-                    got: format!("{}", cache.len()),
-                });
-            }
-            let mut bounds = Vec::with_capacity(self.blocks.len());
-            let mut rest: &mut [ArrayD<T>] = grads;
-            for block in &self.blocks {
-                let (head, tail) = rest.split_at_mut(block.parameters().len());
-                bounds.push(head);
-                rest = tail;
-            }
-            let mut d = crate::workspace::copied(dy);
-            for ((block, c), g) in self.blocks.iter().zip(cache).zip(bounds).rev() {
-                let dx = block.backward(c, d.view(), g)?;
-                crate::workspace::recycle(std::mem::replace(&mut d, dx));
-            }
-            Ok(d)
-        })
+        crate::nn::check_gradients(&self.parameters(), grads)?;
+        if cache.len() != self.blocks.len() {
+            return Err(Error::ShapeMismatch {
+                what: "encoder cache",
+                expected: format!("{} layers", self.blocks.len()),
+                got: format!("{}", cache.len()),
+            });
+        }
+        let mut bounds = Vec::with_capacity(self.blocks.len());
+        let mut rest: &mut [ArrayD<T>] = grads;
+        for block in &self.blocks {
+            let (head, tail) = rest.split_at_mut(block.parameters().len());
+            bounds.push(head);
+            rest = tail;
+        }
+        let mut d = crate::workspace::copied(dy);
+        for ((block, c), g) in self.blocks.iter().zip(cache).zip(bounds).rev() {
+            let dx = block.backward(c, d.view(), g)?;
+            crate::workspace::recycle(std::mem::replace(&mut d, dx));
+        }
+        Ok(d)
     }
 
     fn update_parameters(

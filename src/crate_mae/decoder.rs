@@ -184,25 +184,23 @@ impl<T: Float> Trainable<T> for CrateDecoderBlock<T> {
     type Cache = CrateDecoderBlockCache<T>;
 
     fn forward_train(&self, x: ArrayView2<T>, n: usize) -> Result<(Array2<T>, Self::Cache)> {
-        crate::rows::on_pool_rows(x.nrows(), x.ncols(), || {
-            crate::validate::matrix_with_cols("tokens", &x, self.dim())?;
-            crate::nn::check_sequences(x.nrows(), n)?;
-            let (h, ln1) = self.ln1.forward_train(x, 1)?;
-            let (g, linear) = self.linear.forward_train(h.view(), 1)?;
-            let (h2, ln2) = self.ln2.forward_train(g.view(), 1)?;
-            let (att, mssa) = self.mssa.forward_train(h2.view(), n)?;
-            let y = g - att;
-            crate::validate::finite_output("CRATE decoder layer output", &y)?;
-            Ok((
-                y,
-                CrateDecoderBlockCache {
-                    ln1,
-                    linear,
-                    ln2,
-                    mssa,
-                },
-            ))
-        })
+        crate::validate::matrix_with_cols("tokens", &x, self.dim())?;
+        crate::nn::check_sequences(x.nrows(), n)?;
+        let (h, ln1) = self.ln1.forward_train(x, 1)?;
+        let (g, linear) = self.linear.forward_train(h.view(), 1)?;
+        let (h2, ln2) = self.ln2.forward_train(g.view(), 1)?;
+        let (att, mssa) = self.mssa.forward_train(h2.view(), n)?;
+        let y = g - att;
+        crate::validate::finite_output("CRATE decoder layer output", &y)?;
+        Ok((
+            y,
+            CrateDecoderBlockCache {
+                ln1,
+                linear,
+                ln2,
+                mssa,
+            },
+        ))
     }
 
     /// `dg = dz⁺ − LN₂ᵀ(MSSAᵀ(dz⁺))`, then back through D and LN₁.
@@ -212,18 +210,16 @@ impl<T: Float> Trainable<T> for CrateDecoderBlock<T> {
         dy: ArrayView2<T>,
         grads: &mut [ArrayD<T>],
     ) -> Result<Array2<T>> {
-        crate::rows::on_pool_rows(dy.nrows(), dy.ncols(), || {
-            crate::nn::check_gradients(&self.parameters(), grads)?;
-            let (g_ln1, rest) = grads.split_at_mut(2);
-            let (g_lin, rest) = rest.split_at_mut(1);
-            let (g_ln2, g_mssa) = rest.split_at_mut(2);
-            let neg = dy.mapv(|v| -v);
-            let dh2 = self.mssa.backward(&cache.mssa, neg.view(), g_mssa)?;
-            let mut dg = self.ln2.backward(&cache.ln2, dh2.view(), g_ln2)?;
-            dg += &dy;
-            let dh = self.linear.backward(&cache.linear, dg.view(), g_lin)?;
-            self.ln1.backward(&cache.ln1, dh.view(), g_ln1)
-        })
+        crate::nn::check_gradients(&self.parameters(), grads)?;
+        let (g_ln1, rest) = grads.split_at_mut(2);
+        let (g_lin, rest) = rest.split_at_mut(1);
+        let (g_ln2, g_mssa) = rest.split_at_mut(2);
+        let neg = dy.mapv(|v| -v);
+        let dh2 = self.mssa.backward(&cache.mssa, neg.view(), g_mssa)?;
+        let mut dg = self.ln2.backward(&cache.ln2, dh2.view(), g_ln2)?;
+        dg += &dy;
+        let dh = self.linear.backward(&cache.linear, dg.view(), g_lin)?;
+        self.ln1.backward(&cache.ln1, dh.view(), g_ln1)
     }
 
     fn update_parameters(

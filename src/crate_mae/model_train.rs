@@ -138,8 +138,10 @@ impl<T: Float> CrateMae<T> {
     /// The predicted patches and the loss of a batch of images (b × channels × image_size²)
     /// under `masking` (b samples of L patches).
     pub fn forward(&self, images: &ArrayRef4<T>, masking: &Masking) -> Result<MaeOutput<T>> {
-        let (out, _) = self.forward_train(images, masking)?;
-        Ok(out)
+        crate::rows::on_pool(images.len().saturating_mul(self.config.encoder.dim), || {
+            let (out, _) = self.forward_train(images, masking)?;
+            Ok(out)
+        })
     }
 
     /// The forward with the cache for [`backward`](Self::backward).
@@ -148,107 +150,103 @@ impl<T: Float> CrateMae<T> {
         images: &ArrayRef4<T>,
         masking: &Masking,
     ) -> Result<(MaeOutput<T>, CrateMaeCache<T>)> {
-        crate::rows::on_pool(images.len().saturating_mul(self.config.encoder.dim), || {
-            let c = &self.config;
-            let l = c.num_patches();
-            let (b, _, h, w) = images.dim();
-            if h != c.image_size || w != c.image_size {
-                return Err(Error::ShapeMismatch {
-                    what: "images",
-                    expected: format!("{0} × {0}", c.image_size),
-                    got: format!("{h} × {w}"),
-                });
+        let c = &self.config;
+        let l = c.num_patches();
+        let (b, _, h, w) = images.dim();
+        if h != c.image_size || w != c.image_size {
+            return Err(Error::ShapeMismatch {
+                what: "images",
+                expected: format!("{0} × {0}", c.image_size),
+                got: format!("{h} × {w}"),
+            });
+        }
+        if masking.batch() != b || masking.len() != l {
+            return Err(Error::ShapeMismatch {
+                what: "masking",
+                expected: format!("{b} samples of {l} patches"),
+                got: format!("{} samples of {} patches", masking.batch(), masking.len()),
+            });
+        }
+        if masking.keep() == l {
+            return Err(Error::InvalidParameter {
+                name: "masking",
+                value: "no patch removed".into(),
+                reason: "the loss is taken on the removed patches: remove at least one",
+            });
+        }
+        let target = self.targets(images)?;
+        let (x, _) = crate::nn::image_patches(
+            images,
+            c.channels,
+            c.patch_size,
+            l,
+            PatchOrder::ChannelThenPixels,
+        )?;
+        let (e, patch) = self.patch.forward_train(x.view(), 1)?;
+        drop(x);
+        let (d, keep) = (c.encoder.dim, masking.keep());
+        let ne = keep + 1;
+        let mut z = Array2::<T>::zeros((b * ne, d));
+        for i in 0..b {
+            let mut row = z.row_mut(i * ne);
+            row.assign(&self.cls_token);
+            row += &self.pos_embed.row(0);
+            for (r, &j) in masking.kept(i).iter().enumerate() {
+                let mut row = z.row_mut(i * ne + 1 + r);
+                row.assign(&e.row(i * l + j));
+                row += &self.pos_embed.row(1 + j);
             }
-            if masking.batch() != b || masking.len() != l {
-                return Err(Error::ShapeMismatch {
-                    what: "masking",
-                    expected: format!("{b} samples of {l} patches"),
-                    got: format!("{} samples of {} patches", masking.batch(), masking.len()),
-                });
-            }
-            if masking.keep() == l {
-                return Err(Error::InvalidParameter {
-                    name: "masking",
-                    value: "no patch removed".into(),
-                    reason: "the loss is taken on the removed patches: remove at least one",
-                });
-            }
-            let target = self.targets(images)?;
-            let (x, _) = crate::nn::image_patches(
-                images,
-                c.channels,
-                c.patch_size,
-                l,
-                PatchOrder::ChannelThenPixels,
-            )?;
-            let (e, patch) = self.patch.forward_train(x.view(), 1)?;
-            drop(x);
-            let (d, keep) = (c.encoder.dim, masking.keep());
-            let ne = keep + 1;
-            let mut z = Array2::<T>::zeros((b * ne, d));
-            for i in 0..b {
-                let mut row = z.row_mut(i * ne);
-                row.assign(&self.cls_token);
-                row += &self.pos_embed.row(0);
-                for (r, &j) in masking.kept(i).iter().enumerate() {
-                    let mut row = z.row_mut(i * ne + 1 + r);
-                    row.assign(&e.row(i * l + j));
-                    row += &self.pos_embed.row(1 + j);
+        }
+        let (z, blocks) = crate::nn::stack_forward_train(&self.blocks, z, ne)?;
+        let (zn, norm) = self.norm.forward_train(z.view(), 1)?;
+        let (y, decoder_embed) = self.decoder_embed.forward_train(zn.view(), 1)?;
+        let (dd, nd) = (c.decoder.dim, l + 1);
+        let mut f = Array2::<T>::zeros((b * nd, dd));
+        for i in 0..b {
+            for t in 0..nd {
+                let mut row = f.row_mut(i * nd + t);
+                let source = if t == 0 {
+                    Some(0)
+                } else {
+                    masking.kept_rank(i, t - 1).map(|r| r + 1)
+                };
+                match source {
+                    Some(s) => row.assign(&y.row(i * ne + s)),
+                    None => row.assign(&self.mask_token),
                 }
+                row += &self.decoder_pos_embed.row(t);
             }
-            let (z, blocks) = crate::nn::stack_forward_train(&self.blocks, z, ne)?;
-            let (zn, norm) = self.norm.forward_train(z.view(), 1)?;
-            let (y, decoder_embed) = self.decoder_embed.forward_train(zn.view(), 1)?;
-            let (dd, nd) = (c.decoder.dim, l + 1);
-            let mut f = Array2::<T>::zeros((b * nd, dd));
-            for i in 0..b {
-                for t in 0..nd {
-                    let mut row = f.row_mut(i * nd + t);
-                    let source = if t == 0 {
-                        Some(0)
-                    } else {
-                        masking.kept_rank(i, t - 1).map(|r| r + 1)
-                    };
-                    match source {
-                        Some(s) => row.assign(&y.row(i * ne + s)),
-                        None => row.assign(&self.mask_token),
-                    }
-                    row += &self.decoder_pos_embed.row(t);
-                }
-            }
-            let (f, decoder_blocks) = crate::nn::stack_forward_train(&self.decoder_blocks, f, nd)?;
-            let (fnorm, decoder_norm) = self.decoder_norm.forward_train(f.view(), 1)?;
-            let (p, decoder_pred) = self.decoder_pred.forward_train(fnorm.view(), 1)?;
-            let rows: Vec<usize> = (0..b)
-                .flat_map(|i| (1..nd).map(move |t| i * nd + t))
-                .collect();
-            let pred = p.select(Axis(0), &rows);
-            crate::validate::finite_output("CRATE-MAE prediction", &pred)?;
-            let loss = crate::validate::finite_value(
-                "CRATE-MAE loss",
-                masked_loss(&pred, &target, masking),
-            )?;
-            let out = MaeOutput {
-                pred: pred
-                    .clone()
-                    .into_shape_with_order((b, l, c.patch_dim()))
-                    .expect("b·L rows"),
-                loss,
-            };
-            let cache = CrateMaeCache {
-                masking: masking.clone(),
-                patch,
-                blocks,
-                norm,
-                decoder_embed,
-                decoder_blocks,
-                decoder_norm,
-                decoder_pred,
-                pred,
-                target,
-            };
-            Ok((out, cache))
-        })
+        }
+        let (f, decoder_blocks) = crate::nn::stack_forward_train(&self.decoder_blocks, f, nd)?;
+        let (fnorm, decoder_norm) = self.decoder_norm.forward_train(f.view(), 1)?;
+        let (p, decoder_pred) = self.decoder_pred.forward_train(fnorm.view(), 1)?;
+        let rows: Vec<usize> = (0..b)
+            .flat_map(|i| (1..nd).map(move |t| i * nd + t))
+            .collect();
+        let pred = p.select(Axis(0), &rows);
+        crate::validate::finite_output("CRATE-MAE prediction", &pred)?;
+        let loss =
+            crate::validate::finite_value("CRATE-MAE loss", masked_loss(&pred, &target, masking))?;
+        let out = MaeOutput {
+            pred: pred
+                .clone()
+                .into_shape_with_order((b, l, c.patch_dim()))
+                .expect("b·L rows"),
+            loss,
+        };
+        let cache = CrateMaeCache {
+            masking: masking.clone(),
+            patch,
+            blocks,
+            norm,
+            decoder_embed,
+            decoder_blocks,
+            decoder_norm,
+            decoder_pred,
+            pred,
+            target,
+        };
+        Ok((out, cache))
     }
 
     /// The images with every removed patch replaced by its prediction (b × channels ×
@@ -292,100 +290,83 @@ impl<T: Float> CrateMae<T> {
     /// The gradient of the loss with respect to every trainable parameter, in
     /// [`parameters`](Self::parameters) order.
     pub fn backward(&self, cache: &CrateMaeCache<T>) -> Result<Vec<ArrayD<T>>> {
-        crate::rows::on_pool(
-            cache
-                .masking
-                .batch()
-                .saturating_mul(cache.masking.len())
-                .saturating_mul(self.config.encoder.dim)
-                .saturating_mul(self.config.encoder.dim),
-            || {
-                let c = &self.config;
-                let m = &cache.masking;
-                let (b, l, keep) = (m.batch(), m.len(), m.keep());
-                let (ne, nd, pd) = (keep + 1, l + 1, c.patch_dim());
-                let mut grads: Vec<ArrayD<T>> = self
-                    .gradient_buffers()
-                    .into_iter()
-                    .map(|(_, g)| g)
-                    .collect();
-                let per_enc = self.blocks.first().map_or(0, |x| x.parameters().len());
-                let per_dec = self
-                    .decoder_blocks
-                    .first()
-                    .map_or(0, |x| x.parameters().len());
-                let (g_patch, rest) = grads.split_at_mut(2);
-                let (g_cls, rest) = rest.split_at_mut(1);
-                let (g_blocks, rest) = rest.split_at_mut(per_enc * self.blocks.len());
-                let (g_norm, rest) = rest.split_at_mut(2);
-                let (g_embed, rest) = rest.split_at_mut(2);
-                let (g_mask, rest) = rest.split_at_mut(1);
-                let (g_dec, rest) = rest.split_at_mut(per_dec * self.decoder_blocks.len());
-                let (g_dnorm, g_pred) = rest.split_at_mut(2);
-                // ∂loss/∂pred on the removed patches: 2(pred − target)/(patch_dim · removed)
-                let scale = T::from_f64(2.0 / (pd as f64 * (b * (l - keep)) as f64));
-                let mut dp = Array2::<T>::zeros((b * nd, pd));
-                for i in 0..b {
-                    for j in (0..l).filter(|&j| m.is_masked(i, j)) {
-                        let r = i * l + j;
-                        let mut row = dp.row_mut(i * nd + 1 + j);
-                        ndarray::Zip::from(&mut row)
-                            .and(&cache.pred.row(r))
-                            .and(&cache.target.row(r))
-                            .for_each(|g, &p, &t| *g = scale * (p - t));
+        let c = &self.config;
+        let m = &cache.masking;
+        let (b, l, keep) = (m.batch(), m.len(), m.keep());
+        let (ne, nd, pd) = (keep + 1, l + 1, c.patch_dim());
+        let mut grads: Vec<ArrayD<T>> = self
+            .gradient_buffers()
+            .into_iter()
+            .map(|(_, g)| g)
+            .collect();
+        let per_enc = self.blocks.first().map_or(0, |x| x.parameters().len());
+        let per_dec = self
+            .decoder_blocks
+            .first()
+            .map_or(0, |x| x.parameters().len());
+        let (g_patch, rest) = grads.split_at_mut(2);
+        let (g_cls, rest) = rest.split_at_mut(1);
+        let (g_blocks, rest) = rest.split_at_mut(per_enc * self.blocks.len());
+        let (g_norm, rest) = rest.split_at_mut(2);
+        let (g_embed, rest) = rest.split_at_mut(2);
+        let (g_mask, rest) = rest.split_at_mut(1);
+        let (g_dec, rest) = rest.split_at_mut(per_dec * self.decoder_blocks.len());
+        let (g_dnorm, g_pred) = rest.split_at_mut(2);
+        // ∂loss/∂pred on the removed patches: 2(pred − target)/(patch_dim · removed)
+        let scale = T::from_f64(2.0 / (pd as f64 * (b * (l - keep)) as f64));
+        let mut dp = Array2::<T>::zeros((b * nd, pd));
+        for i in 0..b {
+            for j in (0..l).filter(|&j| m.is_masked(i, j)) {
+                let r = i * l + j;
+                let mut row = dp.row_mut(i * nd + 1 + j);
+                ndarray::Zip::from(&mut row)
+                    .and(&cache.pred.row(r))
+                    .and(&cache.target.row(r))
+                    .for_each(|g, &p, &t| *g = scale * (p - t));
+            }
+        }
+        let dn = self
+            .decoder_pred
+            .backward(&cache.decoder_pred, dp.view(), g_pred)?;
+        let df = self
+            .decoder_norm
+            .backward(&cache.decoder_norm, dn.view(), g_dnorm)?;
+        let df = crate::nn::stack_backward(&self.decoder_blocks, &cache.decoder_blocks, g_dec, df)?;
+        let dd = c.decoder.dim;
+        let mut dy = Array2::<T>::zeros((b * ne, dd));
+        {
+            let mut gm = g_mask[0]
+                .view_mut()
+                .into_shape_with_order(dd)
+                .expect("1×1×dd");
+            for i in 0..b {
+                dy.row_mut(i * ne).assign(&df.row(i * nd));
+                for j in 0..l {
+                    match m.kept_rank(i, j) {
+                        Some(r) => dy.row_mut(i * ne + 1 + r).assign(&df.row(i * nd + 1 + j)),
+                        None => gm += &df.row(i * nd + 1 + j),
                     }
                 }
-                let dn = self
-                    .decoder_pred
-                    .backward(&cache.decoder_pred, dp.view(), g_pred)?;
-                let df = self
-                    .decoder_norm
-                    .backward(&cache.decoder_norm, dn.view(), g_dnorm)?;
-                let df = crate::nn::stack_backward(
-                    &self.decoder_blocks,
-                    &cache.decoder_blocks,
-                    g_dec,
-                    df,
-                )?;
-                let dd = c.decoder.dim;
-                let mut dy = Array2::<T>::zeros((b * ne, dd));
-                {
-                    let mut gm = g_mask[0]
-                        .view_mut()
-                        .into_shape_with_order(dd)
-                        .expect("1×1×dd");
-                    for i in 0..b {
-                        dy.row_mut(i * ne).assign(&df.row(i * nd));
-                        for j in 0..l {
-                            match m.kept_rank(i, j) {
-                                Some(r) => {
-                                    dy.row_mut(i * ne + 1 + r).assign(&df.row(i * nd + 1 + j))
-                                }
-                                None => gm += &df.row(i * nd + 1 + j),
-                            }
-                        }
-                    }
+            }
+        }
+        let dzn = self
+            .decoder_embed
+            .backward(&cache.decoder_embed, dy.view(), g_embed)?;
+        let dz = self.norm.backward(&cache.norm, dzn.view(), g_norm)?;
+        let dz = crate::nn::stack_backward(&self.blocks, &cache.blocks, g_blocks, dz)?;
+        let d = c.encoder.dim;
+        let mut de = Array2::<T>::zeros((b * l, d));
+        {
+            let mut gc = g_cls[0].view_mut().into_shape_with_order(d).expect("1×1×d");
+            for i in 0..b {
+                gc += &dz.row(i * ne);
+                for (r, &j) in m.kept(i).iter().enumerate() {
+                    de.row_mut(i * l + j).assign(&dz.row(i * ne + 1 + r));
                 }
-                let dzn = self
-                    .decoder_embed
-                    .backward(&cache.decoder_embed, dy.view(), g_embed)?;
-                let dz = self.norm.backward(&cache.norm, dzn.view(), g_norm)?;
-                let dz = crate::nn::stack_backward(&self.blocks, &cache.blocks, g_blocks, dz)?;
-                let d = c.encoder.dim;
-                let mut de = Array2::<T>::zeros((b * l, d));
-                {
-                    let mut gc = g_cls[0].view_mut().into_shape_with_order(d).expect("1×1×d");
-                    for i in 0..b {
-                        gc += &dz.row(i * ne);
-                        for (r, &j) in m.kept(i).iter().enumerate() {
-                            de.row_mut(i * l + j).assign(&dz.row(i * ne + 1 + r));
-                        }
-                    }
-                }
-                crate::nn::conv_backward(&self.patch, &cache.patch, de.view(), g_patch)?;
-                Ok(grads)
-            },
-        )
+            }
+        }
+        crate::nn::conv_backward(&self.patch, &cache.patch, de.view(), g_patch)?;
+        Ok(grads)
     }
 
     /// Calls `update(name, parameter)` for every trainable parameter in
