@@ -233,7 +233,10 @@ mod tests {
     #[test]
     fn release_empties_every_thread_of_the_pool() {
         let kept = || pool::<f32>().with(|p| p.borrow().len());
-        let pool3 = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let pool3 = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
         pool3.install(|| {
             rayon::broadcast(|_| drop(take::<f32>(16, 16)));
             assert!(rayon::broadcast(|_| kept()).iter().all(|&k| k >= 1));
