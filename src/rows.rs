@@ -49,7 +49,7 @@ pub(crate) fn on_pool<R: Send>(multiply_adds: usize, f: impl FnOnce() -> R + Sen
     #[cfg(feature = "parallel")]
     if multiply_adds >= crate::linalg::PARALLEL_WORK
         && rayon::current_thread_index().is_none()
-        && rayon::current_num_threads() > 1
+        && threads() > 1
     {
         return rayon::scope(|_| f());
     }

@@ -21,9 +21,14 @@ pub(crate) fn chunk_rows(d: usize) -> usize {
 /// two; at (32, 500, 10) (5.1·10⁵) the pool won, 0.20–0.33 ms against 0.21–0.44 ms.
 const PARALLEL_WORK: usize = 1 << 18;
 
+/// The multiply-adds of the Gram products of ΔR on an n × d matrix: about n·d·min(n, d).
+pub(crate) fn gram_work(n: usize, d: usize) -> usize {
+    n.saturating_mul(d).saturating_mul(n.min(d))
+}
+
 /// Whether ΔR of an n × d matrix is worth the thread pool (see [`PARALLEL_WORK`]).
 pub(crate) fn worth_threads(n: usize, d: usize) -> bool {
-    n.saturating_mul(d).saturating_mul(n.min(d)) >= PARALLEL_WORK
+    gram_work(n, d) >= PARALLEL_WORK
 }
 
 /// Runs `f(j, inner)` for every class j: across the rayon pool when the `parallel` feature is

@@ -215,9 +215,9 @@ pub fn rate_reduction_with_grad_into<T: Float>(
     })
 }
 
-/// Runs one evaluation on `z` (n × d) through [`crate::rows::on_pool`]: its Gram products
-/// have about n·d·min(n, d) multiply-adds.
+/// Runs one evaluation on `z` (n × d) through [`crate::rows::on_pool`], sized by its Gram
+/// products ([`gram::gram_work`]).
 fn on_pool<T: Float, R: Send>(z: &ArrayRef2<T>, f: impl FnOnce() -> R + Send) -> R {
     let (n, d) = z.dim();
-    crate::rows::on_pool(n.saturating_mul(d).saturating_mul(n.min(d)), f)
+    crate::rows::on_pool(gram::gram_work(n, d), f)
 }
